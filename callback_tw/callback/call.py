@@ -1,0 +1,389 @@
+# -*- test-case-name: tests.test_callback_call -*-
+"""
+One callback: call user1, then user2, join them, enforce the duration,
+report the real duration. The whole life of a callback is here; SIP details
+are in L{callback_tw.sip}, audio in L{callback_tw.media}.
+
+States::
+
+    calling1 --user1 answers--> calling2 --user2 answers--> joining --> joined
+       |                           |                          |           |
+       +------------ any end, timer, cancel ------------------+-----------+--> ended
+
+The duration timer counts from user1's answer (the spec: "when the user
+answers the call, MSS will start a timer"). C{real_duration} is the
+conversation time, from user2's answer to the release, rounded to the
+nearest second (halves up); 0 when user2 never answered.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from callback_tw.sip.leg import LegEnd, LegUpdateFailed
+from callback_tw.sip.sdp import SdpError, SdpSession, parseAudio, sharedVoiceCodecs
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """
+    What a finished callback reports.
+
+    @ivar realDuration: whole seconds of conversation (see module doc).
+    @ivar cause: why it ended, for logs ("user1 busy (486 Busy Here)",
+        "duration limit", "user2 hung up"...).
+    """
+
+    realDuration: int
+    cause: str
+
+
+class IDialer(Protocol):
+    """Places legs; knows routing and caller ID (L{callback_tw.sip.stack})."""
+
+    sdpHost: str
+
+    def dial(self, user: str, offer: str, listener: Any, name: str = "") -> Any: ...
+
+
+class IMediaPorts(Protocol):
+    """Opens one RTP port per leg (L{callback_tw.media.rtp.RTPPortAllocator})."""
+
+    def openPort(self) -> Any: ...
+
+
+_FAILURES = {
+    486: "busy",
+    600: "busy",
+    603: "declined",
+    404: "not found",
+    604: "not found",
+    408: "no answer",
+    480: "unavailable",
+    487: "cancelled",
+}
+
+
+def describeEnd(end: LegEnd) -> str:
+    """A leg's end in words an operator reads in a log."""
+    word = _FAILURES.get(end.code, "failed")
+    return f"{word} ({end.code} {end.reason})"
+
+
+def roundSeconds(seconds: float) -> int:
+    """Round to the nearest whole second, halves up (2.5 s -> 3)."""
+    return max(0, int(math.floor(seconds + 0.5)))
+
+
+class CallbackCall:
+    """
+    The state machine of one callback.
+
+    @ivar callbackId: the IIF id.
+    @ivar state: "new", "calling1", "calling2", "joining", "joined", "ended".
+    @ivar accepted: fires (None) once leg 1 is being set up; errbacks if it
+        could not even be started. Drives the ACK.
+    @ivar finished: fires once with a L{CallResult}. Drives the RESPONSE.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        request: Any,
+        dialer: IDialer,
+        media: IMediaPorts,
+        duration: float,
+        reactor: Any,
+        announcer: Any = None,
+    ) -> None:
+        self.callbackId: str = request.callbackId
+        self.request = request
+        self.state = "new"
+        self.accepted: Deferred = Deferred()
+        self.finished: Deferred = Deferred()
+        self._dialer = dialer
+        self._media = media
+        self._duration = duration
+        self._reactor = reactor
+        self._announcer = announcer
+        self._legs: dict[str, Any] = {}
+        self._rtp: dict[str, Any] = {}
+        self._sessions: dict[str, SdpSession] = {}
+        self._durationCall = None
+        self._answered1At: float | None = None
+        self._answered2At: float | None = None
+        self._playing: list[Any] = []
+        self.onEnd: list[Callable[[CallbackCall], None]] = []
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self) -> None:
+        """
+        Call user1. Fires C{accepted} at once; an error placing the leg
+        (no RTP port, SIP stack down) fails it instead and ends the call.
+        """
+        self._log.info(
+            "callback {id} accepted: user1={user1} user2={user2} duration={duration}",
+            id=self.callbackId,
+            user1=self.request.user1,
+            user2=self.request.user2,
+            duration=self._duration,
+        )
+        try:
+            self._dial("leg1", self.request.user1)
+        except Exception as e:
+            self._log.failure("callback {id}: cannot call user1", id=self.callbackId)
+            self.state = "ended"
+            self._closeMedia()
+            self.accepted.errback(e)
+            self._finish(CallResult(0, f"cannot call user1: {e}"))
+            return
+        self.state = "calling1"
+        self.accepted.callback(None)
+
+    def cancel(self, cause: str) -> bool:
+        """Release the callback from outside (AS CANCEL, shutdown)."""
+        if self.state in ("ended", "new"):
+            return False
+        self._release(cause)
+        return True
+
+    @property
+    def legs(self) -> dict[str, Any]:
+        """The legs placed so far, "leg1" and "leg2"."""
+        return dict(self._legs)
+
+    # -- legs --------------------------------------------------------------
+
+    def _dial(self, name: str, user: str) -> None:
+        rtp = self._media.openPort()
+        self._rtp[name] = rtp
+        session = SdpSession(self._dialer.sdpHost)
+        self._sessions[name] = session
+        offer = session.offer(rtp.host, rtp.port)
+        self._legs[name] = self._dialer.dial(user, offer, self, f"{self.callbackId}/{name}")
+
+    def _nameOf(self, leg: Any) -> str | None:
+        for name, known in self._legs.items():
+            if known is leg:
+                return name
+        return None
+
+    def legRinging(self, leg: Any) -> None:
+        self._log.info("callback {id} {leg} ringing", id=self.callbackId, leg=self._nameOf(leg))
+
+    def legAnswered(self, leg: Any, sdp: str) -> None:
+        name = self._nameOf(leg)
+        if self.state == "ended":
+            return
+        if name == "leg1" and self.state == "calling1":
+            self._user1Answered(sdp)
+        elif name == "leg2" and self.state == "calling2":
+            self._user2Answered(sdp)
+
+    def _user1Answered(self, sdp: str) -> None:
+        now = self._reactor.seconds()
+        self._answered1At = now
+        self._durationCall = self._reactor.callLater(self._duration, self._durationExpired)
+        self._log.info(
+            "callback {id} user1 answered; duration timer {duration} s started, calling user2",
+            id=self.callbackId,
+            duration=self._duration,
+        )
+        self.state = "calling2"
+        if self._announcer is not None:
+            self._playing.append(self._announcer.announceUser1(self, self._legs["leg1"], self._rtp["leg1"], sdp))
+        try:
+            self._dial("leg2", self.request.user2)
+        except Exception as e:
+            self._log.failure("callback {id}: cannot call user2", id=self.callbackId)
+            self._release(f"cannot call user2: {e}", reason=(500, "Server Internal Error"))
+
+    def _user2Answered(self, sdp: str) -> None:
+        self._answered2At = self._reactor.seconds()
+        self._log.info("callback {id} user2 answered", id=self.callbackId)
+        leg1 = self._legs["leg1"]
+        try:
+            shared = sharedVoiceCodecs(parseAudio(leg1.remoteSdp or ""), parseAudio(sdp))
+        except SdpError as e:
+            self._release(f"unusable SDP: {e}", reason=(488, "Not Acceptable Here"), both=True)
+            return
+        if not shared:
+            self._release(
+                "user1 and user2 share no codec: join not attempted",
+                reason=(488, "Not Acceptable Here"),
+                both=True,
+            )
+            return
+        self.state = "joining"
+        if self._announcer is not None:
+            ready = self._announcer.announceUser2(self, self._legs["leg2"], self._rtp["leg2"], sdp)
+        else:
+            ready = succeed(None)
+        ready.addCallback(lambda _: self._join())
+        ready.addErrback(self._joinFailed)
+
+    # -- the join (RFC 3725, offers in re-INVITEs) ---------------------------
+
+    def _join(self) -> Deferred | None:
+        """
+        Connect the media of the two parties.
+
+        Both legs are established with our SDP. user1 gets a re-INVITE
+        offering user2's media (user2's answer, under leg 1's origin); user1's
+        answer is then offered to user2 the same way. Every re-INVITE carries
+        an offer, which plain UAs (SIPp, softphones) handle; an offerless
+        re-INVITE (RFC 3725 flow I) needs the answer in the ACK, which many
+        do not support. If user2's answer moves its media, user1 is updated
+        once more.
+        """
+        if self.state != "joining":
+            return None
+        self._stopMedia()
+        leg1, leg2 = self._legs["leg1"], self._legs["leg2"]
+        offer2 = leg2.remoteSdp or ""
+        self._log.info("callback {id} joining: re-INVITE user1 with user2's media", id=self.callbackId)
+        d = leg1.update(self._sessions["leg1"].relay(offer2))
+
+        def user1Answered(answer1: str) -> Deferred | None:
+            if self.state != "joining":
+                return None
+            self._log.info("callback {id} joining: re-INVITE user2 with user1's media", id=self.callbackId)
+            return leg2.update(self._sessions["leg2"].relay(answer1))
+
+        def user2Answered(answer2: str | None) -> Deferred | None:
+            if self.state != "joining" or answer2 is None:
+                return None
+            if _mediaMoved(offer2, answer2):
+                self._log.info("callback {id} user2 moved its media: updating user1", id=self.callbackId)
+                return leg1.update(self._sessions["leg1"].relay(answer2)).addCallback(lambda _: answer2)
+            return answer2
+
+        def joined(result: Any) -> None:
+            if self.state != "joining" or result is None:
+                return
+            self.state = "joined"
+            self._closeMedia()
+            self._log.info("callback {id} joined: user1 <-> user2", id=self.callbackId)
+
+        d.addCallback(user1Answered)
+        d.addCallback(user2Answered)
+        d.addCallback(joined)
+        d.addErrback(self._joinFailed)
+        return d
+
+    def _joinFailed(self, failure: Any) -> None:
+        if self.state == "ended":
+            return
+        if failure.check(LegUpdateFailed):
+            code, text = failure.value.code, failure.value.reason
+            self._release(f"join failed: {code} {text}", reason=(code, text), both=True)
+        else:
+            self._log.failure("callback {id}: join failed", failure, id=self.callbackId)
+            self._release("join failed: internal error", reason=(500, "Server Internal Error"), both=True)
+
+    def legUpdateRequested(self, leg: Any, sdp: str) -> Deferred:
+        """
+        A party re-INVITEs (hold, codec change, session refresh). Once
+        joined, the offer goes to the other party and its answer comes back
+        (a B2BUA passes it through); before, we are the media end and answer
+        with our own SDP.
+        """
+        name = self._nameOf(leg)
+        if self.state == "joined":
+            other = "leg2" if name == "leg1" else "leg1"
+            d = self._legs[other].update(self._sessions[other].relay(sdp))
+            return d.addCallback(lambda answer: self._sessions[name].relay(answer))
+        rtp = self._rtp.get(name)
+        if rtp is None or self.state == "joining":
+            return _refused(491, "Request Pending")
+        session = self._sessions[name]
+        return succeed(session.offer(rtp.host, rtp.port))
+
+    def legEnded(self, leg: Any, end: LegEnd) -> None:
+        name = self._nameOf(leg)
+        if self.state == "ended" or not end.byRemote:
+            return
+        if name == "leg1" and not end.answered:
+            self._release(f"user1 {describeEnd(end)}")
+        elif name == "leg2" and not end.answered:
+            self._release(f"user2 {describeEnd(end)}", reason=(end.code, end.reason))
+        else:
+            self._release(f"{'user1' if name == 'leg1' else 'user2'} hung up")
+
+    # -- the end -----------------------------------------------------------
+
+    def _durationExpired(self) -> None:
+        self._durationCall = None
+        self._log.info("callback {id} duration of {d} s reached", id=self.callbackId, d=self._duration)
+        self._release("duration limit")
+
+    def _release(self, cause: str, reason: tuple[int, str] | None = None, both: bool = False) -> None:
+        """
+        End the callback: hang up every leg still up (BYE or CANCEL), stop
+        the timer, free the media, report once.
+
+        @param reason: an RFC 3326 Reason for the BYE to user1 (leg 2's
+            failure), or for both legs when C{both}.
+        """
+        if self.state == "ended":
+            return
+        now = self._reactor.seconds()
+        self.state = "ended"
+        if self._durationCall is not None and self._durationCall.active():
+            self._durationCall.cancel()
+        self._durationCall = None
+        for name, leg in self._legs.items():
+            if leg.state == "ended":
+                continue
+            if reason is not None and (both or name == "leg1"):
+                leg.hangUp(*reason)
+            else:
+                leg.hangUp()
+        self._stopMedia()
+        self._closeMedia()
+        real = 0 if self._answered2At is None else roundSeconds(now - self._answered2At)
+        self._log.info(
+            "callback {id} ended: {cause}; real_duration={real}",
+            id=self.callbackId,
+            cause=cause,
+            real=real,
+        )
+        self._finish(CallResult(real, cause))
+
+    def _finish(self, result: CallResult) -> None:
+        for observer in self.onEnd:
+            observer(self)
+        self.finished.callback(result)
+
+    def _stopMedia(self) -> None:
+        playing, self._playing = self._playing, []
+        for play in playing:
+            if play is not None and hasattr(play, "stop"):
+                play.stop()
+
+    def _closeMedia(self) -> None:
+        rtp, self._rtp = self._rtp, {}
+        for port in rtp.values():
+            port.close()
+
+
+def _mediaMoved(before: str, after: str) -> bool:
+    """Whether an answer names another address or port than the offer did."""
+    try:
+        a, b = parseAudio(before), parseAudio(after)
+    except SdpError:
+        return False
+    return (a.address, a.port) != (b.address, b.port)
+
+
+def _refused(code: int, reason: str) -> Deferred:
+    d: Deferred = Deferred()
+    d.errback(LegUpdateFailed(code, reason))
+    return d

@@ -1,0 +1,108 @@
+# -*- test-case-name: tests.test_callback_manager -*-
+"""
+The running callbacks: admission (limits, duplicate ids), lookup for CANCEL,
+and the drain at shutdown.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.logger import Logger
+
+from callback_tw.callback.call import CallbackCall, IDialer, IMediaPorts
+from callback_tw.callback.errors import CallbackRefused
+
+
+class CallbackManager:
+    """
+    Accepts callbacks and keeps them until they end.
+
+    @param maxCalls: concurrent callbacks; one more is refused.
+    @param maxDuration: the cap on C{duration}; C{duration=0} means this cap.
+    @param checkRequest: optional extra admission check (e.g. that the
+        announcements a request names exist); raises L{CallbackRefused}.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        dialer: IDialer,
+        media: IMediaPorts,
+        maxCalls: int,
+        maxDuration: int,
+        reactor: Any,
+        announcer: Any = None,
+        checkRequest: Callable[[Any], None] | None = None,
+    ) -> None:
+        self._dialer = dialer
+        self._media = media
+        self._maxCalls = maxCalls
+        self._maxDuration = maxDuration
+        self._reactor = reactor
+        self._announcer = announcer
+        self._checkRequest = checkRequest
+        self._calls: dict[str, CallbackCall] = {}
+        self._stopping = False
+
+    @property
+    def active(self) -> dict[str, CallbackCall]:
+        """The running callbacks by id."""
+        return dict(self._calls)
+
+    def startCallback(self, request: Any) -> CallbackCall:
+        """
+        Start a callback for a valid, authorised REQUEST.
+
+        @raise CallbackRefused: shutting down, at max_calls, the id is
+            running already, or C{checkRequest} refused it.
+        """
+        if self._stopping:
+            raise CallbackRefused("shutting down")
+        if request.callbackId in self._calls:
+            raise CallbackRefused(f"callback {request.callbackId} is running already")
+        if len(self._calls) >= self._maxCalls:
+            raise CallbackRefused(f"max_calls ({self._maxCalls}) reached")
+        if self._checkRequest is not None:
+            self._checkRequest(request)
+        duration = request.duration if request.duration > 0 else self._maxDuration
+        duration = min(duration, self._maxDuration)
+        call = CallbackCall(request, self._dialer, self._media, duration, self._reactor, self._announcer)
+        self._calls[call.callbackId] = call
+        call.onEnd.append(self._ended)
+        call.start()
+        return call
+
+    def cancelCallback(self, callbackId: str) -> bool:
+        """Release a running callback on the AS's request."""
+        call = self._calls.get(callbackId)
+        if call is None:
+            return False
+        return call.cancel("cancelled by the application server")
+
+    def _ended(self, call: CallbackCall) -> None:
+        if self._calls.get(call.callbackId) is call:
+            del self._calls[call.callbackId]
+
+    def releaseAll(self, cause: str = "server shutting down") -> Deferred:
+        """
+        Refuse new callbacks and release every running one; fires when all
+        have reported their result (their RESPONSEs are sent by then).
+        """
+        self._stopping = True
+        calls = list(self._calls.values())
+        if not calls:
+            return succeed(None)
+        self._log.info("releasing {n} active callbacks: {cause}", n=len(calls), cause=cause)
+        finished = [c.finished for c in calls]
+        # Observe without consuming: the IIF side holds its own callbacks.
+        waits = []
+        for d in finished:
+            w: Deferred = Deferred()
+            d.addBoth(lambda r, w=w: (w.callback(None), r)[1])
+            waits.append(w)
+        for call in calls:
+            call.cancel(cause)
+        return DeferredList(waits).addCallback(lambda _: None)

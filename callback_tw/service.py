@@ -1,0 +1,108 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The running server: the SIP stack, the callback manager and the IIF port,
+started and stopped in the order that loses nothing.
+
+Start: SIP first (legs need it), then the IIF port (commands need legs).
+Stop: release every active callback (BYE/CANCEL) and send its RESPONSE while
+both SIP and the IIF port are still up, bounded by C{shutdown_timeout}; then
+close the IIF port, then SIP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+
+from callback_tw.callback.manager import CallbackManager
+from callback_tw.config import Config
+from callback_tw.iif.protocol import IIFProtocol
+from callback_tw.media.rtp import RTPPortAllocator
+from callback_tw.sip.stack import PeerDialer, SipStack
+
+
+class CallbackService(MultiService):
+    """
+    The whole server as one service (what C{twistd callback} runs).
+
+    @ivar sip: the L{SipStack}.
+    @ivar manager: the L{CallbackManager}.
+    @ivar iif: the L{IIFProtocol}; C{iifPort} its listening port.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: Config, reactor: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor  # type: ignore[no-redef]
+        self._reactor = reactor
+        self.config = config
+        sip = config.sip
+        self.sip = SipStack(sip.address, sip.port, sip.sipHost, sip.trace, reactor=reactor)
+        self.sip.setServiceParent(self)
+        outbound = config.outboundPeer
+        self.dialer = PeerDialer(
+            self.sip,
+            (outbound.host, outbound.sipPort),
+            config.callback.defaultCaller,
+            config.callback.noAnswerTimeout,
+        )
+        bindHost = sip.address if sip.address not in ("", "0.0.0.0") else "0.0.0.0"
+        self.media = RTPPortAllocator(sip.sipHost, config.media.rtpPorts, reactor, bindHost=bindHost)
+        self.manager = CallbackManager(
+            self.dialer,
+            self.media,
+            config.callback.maxCalls,
+            config.callback.maxDuration,
+            reactor,
+        )
+        self.iif = IIFProtocol(
+            self.manager,
+            [(p.host, p.port) for p in config.peerServers.values()],
+            config.callback.maxDuration,
+            reactor=reactor,
+            requestMemory=config.callback.requestMemory,
+        )
+        self.iifPort = None
+
+    def startService(self) -> None:
+        super().startService()  # SIP binds here
+        cb = self.config.callback
+        self.iifPort = self._reactor.listenUDP(cb.listenPort, self.iif, interface=cb.listenAddress)
+        iifHost = self.iifPort.getHost()
+        self._log.info(
+            "callback_tw ready: IIF on udp {iifHost}:{iifPort}, SIP on udp {sipHost}:{sipPort}",
+            iifHost=iifHost.host,
+            iifPort=iifHost.port,
+            sipHost=self.sip.host,
+            sipPort=self.sip.port,
+        )
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        timeout = self.config.callback.shutdownTimeout
+        drained = self.manager.releaseAll("server shutting down")
+        timer = self._reactor.callLater(timeout, drained.cancel)
+        try:
+            yield drained
+        except Exception:
+            self._log.warn("shutdown: callbacks did not all finish within {t} s", t=timeout)
+        finally:
+            if timer.active():
+                timer.cancel()
+        # Let the BYE/CANCEL and RESPONSE datagrams leave before ports close.
+        yield _sleep(self._reactor, 0.2)
+        if self.iifPort is not None:
+            yield self.iifPort.stopListening()
+            self.iifPort = None
+        yield super().stopService()
+
+
+def _sleep(reactor: Any, seconds: float) -> Deferred:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)

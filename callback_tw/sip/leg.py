@@ -1,0 +1,362 @@
+# -*- test-case-name: tests.test_sip_leg -*-
+"""
+One outgoing call leg over a sippy UA, as events a callback can follow.
+
+sippy reports a UA's life through C{CCEvent*} objects handed to an
+C{event_cb}, from deep inside its message handling. This module is the one
+place that turns them into this project's vocabulary: L{ILegListener}'s
+C{legRinging}, C{legAnswered}, C{legEnded}, C{legUpdateRequested}, and the
+Deferred of L{Leg.update}. Events are delivered on a later reactor turn, in
+order: re-entering sippy from inside its own callback (to hang up the other
+leg, say) is a known crash.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from callback_tw.sip import reactor as _reactor  # noqa: F401  (sippy import order)
+from sippy.CCEvents import (
+    CCEventConnect,
+    CCEventDisconnect,
+    CCEventFail,
+    CCEventPreConnect,
+    CCEventRedirect,
+    CCEventRing,
+    CCEventTry,
+    CCEventUpdate,
+)
+from sippy.MsgBody import MsgBody
+from sippy.SipCallId import SipCallId
+from sippy.SipConf import SipConf
+from sippy.SipContact import SipContact
+from sippy.SipReason import SipReason
+from sippy.UA import UA
+from sippy.SipAddress import SipAddress
+from sippy.SipURL import SipURL
+
+USER_AGENT = "callback_tw"
+
+#: RFC 3261 14.1: after a 491 the owner of the Call-ID waits 2.1 to 4 s.
+GLARE_BACKOFF = (2.1, 4.0)
+GLARE_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class LegEnd:
+    """
+    How a leg ended.
+
+    @ivar code: the SIP status that describes the end: the failure response
+        (486, 603, 404, 408...) for a leg that was never answered, 408 for
+        no answer within the timeout, 487 for a leg we cancelled, 200 for a
+        hang-up after the answer.
+    @ivar reason: the reason phrase or a short description.
+    @ivar byRemote: True when the far end (or the network) ended it, False
+        when this server hung up.
+    @ivar answered: whether the leg had been answered.
+    """
+
+    code: int
+    reason: str
+    byRemote: bool
+    answered: bool
+
+
+@dataclass
+class _Ended:
+    """Queued with the other events so the owner hears of the end in order."""
+
+    end: LegEnd
+    update: Deferred | None
+
+
+class LegUpdateFailed(Exception):
+    """A re-INVITE of ours was answered with a failure."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class ILegListener(Protocol):
+    """What a leg's owner (a callback) is told."""
+
+    def legRinging(self, leg: Leg) -> None: ...
+
+    def legAnswered(self, leg: Leg, sdp: str) -> None: ...
+
+    def legEnded(self, leg: Leg, end: LegEnd) -> None: ...
+
+    def legUpdateRequested(self, leg: Leg, sdp: str) -> Deferred:
+        """The far end sent a re-INVITE offer; fire with the answer SDP."""
+        ...
+
+
+def sipReason(code: int, text: str) -> SipReason:
+    """An RFC 3326 Reason header body."""
+    return SipReason(protocol="SIP", cause=code, reason=text)
+
+
+class Leg:
+    """
+    One outgoing call leg: an INVITE to C{user} at C{target}, then the
+    dialog until one side ends it.
+
+    @ivar name: a label for logs ("1234/leg1").
+    @ivar user: the called user (R-URI user part).
+    @ivar state: "new", "calling", "ringing", "answered", "ended".
+    @ivar remoteSdp: the far end's current SDP (text), once answered.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        globalConfig: dict[str, Any],
+        user: str,
+        callerId: str,
+        target: tuple[str, int],
+        offer: str,
+        listener: ILegListener,
+        reactor: Any,
+        noAnswerTimeout: float,
+        name: str = "",
+    ) -> None:
+        self.name = name or user
+        self.user = user
+        self.callerId = callerId
+        self.target = target
+        self.state = "new"
+        self.remoteSdp: str | None = None
+        self.callId: str | None = None
+        self._globalConfig = globalConfig
+        self._offer = offer
+        self._listener = listener
+        self._reactor = reactor
+        self._noAnswerTimeout = noAnswerTimeout
+        self._noAnswerCall = None
+        self._ua: UA | None = None
+        self._queue: list[Any] = []
+        self._drainCall = None
+        self._update: Deferred | None = None
+        self._updateSdp: str | None = None
+        self._updateTries = 0
+        self._retryCall = None
+        self._endReported = False
+
+    # -- requests from the owner -------------------------------------------
+
+    def dial(self) -> None:
+        """Send the INVITE."""
+        assert self.state == "new", self.state
+        ua = UA(
+            self._globalConfig,
+            event_cb=self._uaEvent,
+            nh_address=tuple(self.target),
+        )
+        ua.local_ua = USER_AGENT
+        contact = SipContact(
+            address=SipAddress(
+                url=SipURL(username=self.callerId, host=SipConf.my_address, port=SipConf.my_port)
+            )
+        )
+        ua.lContact = contact
+        self._ua = ua
+        callId = SipCallId()
+        self.callId = str(callId)
+        self.state = "calling"
+        self._noAnswerCall = self._reactor.callLater(self._noAnswerTimeout, self._noAnswer)
+        self._log.info(
+            "{leg} INVITE sip:{user}@{host}:{port} from {caller} (Call-ID {callId})",
+            leg=self.name,
+            user=self.user,
+            host=self.target[0],
+            port=self.target[1],
+            caller=self.callerId,
+            callId=self.callId,
+        )
+        ua.recvEvent(CCEventTry((callId, self.callerId, self.user, MsgBody(self._offer), None, None)))
+
+    def hangUp(self, code: int | None = None, text: str | None = None) -> None:
+        """
+        End the leg from our side: CANCEL while it rings, BYE once answered.
+        With C{code}, the request carries C{Reason: SIP;cause=code;text=...}.
+        The listener hears C{legEnded} (byRemote False) on a later turn.
+        """
+        if self.state in ("new", "ended"):
+            return
+        answered = self.state == "answered"
+        event = CCEventDisconnect(origin="callback_tw")
+        if code is not None:
+            event.reason_rfc3326 = sipReason(code, text or "")
+        self._stopTimers()
+        self._log.info(
+            "{leg} {what}{why}",
+            leg=self.name,
+            what="BYE" if answered else "CANCEL",
+            why="" if code is None else f" (Reason: SIP;cause={code})",
+        )
+        ua = self._ua
+        self._finish(
+            LegEnd(200, "hung up", False, True) if answered
+            else LegEnd(487, "cancelled", False, False)
+        )
+        ua.recvEvent(event)
+
+    def update(self, sdp: str) -> Deferred:
+        """
+        Send a re-INVITE offering C{sdp}; fire with the answer SDP.
+
+        A 491 (glare) is retried after the RFC 3261 back-off, a few times.
+        Fails with L{LegUpdateFailed}, or with the leg's end if it ends first.
+        """
+        if self.state != "answered" or self._update is not None:
+            raise RuntimeError(f"{self.name}: cannot re-INVITE in state {self.state}")
+        self._update = Deferred()
+        self._updateSdp = sdp
+        self._updateTries = 0
+        self._sendUpdate()
+        return self._update
+
+    def _sendUpdate(self) -> None:
+        self._retryCall = None
+        if self.state != "answered" or self._ua is None:
+            return
+        self._updateTries += 1
+        self._log.info("{leg} re-INVITE (try {n})", leg=self.name, n=self._updateTries)
+        self._ua.recvEvent(CCEventUpdate(MsgBody(self._updateSdp)))
+
+    # -- sippy events ------------------------------------------------------
+
+    def _uaEvent(self, event: Any, ua: UA) -> None:
+        # Called from inside sippy: queue, handle on a later reactor turn.
+        self._queue.append(event)
+        if self._drainCall is None:
+            self._drainCall = self._reactor.callLater(0, self._drain)
+
+    def _drain(self) -> None:
+        self._drainCall = None
+        while self._queue:
+            event = self._queue.pop(0)
+            try:
+                self._handle(event)
+            except Exception:
+                self._log.failure("{leg} failed to handle {event}", leg=self.name, event=event)
+
+    def _handle(self, event: Any) -> None:
+        if isinstance(event, _Ended):
+            self._handleEnded(event)
+        elif isinstance(event, CCEventRing):
+            if self.state == "calling":
+                code = event.getData()[0]
+                if code != 100:
+                    self.state = "ringing"
+                    self._log.info("{leg} ringing ({code})", leg=self.name, code=code)
+                    self._listener.legRinging(self)
+        elif isinstance(event, CCEventConnect):
+            code, reason, body = event.getData()[:3]
+            sdp = None if body is None else str(body)
+            if self.state in ("calling", "ringing"):
+                self._stopTimers()
+                self.state = "answered"
+                self.remoteSdp = sdp
+                self._log.info("{leg} answered", leg=self.name)
+                self._listener.legAnswered(self, sdp or "")
+            elif self.state == "answered" and self._update is not None:
+                d, self._update = self._update, None
+                if sdp is not None:
+                    self.remoteSdp = sdp
+                self._log.info("{leg} re-INVITE answered {code}", leg=self.name, code=code)
+                d.callback(sdp or "")
+        elif isinstance(event, (CCEventFail, CCEventRedirect)):
+            code, reason = event.getData()[:2]
+            if self.state in ("calling", "ringing"):
+                self._log.info("{leg} failed: {code} {reason}", leg=self.name, code=code, reason=reason)
+                self._finish(LegEnd(int(code), str(reason), True, False))
+            elif self.state == "answered" and self._update is not None:
+                if code == 491 and self._updateTries <= GLARE_RETRIES:
+                    delay = random.uniform(*GLARE_BACKOFF)
+                    self._log.info(
+                        "{leg} re-INVITE glare (491), retrying in {delay:.2f} s",
+                        leg=self.name,
+                        delay=delay,
+                    )
+                    self._retryCall = self._reactor.callLater(delay, self._sendUpdate)
+                    return
+                d, self._update = self._update, None
+                self._log.info("{leg} re-INVITE failed: {code} {reason}", leg=self.name, code=code, reason=reason)
+                d.errback(LegUpdateFailed(int(code), str(reason)))
+        elif isinstance(event, CCEventDisconnect):
+            if self.state != "ended":
+                self._log.info("{leg} hung up by the far end", leg=self.name)
+                self._finish(LegEnd(200, "remote hang-up", True, self.state == "answered"))
+        elif isinstance(event, CCEventUpdate):
+            self._remoteUpdate(event)
+        elif isinstance(event, CCEventPreConnect):
+            pass  # we always offer in the INVITE: no late media
+
+    def _remoteUpdate(self, event: Any) -> None:
+        """A re-INVITE from the far end: the owner supplies the answer."""
+        body = event.getData()
+        ua = self._ua
+        if self.state != "answered" or ua is None:
+            return
+        offer = "" if body is None else str(body)
+        self.remoteSdp = offer or self.remoteSdp
+        d = self._listener.legUpdateRequested(self, offer)
+
+        def answer(sdp: str) -> None:
+            if self.state == "answered" and not ua.isDead():
+                ua.recvEvent(CCEventConnect((200, "OK", MsgBody(sdp))))
+
+        def refuse(failure: Any) -> None:
+            code = getattr(failure.value, "code", 488)
+            reason = getattr(failure.value, "reason", "Not Acceptable Here")
+            if self.state == "answered" and not ua.isDead():
+                ua.recvEvent(CCEventFail((code, reason)))
+
+        d.addCallbacks(answer, refuse)
+        d.addErrback(lambda f: self._log.failure("{leg} answering a re-INVITE", f, leg=self.name))
+
+    def _noAnswer(self) -> None:
+        self._noAnswerCall = None
+        if self.state not in ("calling", "ringing"):
+            return
+        self._log.info(
+            "{leg} no answer within {t} s: CANCEL", leg=self.name, t=self._noAnswerTimeout
+        )
+        ua = self._ua
+        self._finish(LegEnd(408, "no answer", True, False))
+        ua.recvEvent(CCEventDisconnect(origin="callback_tw"))
+
+    # -- the end -----------------------------------------------------------
+
+    def _stopTimers(self) -> None:
+        for name in ("_noAnswerCall", "_retryCall"):
+            call = getattr(self, name)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(self, name, None)
+
+    def _finish(self, end: LegEnd) -> None:
+        """Enter the ended state once and tell the owner on a later turn."""
+        if self.state == "ended":
+            return
+        self._stopTimers()
+        self.state = "ended"
+        update, self._update = self._update, None
+        self._queue.append(_Ended(end, update))
+        if self._drainCall is None:
+            self._drainCall = self._reactor.callLater(0, self._drain)
+
+    def _handleEnded(self, ended: _Ended) -> None:
+        if ended.update is not None:
+            ended.update.errback(LegUpdateFailed(ended.end.code, ended.end.reason))
+        self._listener.legEnded(self, ended.end)

@@ -1,0 +1,180 @@
+# -*- test-case-name: tests.test_sip_stack -*-
+"""
+The SIP stack as a Twisted service: sippy's transaction manager on the
+reactor, the factory of outgoing legs, and the policy for requests nobody
+asked for.
+
+In server-to-server mode every leg goes to the outbound peer server with the
+default caller as From user (the spec: some providers reject a NULL caller).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.logger import Logger
+
+from callback_tw.sip import reactor as sipreactor
+from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg
+from sippy.SipConf import SipConf
+
+
+class _SipTraceLogger:
+    """sippy's C{_sip_logger}: every SIP message, to twisted.logger when asked."""
+
+    _log = Logger(namespace="callback_tw.sip.trace")
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        if self.enabled:
+            self._log.info("{message}", message="".join(str(a) for a in args))
+
+
+class SipStack(Service):
+    """
+    The SIP side of the server.
+
+    @ivar port: the bound SIP UDP port, once started.
+    @ivar host: the address put in Via, Contact and SDP.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        advertisedAddress: str = "",
+        trace: bool = False,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor  # type: ignore[no-redef]
+        self._reactor = reactor
+        self._address = address
+        self._requestedPort = port
+        self.host = advertisedAddress or address
+        self._trace = trace
+        self._tm: sipreactor.ReactorTransactionManager | None = None
+        self._globalConfig: dict[str, Any] = {}
+        self.port: int | None = None
+
+    def startService(self) -> None:
+        """Bind the SIP port and start sippy's transaction manager."""
+        sipreactor.useReactor(self._reactor)
+        SipConf.my_uaname = USER_AGENT
+        self._globalConfig = {
+            "_sip_address": self._address,
+            "_sip_port": self._requestedPort,
+            "_sip_logger": _SipTraceLogger(self._trace),
+            "_reactor": self._reactor,
+            "_sip_advertised": self.host,
+        }
+        self._tm = sipreactor.ReactorTransactionManager(self._globalConfig, self._incomingRequest)
+        self._globalConfig["_sip_tm"] = self._tm
+        sipreactor.routeSippyErrors()
+        self.port = self._tm.servers()[0].port
+        self._log.info(
+            "SIP on udp {address}:{port} (advertised as {host})",
+            address=self._address,
+            port=self.port,
+            host=self.host,
+        )
+        Service.startService(self)
+
+    def stopService(self) -> Deferred:
+        """
+        Tear sippy down in the order that leaves nothing running: every
+        sippy timer (transaction and UA timers that sippy itself would leave
+        armed), then the transaction manager, then the UDP port.
+        """
+        Service.stopService(self)
+        tm, self._tm = self._tm, None
+        if tm is None:
+            return succeed(None)
+        servers = tm.servers()
+        cancelled = sipreactor.ED2.cancelAll()
+        tm.shutdown()
+        self._log.info("SIP stopped ({n} sippy timers cancelled)", n=cancelled)
+        stopped = [s.stopped for s in servers if s.stopped is not None]
+        return DeferredList(stopped, consumeErrors=True).addCallback(lambda _: None)
+
+    def dial(
+        self,
+        user: str,
+        callerId: str,
+        target: tuple[str, int],
+        offer: str,
+        listener: ILegListener,
+        noAnswerTimeout: float,
+        name: str = "",
+    ) -> Leg:
+        """Place an outgoing leg and return it (already dialling)."""
+        if self._tm is None:
+            raise RuntimeError("the SIP stack is not running")
+        leg = Leg(
+            self._globalConfig,
+            user,
+            callerId,
+            target,
+            offer,
+            listener,
+            self._reactor,
+            noAnswerTimeout,
+            name,
+        )
+        leg.dial()
+        return leg
+
+    def _incomingRequest(self, req: Any, transaction: Any) -> Any:
+        """
+        A request that belongs to none of our dialogs.
+
+        This server places calls; it does not take them. OPTIONS (a
+        provider's keep-alive) gets 200; a request for a dialog we do not
+        know gets 481; anything else 403, and never starts a call.
+        """
+        method = req.getMethod()
+        source = req.getSource()
+        if method == "OPTIONS":
+            return (req.genResponse(200, "OK"), None, None)
+        if req.getHFBody("to").getTag() is not None:
+            self._log.info("{method} from {source} for an unknown dialog: 481", method=method, source=source)
+            return (req.genResponse(481, "Call/Transaction Does Not Exist"), None, None)
+        self._log.info("{method} from {source} refused: 403", method=method, source=source)
+        return (req.genResponse(403, "Forbidden"), None, None)
+
+
+class PeerDialer:
+    """
+    Server-to-server routing: every leg to one peer server, From the
+    default caller.
+
+    @ivar sdpHost: the address this server puts in its SDP origin.
+    """
+
+    def __init__(
+        self,
+        stack: SipStack,
+        target: tuple[str, int],
+        callerId: str,
+        noAnswerTimeout: float,
+    ) -> None:
+        self._stack = stack
+        self._target = target
+        self._callerId = callerId
+        self._noAnswerTimeout = noAnswerTimeout
+
+    @property
+    def sdpHost(self) -> str:
+        return self._stack.host
+
+    def dial(self, user: str, offer: str, listener: ILegListener, name: str = "") -> Leg:
+        """Call C{user} at the peer server."""
+        return self._stack.dial(
+            user, self._callerId, self._target, offer, listener, self._noAnswerTimeout, name
+        )
