@@ -138,6 +138,9 @@ class Leg:
         self.callId: str | None = None
         self._globalConfig = globalConfig
         self._offer = offer
+        #: the SDP the far end last agreed to from us; sippy forgets it
+        #: (lSDP = None) when a re-INVITE fails, and then crashes on the next.
+        self._localSdp = offer
         self._listener = listener
         self._reactor = reactor
         self._noAnswerTimeout = noAnswerTimeout
@@ -231,7 +234,14 @@ class Leg:
             return
         self._updateTries += 1
         self._log.info("{leg} re-INVITE (try {n})", leg=self.name, n=self._updateTries)
-        self._ua.recvEvent(CCEventUpdate(MsgBody(self._updateSdp)))
+        if self._ua.lSDP is None:
+            self._ua.lSDP = MsgBody(self._localSdp)
+        try:
+            self._ua.recvEvent(CCEventUpdate(MsgBody(self._updateSdp)))
+        except Exception as e:
+            d, self._update = self._update, None
+            if d is not None:
+                d.errback(e)
 
     # -- sippy events ------------------------------------------------------
 
@@ -271,6 +281,7 @@ class Leg:
                 self._listener.legAnswered(self, sdp or "")
             elif self.state == "answered" and self._update is not None:
                 d, self._update = self._update, None
+                self._localSdp = self._updateSdp or self._localSdp
                 if sdp is not None:
                     self.remoteSdp = sdp
                 self._log.info("{leg} re-INVITE answered {code}", leg=self.name, code=code)
@@ -281,6 +292,8 @@ class Leg:
                 self._log.info("{leg} failed: {code} {reason}", leg=self.name, code=code, reason=reason)
                 self._finish(LegEnd(int(code), str(reason), True, False))
             elif self.state == "answered" and self._update is not None:
+                if self._ua is not None and self._ua.lSDP is None:
+                    self._ua.lSDP = MsgBody(self._localSdp)
                 if code == 491 and self._updateTries <= GLARE_RETRIES:
                     delay = random.uniform(*GLARE_BACKOFF)
                     self._log.info(
@@ -314,6 +327,7 @@ class Leg:
 
         def answer(sdp: str) -> None:
             if self.state == "answered" and not ua.isDead():
+                self._localSdp = sdp
                 ua.recvEvent(CCEventConnect((200, "OK", MsgBody(sdp))))
 
         def refuse(failure: Any) -> None:

@@ -428,6 +428,24 @@ class ReactorTransactionManager(SipTransactionManager):
 
     model_udp_server = (ReactorUdpServer, Udp_server_opts)
 
+    #: RFC 3261 17.1.2.2 / 17.2.1: T2, the cap on retransmission intervals
+    #: of non-INVITE requests and of 2xx responses to INVITE.
+    T2 = 4.0
+
+    def timerA(self, t: Any) -> None:
+        """
+        Retransmit. sippy doubles the interval without bound for every
+        transaction; RFC 3261 lets only an INVITE client transaction (Timer
+        A) do that, while non-INVITE requests (Timer E) and a UAS's 2xx are
+        capped at T2, so a lost BYE is retried every 4 s, not after 8, 16 s.
+        """
+        from sippy.Time.Timeout import Timeout
+
+        self.transmitData(t.userv, t.data, t.address)
+        inviteClient = t.method == "INVITE" and self.tclient.get(t.tid) is t
+        t.tout = t.tout * 2 if inviteClient else min(t.tout * 2, self.T2)
+        t.teA = Timeout(self.timerA, t.tout, 1, t)
+
     def newTransaction(self, msg: Any, *args: Any, **kwargs: Any) -> Any:
         # A Contact with "transport=UDP" (SIPp, many phones) becomes the
         # in-dialog target; sippy compares the transport case-sensitively

@@ -1,0 +1,193 @@
+"""
+Tests for L{callback_tw.sip.leg}: one outgoing leg, over sippy, with the
+far end played by the test through a fake UDP port and a Clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from callback_tw.sip.leg import GLARE_BACKOFF, LegUpdateFailed
+from callback_tw.sip.sdp import SdpSession
+from callback_tw.sip.stack import SipStack
+from tests.siphelpers import FarEnd, bodyOf, farSdp, headerOf, useFakeReactor
+
+
+def reasonOf(sent) -> str:
+    """The Reason header with the optional white space around ';' removed."""
+    return ";".join(part.strip() for part in sent.header("reason").split(";"))
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.answerWith: str | None = None
+
+    def legRinging(self, leg) -> None:
+        self.events.append(("ringing",))
+
+    def legAnswered(self, leg, sdp) -> None:
+        self.events.append(("answered", sdp))
+
+    def legEnded(self, leg, end) -> None:
+        self.events.append(("ended", end))
+
+    def legUpdateRequested(self, leg, sdp):
+        self.events.append(("update", sdp))
+        if self.answerWith is None:
+            return defer.fail(LegUpdateFailed(488, "Not Acceptable Here"))
+        return defer.succeed(self.answerWith)
+
+
+class LegTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = useFakeReactor(self)
+        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
+        self.stack.startService()
+        self.addCleanup(self.stack.stopService)
+        self.listener = Listener()
+        self.far = FarEnd()
+        self.offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
+        self.leg = self.stack.dial(
+            "100", "1000", ("127.0.0.1", 5099), self.offer, self.listener, 60, "t/leg1"
+        )
+        self.invite = self.sent("INVITE")[0].data
+
+    def sent(self, method: str):
+        return [s for s in self.clock.sent if s.method == method]
+
+    def answer(self) -> None:
+        self.clock.deliver(self.far.response(self.invite, 180, "Ringing"))
+        self.clock.deliver(self.far.response(self.invite, 200, "OK", farSdp()))
+        self.clock.settle()
+
+    def test_invite(self) -> None:
+        """
+        The INVITE goes to the target with the user in the R-URI, the
+        caller in From, a Contact without a display name, and our offer.
+        """
+        first = self.invite.split("\r\n", 1)[0]
+        self.assertEqual(first, "INVITE sip:100@127.0.0.1:5099 SIP/2.0")
+        self.assertIn("<sip:1000@127.0.0.1>", headerOf(self.invite, "from"))
+        self.assertEqual(headerOf(self.invite, "contact"), f"<sip:1000@127.0.0.1:{self.stack.port}>")
+        self.assertEqual(bodyOf(self.invite), self.offer)
+        self.assertEqual(self.sent("INVITE")[0].addr, ("127.0.0.1", 5099))
+
+    def test_answered(self) -> None:
+        """180 then 200: the owner hears ringing, then the answer with its SDP; ACK sent."""
+        self.answer()
+        self.assertEqual(self.listener.events, [("ringing",), ("answered", farSdp())])
+        self.assertEqual(len(self.sent("ACK")), 1)
+        self.assertEqual(self.leg.state, "answered")
+
+    def test_busy(self) -> None:
+        """A 486 ends the leg: code 486, by the far end, not answered."""
+        self.clock.deliver(self.far.response(self.invite, 486, "Busy Here"))
+        self.clock.settle()
+        (kind, end), = self.listener.events
+        self.assertEqual((kind, end.code, end.byRemote, end.answered), ("ended", 486, True, False))
+
+    def test_cancelWithReason(self) -> None:
+        """Hanging up a ringing leg sends CANCEL, carrying the Reason given."""
+        self.clock.deliver(self.far.response(self.invite, 180, "Ringing"))
+        self.clock.settle()
+        self.leg.hangUp(486, "Busy Here")
+        cancel = self.sent("CANCEL")[0]
+        self.assertEqual(reasonOf(cancel), "SIP;cause=486;text=\"Busy Here\"")
+        self.clock.settle()
+        self.assertEqual(self.listener.events[-1][1].code, 487)
+
+    def test_byeWithReason(self) -> None:
+        """Hanging up an answered leg sends BYE with the Reason header (RFC 3326)."""
+        self.answer()
+        self.leg.hangUp(486, "Busy Here")
+        bye = self.sent("BYE")[0]
+        self.assertEqual(reasonOf(bye), "SIP;cause=486;text=\"Busy Here\"")
+        # The Contact said transport=UDP (upper case): sippy would raise here.
+        self.assertEqual(bye.addr, ("127.0.0.1", 5099))
+        self.clock.settle()
+        end = self.listener.events[-1][1]
+        self.assertEqual((end.byRemote, end.answered), (False, True))
+
+    def test_remoteBye(self) -> None:
+        """A BYE from the far end is answered 200 and ends the leg as remote."""
+        self.answer()
+        callId = headerOf(self.invite, "call-id")
+        bye = self.far.request(
+            "BYE",
+            dialogFrom=self.far.response(self.invite, 200, "OK").split("To: ")[1].split("\r\n")[0],
+            dialogTo=headerOf(self.invite, "from"),
+            callId=callId,
+            cseq=1,
+            target=f"sip:1000@127.0.0.1:{self.stack.port}",
+        )
+        self.clock.deliver(bye)
+        self.clock.settle()
+        self.assertTrue(self.clock.sent[-1].data.startswith("SIP/2.0 200 OK"))
+        end = self.listener.events[-1][1]
+        self.assertEqual((end.byRemote, end.answered), (True, True))
+
+    def test_reinviteAnswered(self) -> None:
+        """update() sends a re-INVITE with the new offer and fires with the answer."""
+        self.answer()
+        newOffer = SdpSession("127.0.0.1").offer("127.0.0.1", 41000)
+        d = self.leg.update(newOffer)
+        reinvite = self.sent("INVITE")[-1].data
+        self.assertEqual(bodyOf(reinvite), newOffer)
+        self.clock.deliver(self.far.response(reinvite, 200, "OK", farSdp(version=2)))
+        self.clock.settle()
+        self.assertEqual(self.successResultOf(d), farSdp(version=2))
+
+    def test_glareRetried(self) -> None:
+        """
+        A re-INVITE answered 491 is sent again after the RFC 3261 back-off
+        (2.1 to 4 s for the Call-ID owner), and the retry's answer fires.
+        """
+        self.answer()
+        d = self.leg.update(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
+        first = self.sent("INVITE")[-1]
+        self.clock.deliver(self.far.response(first.data, 491, "Request Pending"))
+        self.clock.settle()
+        self.assertNoResult(d)
+        self.clock.advance(GLARE_BACKOFF[0] - 0.01)
+        self.assertEqual(len(self.sent("INVITE")), 2)
+        self.clock.advance(GLARE_BACKOFF[1] - GLARE_BACKOFF[0] + 0.02)
+        retry = self.sent("INVITE")[-1]
+        self.assertEqual(len(self.sent("INVITE")), 3)
+        self.assertNotEqual(retry.header("cseq"), first.header("cseq"))
+        self.clock.deliver(self.far.response(retry.data, 200, "OK", farSdp(version=2)))
+        self.clock.settle()
+        self.assertEqual(self.successResultOf(d), farSdp(version=2))
+
+    def test_reinviteRefused(self) -> None:
+        """A re-INVITE answered 488 fails the update with that status."""
+        self.answer()
+        d = self.leg.update(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
+        self.clock.deliver(self.far.response(self.sent("INVITE")[-1].data, 488, "Not Acceptable Here"))
+        self.clock.settle()
+        self.assertEqual(self.failureResultOf(d, LegUpdateFailed).value.code, 488)
+        self.assertEqual(self.leg.state, "answered")
+
+    def test_remoteReinvite(self) -> None:
+        """
+        A re-INVITE from the far end is put to the owner, and its answer is
+        sent in the 200.
+        """
+        self.answer()
+        self.listener.answerWith = "v=0\r\no=x 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n"
+        toHeader = self.far.response(self.invite, 200, "OK").split("To: ")[1].split("\r\n")[0]
+        reinvite = self.far.request(
+            "INVITE",
+            dialogFrom=toHeader,
+            dialogTo=headerOf(self.invite, "from"),
+            callId=headerOf(self.invite, "call-id"),
+            cseq=2,
+            target=f"sip:1000@127.0.0.1:{self.stack.port}",
+            sdp=farSdp(port=6100, version=3),
+        )
+        self.clock.deliver(reinvite)
+        self.clock.settle()
+        self.assertEqual(self.listener.events[-1], ("update", farSdp(port=6100, version=3)))
+        ok = [s for s in self.clock.sent if s.firstLine == "SIP/2.0 200 OK"][-1]
+        self.assertEqual(bodyOf(ok.data), self.listener.answerWith)

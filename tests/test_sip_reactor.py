@@ -1,0 +1,279 @@
+"""
+Tests for L{callback_tw.sip.reactor}: sippy's timers and UDP on the Twisted
+reactor.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from callback_tw.sip import reactor as sipreactor
+from callback_tw.sip.sdp import SdpSession
+from callback_tw.sip.stack import SipStack
+from sippy.Time.MonoTime import MonoTime
+from sippy.Time.Timeout import Timeout, TimeoutAbsMono, TimeoutInact
+from tests.siphelpers import FakeSipReactor, runUntil, useFakeReactor
+
+
+class DispatcherInstallTests(SynchronousTestCase):
+    def test_standInInstalled(self) -> None:
+        """
+        sippy's event dispatcher module is our stand-in, so sippy's own
+        loop (and its SIGURG handling and thread) never exists.
+        """
+        module = sys.modules["sippy.Core.EventDispatcher"]
+        self.assertIs(module.ED2, sipreactor.ED2)
+        import sippy.Time.Timeout as timeoutModule
+
+        self.assertIs(timeoutModule.ED2, sipreactor.ED2)
+
+    def test_loopRefuses(self) -> None:
+        """Running sippy's own loop is an error, not a silent second loop."""
+        self.assertRaises(RuntimeError, sipreactor.ED2.loop)
+
+
+class TimerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = useFakeReactor(self)
+        self.calls: list[tuple[float, object]] = []
+
+    def record(self, *args: object) -> None:
+        self.calls.append((self.clock.seconds(), args))
+
+    def test_oneShot(self) -> None:
+        """A Timeout fires once, after its interval, with its parameters."""
+        Timeout(self.record, 1.5, 1, "a", "b")
+        self.clock.advance(1.4)
+        self.assertEqual(self.calls, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.calls, [(1.5, ("a", "b"))])
+        self.clock.advance(10)
+        self.assertEqual(len(self.calls), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelled(self) -> None:
+        """A cancelled timer never fires and leaves nothing scheduled."""
+        timer = Timeout(self.record, 1.0)
+        timer.cancel()
+        timer.cancel()  # twice is harmless, as in sippy
+        self.clock.advance(5)
+        self.assertEqual(self.calls, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(sipreactor.ED2.armedTimers(), [])
+
+    def test_periodicForever(self) -> None:
+        """
+        nticks=-1 repeats until cancelled, re-armed from the previous
+        deadline so a late reactor does not make it drift.
+        """
+        timer = Timeout(self.record, 1.0, -1)
+        self.clock.advance(1.3)  # late by 0.3
+        self.clock.advance(0.7)  # next deadline is 2.0, not 2.3
+        self.clock.advance(1.0)
+        self.assertEqual([t for t, _ in self.calls], [1.3, 2.0, 3.0])
+        timer.cancel()
+        self.clock.advance(10)
+        self.assertEqual(len(self.calls), 3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_periodicNTimes(self) -> None:
+        """nticks=3 runs three times, then stops by itself."""
+        Timeout(self.record, 0.5, 3)
+        for _ in range(10):
+            self.clock.advance(0.5)
+        self.assertEqual([t for t, _ in self.calls], [0.5, 1.0, 1.5])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_inactiveUntilGo(self) -> None:
+        """TimeoutInact creates a timer that runs only once go() is called."""
+        timer = TimeoutInact(self.record, 1.0)
+        self.clock.advance(2)
+        self.assertEqual(self.calls, [])
+        timer.go()
+        self.clock.advance(1)
+        self.assertEqual(len(self.calls), 1)
+
+    def test_absoluteDeadline(self) -> None:
+        """TimeoutAbsMono fires at a MonoTime deadline; etime is that MonoTime."""
+        deadline = MonoTime().getOffsetCopy(2.0)
+        timer = TimeoutAbsMono(self.record, deadline, "x")
+        self.assertIs(timer.etime, deadline)
+        self.clock.advance(1.9)
+        self.assertEqual(self.calls, [])
+        self.clock.advance(0.2)
+        self.assertEqual([a for _, a in self.calls], [("x",)])
+
+    def test_withTimestamp(self) -> None:
+        """cb_with_ts passes a MonoTime first, as ED2 does."""
+        seen = []
+        timer = Timeout(lambda ts, x: seen.append((ts, x)), 1.0, 1, "p")
+        timer.cb_with_ts = True
+        self.clock.advance(1)
+        self.assertIsInstance(seen[0][0], MonoTime)
+        self.assertEqual(seen[0][1], "p")
+
+    def test_errorLogged(self) -> None:
+        """An exception in a sippy timer is logged, not printed and lost."""
+
+        def boom() -> None:
+            raise ZeroDivisionError()
+
+        Timeout(boom, 1.0)
+        self.clock.advance(1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_cancelAll(self) -> None:
+        """cancelAll disarms every timer sippy left armed (used at shutdown)."""
+        Timeout(self.record, 1.0)
+        Timeout(self.record, 2.0, -1)
+        self.assertEqual(sipreactor.ED2.cancelAll(), 2)
+        self.clock.advance(10)
+        self.assertEqual(self.calls, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.ended = []
+        self.answered = []
+
+    def legRinging(self, leg) -> None:
+        pass
+
+    def legAnswered(self, leg, sdp) -> None:
+        self.answered.append(sdp)
+
+    def legEnded(self, leg, end) -> None:
+        self.ended.append(end)
+
+    def legUpdateRequested(self, leg, sdp):
+        return defer.succeed(sdp)
+
+
+class RetransmissionTests(SynchronousTestCase):
+    """
+    sippy's transaction timers driven by a Clock, through the stack and a
+    leg, with nothing answering.
+    """
+
+    def setUp(self) -> None:
+        self.clock = useFakeReactor(self)
+        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
+        self.stack.startService()
+        self.addCleanup(self.stack.stopService)
+        self.listener = _Listener()
+
+    def dial(self, timeout: float = 120):
+        offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
+        return self.stack.dial("100", "1000", ("127.0.0.1", 5099), offer, self.listener, timeout, "t/leg1")
+
+    def test_timerAandB(self) -> None:
+        """
+        An unanswered INVITE is retransmitted at 0.5, 1.5, 3.5, 7.5, 15.5 and
+        31.5 s (Timer A doubling), and at 32 s (Timer B) the leg ends with 408.
+        """
+        self.dial()
+        runUntil(self.clock, 40)
+        invites = [s.time for s in self.clock.sent if s.method == "INVITE"]
+        self.assertEqual([round(t, 1) for t in invites], [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5])
+        self.assertEqual([e.code for e in self.listener.ended], [408])
+
+    def test_timerEcapped(self) -> None:
+        """
+        A BYE nobody answers is retransmitted with the interval doubling up
+        to T2 = 4 s and no further (RFC 3261 Timer E), until Timer F.
+        """
+        from tests.siphelpers import FarEnd, farSdp
+
+        far = FarEnd()
+        leg = self.dial()
+        invite = self.clock.sent[0].data
+        self.clock.deliver(far.response(invite, 200, "OK", farSdp()))
+        self.clock.settle()
+        self.assertEqual(leg.state, "answered")
+        start = self.clock.seconds()
+        leg.hangUp()
+        runUntil(self.clock, start + 40)
+        byes = [round(s.time - start, 1) for s in self.clock.sent if s.method == "BYE"]
+        self.assertEqual(byes, [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5])
+
+    def test_noAnswerCancels(self) -> None:
+        """
+        A ringing leg not answered within its timeout is CANCELled, and the
+        leg ends as "no answer" (408).
+        """
+        from tests.siphelpers import FarEnd
+
+        far = FarEnd()
+        leg = self.dial(timeout=5)
+        invite = self.clock.sent[0].data
+        self.clock.deliver(far.response(invite, 180, "Ringing"))
+        self.clock.settle()
+        self.assertEqual(leg.state, "ringing")
+        self.clock.advance(4.9)
+        self.assertNotIn("CANCEL", [s.method for s in self.clock.sent])
+        self.clock.advance(0.1)
+        self.clock.settle()
+        cancels = [s for s in self.clock.sent if s.method == "CANCEL"]
+        self.assertEqual(len(cancels), 1)
+        self.assertEqual(cancels[0].header("call-id"), leg.callId)
+        self.assertEqual([(e.code, e.answered) for e in self.listener.ended], [(408, False)])
+
+
+class RealReactorTests(TestCase):
+    """The stack on trial's real reactor: UDP, no threads, nothing left dirty."""
+
+    @defer.inlineCallbacks
+    def test_optionsAnsweredNoThreads(self) -> None:
+        """
+        The stack answers an OPTIONS over real UDP, refuses an INVITE
+        nobody asked for with 403, and runs no thread of its own.
+        """
+        threadsBefore = threading.active_count()
+        previous = sipreactor.useReactor(reactor)
+        self.addCleanup(sipreactor.useReactor, previous)
+        stack = SipStack("127.0.0.1", 0, reactor=reactor)
+        stack.startService()
+        received: defer.DeferredQueue = defer.DeferredQueue()
+
+        class Client(DatagramProtocol):
+            def datagramReceived(self, data, addr):
+                received.put(data.decode())
+
+        client = reactor.listenUDP(0, Client(), interface="127.0.0.1")
+        port = client.getHost().port
+        try:
+            for method, expected in (("OPTIONS", "SIP/2.0 200 OK"), ("INVITE", "SIP/2.0 403 Forbidden")):
+                request = (
+                    f"{method} sip:cb@127.0.0.1:{stack.port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{method}\r\n"
+                    "Max-Forwards: 70\r\n"
+                    f"From: <sip:x@127.0.0.1:{port}>;tag=t1\r\n"
+                    f"To: <sip:cb@127.0.0.1:{stack.port}>\r\n"
+                    f"Call-ID: {method}-test@127.0.0.1\r\n"
+                    f"CSeq: 1 {method}\r\n"
+                    f"Contact: <sip:x@127.0.0.1:{port}>\r\n"
+                    "Content-Length: 0\r\n\r\n"
+                )
+                client.write(request.encode(), ("127.0.0.1", stack.port))
+                answer = yield received.get()
+                self.assertTrue(answer.startswith(expected), answer)
+            self.assertEqual(threading.active_count(), threadsBefore)
+        finally:
+            yield client.stopListening()
+            yield stack.stopService()
+        self.assertEqual(sipreactor.ED2.armedTimers(), [])
+
+
+class FakeReactorSanityTests(SynchronousTestCase):
+    def test_fakeReactorRecords(self) -> None:
+        """The fake reactor used by these tests records what sippy sends."""
+        clock = FakeSipReactor()
+        port = clock.adoptDatagramPort(0, 2, object())
+        port.write(b"x", ("127.0.0.1", 1))
+        self.assertEqual(clock.sent[0].data, "x")
