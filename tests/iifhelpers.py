@@ -1,0 +1,131 @@
+"""
+Test doubles for the IIF side: a fake callback manager whose calls the test finishes by
+hand, and a factory for an L{IIFProtocol} on an in-memory transport and a L{Clock}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import FakeDatagramTransport
+
+from callback_tw.callback.errors import CallbackRefused
+from callback_tw.iif.message import Request
+from callback_tw.iif.protocol import IIFProtocol
+
+PEER = ("127.0.0.1", 6000)
+"""The peer server the default protocol accepts commands from."""
+
+
+@dataclass
+class CallResult:
+    """
+    What a call's C{finished} Deferred fires with.
+    """
+
+    realDuration: int
+    cause: str = "normal"
+
+
+@dataclass
+class FakeCall:
+    """
+    A callback as the IIF side sees it: two Deferreds the test fires.
+    """
+
+    request: Request
+    accepted: Deferred = field(default_factory=Deferred)
+    finished: Deferred = field(default_factory=Deferred)
+
+    def finish(self, realDuration: int, cause: str = "normal") -> None:
+        self.finished.callback(CallResult(realDuration, cause))
+
+
+class FakeManager:
+    """
+    A callback manager that records what it is asked.
+
+    @ivar calls: every call started, in order.
+    @ivar cancelled: every id passed to L{cancelCallback}, in order.
+    @ivar refuseWith: if set, the next L{startCallback} raises it (once).
+    @ivar acceptAtOnce: whether a new call's C{accepted} fires before
+        L{startCallback} returns, as the real manager does.
+    @ivar cancelResult: what L{cancelCallback} returns, or an exception it raises.
+    @ivar finishOnCancel: if set, L{cancelCallback} first finishes the matching running
+        call synchronously with this real duration.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[FakeCall] = []
+        self.cancelled: list[str] = []
+        self.refuseWith: Exception | None = None
+        self.acceptAtOnce = True
+        self.cancelResult: Any = True
+        self.finishOnCancel: int | None = None
+
+    def startCallback(self, request: Request) -> FakeCall:
+        if self.refuseWith is not None:
+            error, self.refuseWith = self.refuseWith, None
+            raise error
+        call = FakeCall(request)
+        self.calls.append(call)
+        if self.acceptAtOnce:
+            call.accepted.callback(None)
+        return call
+
+    def cancelCallback(self, callbackId: str) -> bool:
+        self.cancelled.append(callbackId)
+        if isinstance(self.cancelResult, Exception):
+            raise self.cancelResult
+        if self.finishOnCancel is not None:
+            for call in self.calls:
+                if call.request.callbackId == callbackId and not call.finished.called:
+                    call.finish(self.finishOnCancel, "cancelled")
+        return self.cancelResult
+
+
+def makeProtocol(
+    peers: Any = (PEER,),
+    maxDuration: int = 86400,
+    requestMemory: float = 3600.0,
+    maxRemembered: int = 100_000,
+) -> tuple[IIFProtocol, FakeDatagramTransport, FakeManager, Clock]:
+    """
+    An L{IIFProtocol} started on a L{FakeDatagramTransport}, with a L{FakeManager} and a
+    L{Clock} as its reactor.
+    """
+    clock = Clock()
+    manager = FakeManager()
+    protocol = IIFProtocol(
+        manager,
+        peers,
+        maxDuration,
+        reactor=clock,
+        requestMemory=requestMemory,
+        maxRemembered=maxRemembered,
+    )
+    transport = FakeDatagramTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport, manager, clock
+
+
+def refused(reason: str = "too many calls") -> Deferred:
+    """
+    A Deferred that has failed with L{CallbackRefused}, for a call's C{accepted}.
+    """
+    d: Deferred = Deferred()
+    d.errback(CallbackRefused(reason))
+    return d
+
+
+__all__ = [
+    "PEER",
+    "CallResult",
+    "FakeCall",
+    "FakeManager",
+    "makeProtocol",
+    "refused",
+]
