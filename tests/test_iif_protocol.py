@@ -1,8 +1,8 @@
 """
 Tests for L{callback_tw.iif.protocol.IIFProtocol}: what an AS sees on the wire.
 
-Every test drives the protocol with datagrams on a L{FakeDatagramTransport} and checks the
-exact bytes and destinations written, with a fake manager and a L{Clock}.
+Every test drives the protocol with datagrams on a L{FakeDatagramTransport} and checks
+the exact bytes and destinations written, with a fake manager and a L{Clock}.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ class AllowlistTests(SynchronousTestCase):
 
     def test_dropsFromManySourcesBounded(self) -> None:
         """
-        A flood from thousands of distinct (possibly spoofed) sources cannot produce more
-        than a bounded number of log lines per interval.
+        A flood from thousands of distinct (possibly spoofed) sources cannot produce
+        more than a bounded number of log lines per interval.
         """
         protocol, transport, manager, clock = makeProtocol()
         for i in range(5000):
@@ -304,8 +304,8 @@ class RequestTests(SynchronousTestCase):
 
     def test_refusedByErrback(self) -> None:
         """
-        A call whose C{accepted} fails with L{CallbackRefused} gives C{code=fail}; if its
-        C{finished} fires afterwards no RESPONSE is sent for the refused request.
+        A call whose C{accepted} fails with L{CallbackRefused} gives C{code=fail}; if
+        its C{finished} fires afterwards no RESPONSE is sent for the refused request.
         """
         protocol, transport, manager, _ = makeProtocol()
         manager.acceptAtOnce = False
@@ -496,8 +496,8 @@ class DuplicateTests(SynchronousTestCase):
 
     def test_newCallAfterMemoryExpired(self) -> None:
         """
-        Once C{requestMemory} seconds have passed since the end, the id is forgotten: the
-        same REQUEST starts a new callback. The expiry timer is then gone.
+        Once C{requestMemory} seconds have passed since the end, the id is forgotten:
+        the same REQUEST starts a new callback. The expiry timer is then gone.
         """
         protocol, transport, manager, clock = makeProtocol(requestMemory=60)
         protocol.datagramReceived(REQUEST, PEER)

@@ -1,8 +1,8 @@
 """
 Errors the callback layer reports to the IIF side.
 
-They live in their own module so that L{callback_tw.iif.protocol} can recognise a refusal
-without importing the call machinery.
+They live in their own module so that L{callback_tw.iif.protocol} can recognise a
+refusal without importing the call machinery.
 """
 
 from __future__ import annotations

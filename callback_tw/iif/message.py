@@ -10,11 +10,11 @@ This module is a pure codec: bytes in, frozen dataclasses or L{MessageError} out
 bytes back for the answers. It does no I/O, keeps no state and imports nothing of ours,
 so every rule of the format can be tested as a table of datagrams.
 
-Parsing is strict on purpose: an AS that sends something we do not understand must get
-C{code=fail} at once rather than a callback that does something it did not mean. The only
-leniencies are those the spec's own examples need (spaces after the colon, an optional
-trailing C{;}, a trailing line end, parameter names in any case) and unknown parameters,
-which are ignored so that a newer AS keeps working.
+Parsing is strict on purpose: an AS that sends something we do not understand must
+get C{code=fail} at once rather than a callback that does something it did not mean.
+The only leniencies are those the spec's own examples need (spaces after the colon, an
+optional trailing C{;}, a trailing line end, parameter names in any case) and unknown
+parameters, which are ignored so that a newer AS keeps working.
 """
 
 from __future__ import annotations
@@ -240,7 +240,9 @@ def _parse(data: bytes, maxDuration: int) -> Request | Cancel:
     )
 
 
-_KNOWN = frozenset(["id", "user1", "user2", "duration", "ann_id1", "ann_id2", "ann_digit2"])
+_KNOWN = frozenset(
+    ["id", "user1", "user2", "duration", "ann_id1", "ann_id2", "ann_digit2"]
+)
 
 
 def _parseParameters(text: str) -> tuple[dict[str, str], tuple[str, ...]]:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
@@ -85,10 +86,10 @@ class _DropLimiter:
     """
     Decide which dropped datagrams get a log line, so a flood cannot fill the log.
 
-    Each source host gets at most one line per C{interval} seconds; the next line says how
-    many drops were suppressed in between. At most C{maxSources} hosts are tracked per
-    interval; beyond that (a flood from many, maybe spoofed, addresses) all other sources
-    share one line per interval.
+    Each source host gets at most one line per C{interval} seconds; the next line says
+    how many drops were suppressed in between. At most C{maxSources} hosts are tracked
+    per interval; beyond that (a flood from many, maybe spoofed, addresses) all other
+    sources share one line per interval.
     """
 
     def __init__(self, interval: float, maxSources: int) -> None:
@@ -157,12 +158,14 @@ class IIFProtocol(DatagramProtocol):
         maxRemembered: int = 100_000,
     ) -> None:
         """
-        @param manager: the callback manager: C{startCallback(request) -> call} (may raise
-            L{CallbackRefused}) and C{cancelCallback(callbackId) -> bool}. A call has the
-            Deferreds C{accepted} (fires L{None} or fails with L{CallbackRefused}) and
-            C{finished} (fires with an object with C{realDuration} and C{cause}).
-        @param peers: the peer servers as C{(ip literal, port or None)}; only they may send
-            commands, from that port exactly when one is given, from any port otherwise.
+        @param manager: the callback manager: C{startCallback(request) -> call} (may
+            raise L{CallbackRefused}) and C{cancelCallback(callbackId) -> bool}. A call
+            has the Deferreds C{accepted} (fires L{None} or fails with
+            L{CallbackRefused}) and C{finished} (fires with an object with
+            C{realDuration} and C{cause}).
+        @param peers: the peer servers as C{(ip literal, port or None)}; only they may
+            send commands, from that port exactly when one is given, from any port
+            otherwise.
         @param maxDuration: the largest C{duration} a REQUEST may ask for.
         @param reactor: an L{IReactorTime}; the global reactor by default.
         @param requestMemory: seconds a finished REQUEST id is remembered, so a repeated
@@ -261,7 +264,8 @@ class IIFProtocol(DatagramProtocol):
         if aggregate:
             self._log.warn(
                 "IIF dropped datagram from non-peer {source} "
-                "(too many non-peer sources; {suppressed} more drops from them not logged)",
+                "(too many non-peer sources; "
+                "{suppressed} more drops from them not logged)",
                 source=_formatSource(addr),
                 suppressed=suppressed,
             )
@@ -416,9 +420,7 @@ class IIFProtocol(DatagramProtocol):
             realDuration=entry.realDuration,
             cause=entry.cause,
         )
-        self._sendResponse(
-            formatResponse(callbackId, entry.realDuration), entry.source
-        )
+        self._sendResponse(formatResponse(callbackId, entry.realDuration), entry.source)
         if self._remembered.get(callbackId) is entry:
             self._finished[callbackId] = self._reactor.seconds()
             while len(self._finished) > self._maxRemembered:
