@@ -466,9 +466,13 @@ def loadConfig(path: str, *, resolve: Resolver | None = None) -> Config:
         values = parser[name] if parser.has_section(name) else {}
         return _Section(path, name, values, _SECTIONS[name])
 
-    peerServers = _readPeerServers(path, parser, resolve)
-    callback = _readCallback(section("callback"), peerServers, resolve)
+    # In the order of the sample file, so the first problem reported is the
+    # first one an operator reading from the top would meet.
+    callbackSection = section("callback")
+    callback = _readCallback(callbackSection, resolve)
     sip = _readSip(section("sip"), resolve)
+    peerServers = _readPeerServers(path, parser, resolve)
+    _checkOutboundPeer(callbackSection, callback.outboundPeer, peerServers)
     media = _readMedia(section("media"), os.path.dirname(os.path.abspath(path)))
     return Config(
         path=path,
@@ -520,9 +524,7 @@ def _readPeerServers(
     return peers
 
 
-def _readCallback(
-    s: _Section, peers: Mapping[str, PeerServer], resolve: Resolver
-) -> CallbackConfig:
+def _readCallback(s: _Section, resolve: Resolver) -> CallbackConfig:
     listenAddress = s.address("listen_address", "0.0.0.0", resolve)
     listenPort = s.port("listen_port", 5080, allowAny=True)
     externalLineMode = s.boolean("external_line_mode", False)
@@ -546,7 +548,23 @@ def _readCallback(
             f" got {defaultCaller!r}",
         )
 
-    outboundPeer = s.raw("outbound_peer", "").lower()
+    return CallbackConfig(
+        listenAddress=listenAddress,
+        listenPort=listenPort,
+        externalLineMode=externalLineMode,
+        defaultCaller=defaultCaller,
+        outboundPeer=s.raw("outbound_peer", "").lower(),
+        noAnswerTimeout=s.number("no_answer_timeout", 60.0),
+        maxDuration=s.integer("max_duration", 86400, 1),
+        maxCalls=s.integer("max_calls", 1000, 1),
+        requestMemory=s.number("request_memory", 3600.0),
+        shutdownTimeout=s.number("shutdown_timeout", 5.0),
+    )
+
+
+def _checkOutboundPeer(
+    s: _Section, outboundPeer: str, peers: Mapping[str, PeerServer]
+) -> None:
     if outboundPeer not in peers:
         known = ", ".join(sorted(peers))
         if not outboundPeer:
@@ -554,19 +572,6 @@ def _readCallback(
         else:
             problem = f"{outboundPeer!r} is not in [peer_servers]"
         raise s.error("outbound_peer", f"{problem} (one of: {known})")
-
-    return CallbackConfig(
-        listenAddress=listenAddress,
-        listenPort=listenPort,
-        externalLineMode=externalLineMode,
-        defaultCaller=defaultCaller,
-        outboundPeer=outboundPeer,
-        noAnswerTimeout=s.number("no_answer_timeout", 60.0),
-        maxDuration=s.integer("max_duration", 86400, 1),
-        maxCalls=s.integer("max_calls", 1000, 1),
-        requestMemory=s.number("request_memory", 3600.0),
-        shutdownTimeout=s.number("shutdown_timeout", 5.0),
-    )
 
 
 def _readSip(s: _Section, resolve: Resolver) -> SipConfig:
