@@ -25,6 +25,7 @@ from typing import Any, Callable, Protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from callback_tw.callback.errors import CallbackRefused
 from callback_tw.sip.leg import LegEnd, LegUpdateFailed
 from callback_tw.sip.sdp import SdpError, SdpSession, parseAudio, sharedVoiceCodecs
 
@@ -141,7 +142,7 @@ class CallbackCall:
             self._log.failure("callback {id}: cannot call user1", id=self.callbackId)
             self.state = "ended"
             self._closeMedia()
-            self.accepted.errback(e)
+            self.accepted.errback(CallbackRefused(f"cannot call user1: {e}"))
             self._finish(CallResult(0, f"cannot call user1: {e}"))
             return
         self.state = "calling1"
