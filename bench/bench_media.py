@@ -34,6 +34,7 @@ import struct
 import subprocess
 import sys
 import time
+from itertools import pairwise
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
@@ -42,7 +43,9 @@ _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
 def percentile(sorted_values: list[float], fraction: float) -> float:
     if not sorted_values:
         return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    index = min(
+        len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1)))
+    )
     return sorted_values[index]
 
 
@@ -94,7 +97,7 @@ def receive(ptime: float) -> None:
     drift = 0.0
     lost = 0
     for packets in streams.values():
-        for (s1, a1), (s2, a2) in zip(packets, packets[1:]):
+        for (s1, a1), (s2, a2) in pairwise(packets):
             gap = (s2 - s1) % 65536
             if gap == 1:
                 errors.append(abs(a2 - a1 - ptime))
@@ -138,7 +141,9 @@ def send(count: int, seconds: float, warmup: float, ptime: int) -> None:
         stdout=subprocess.PIPE,
     )
     port = int(receiver.stdout.readline())
-    frames = PromptCatalogue.load(os.path.join(_REPO, "etc", "prompts")).announcement("00080002", "PCMU")
+    frames = PromptCatalogue.load(os.path.join(_REPO, "etc", "prompts")).announcement(
+        "00080002", "PCMU"
+    )
     scheduler = RTPScheduler(reactor)
     streams = []
     window: dict[str, float] = {}
@@ -171,7 +176,9 @@ def send(count: int, seconds: float, warmup: float, ptime: int) -> None:
     reactor.callLater(1.0 + warmup + seconds, measureTo)
     reactor.run()
 
-    out, _ = receiver.communicate(f"stop {window['t0']} {window['t1']}\n".encode(), timeout=60)
+    out, _ = receiver.communicate(
+        f"stop {window['t0']} {window['t1']}\n".encode(), timeout=60
+    )
     result = json.loads(out.decode().strip().splitlines()[-1])
     wall = window["t1"] - window["t0"]
     used = window["cpu1"] - window["cpu0"]
@@ -193,9 +200,15 @@ def send(count: int, seconds: float, warmup: float, ptime: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--streams", default="50,200,500", help="comma-separated N values")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per N")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument(
+        "--streams", default="50,200,500", help="comma-separated N values"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="measured seconds per N"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds before measuring"
+    )
     parser.add_argument("--ptime", type=int, default=20)
     parser.add_argument("--receive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--send", type=int, help=argparse.SUPPRESS)
@@ -208,17 +221,37 @@ def main() -> None:
         send(args.send, args.seconds, args.warmup, args.ptime)
         return
 
-    print(f"RTP player benchmark: PCMU, ptime {args.ptime} ms, {args.seconds:g} s measured per N, "
-          f"receiver in another process on loopback ({os.cpu_count()} cores)")
-    header = (
-        f"{'streams':>7} {'CPU %core':>9} {'CPU ms/stream-s':>15} {'err p50 ms':>10} "
-        f"{'err p99 ms':>10} {'err max ms':>10} {'drift ms':>8} {'lost':>5} {'skipped':>7}"
+    print(
+        f"RTP player benchmark: PCMU, ptime {args.ptime} ms, "
+        f"{args.seconds:g} s measured per N, receiver in another process "
+        f"on loopback ({os.cpu_count()} cores)"
     )
-    print(header)
+    columns = [
+        ("streams", 7, "streams", "d"),
+        ("CPU %core", 9, "cpu_percent", ".1f"),
+        ("CPU ms/stream-s", 15, "cpu_ms_per_stream_second", ".3f"),
+        ("err p50 ms", 10, "p50_ms", ".2f"),
+        ("err p99 ms", 10, "p99_ms", ".2f"),
+        ("err max ms", 10, "max_ms", ".2f"),
+        ("drift ms", 8, "drift_ms", ".2f"),
+        ("lost", 5, "lost", "d"),
+        ("skipped", 7, "dropped_at_sender", "d"),
+    ]
+    print(" ".join(f"{title:>{width}}" for title, width, _, _ in columns))
     for count in (int(n) for n in args.streams.split(",")):
         run = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--send", str(count),
-             "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--ptime", str(args.ptime)],
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--send",
+                str(count),
+                "--seconds",
+                str(args.seconds),
+                "--warmup",
+                str(args.warmup),
+                "--ptime",
+                str(args.ptime),
+            ],
             capture_output=True,
             timeout=args.seconds + args.warmup + 120,
         )
@@ -227,9 +260,7 @@ def main() -> None:
             continue
         r = json.loads(run.stdout.decode().strip().splitlines()[-1])
         print(
-            f"{r['streams']:>7} {r['cpu_percent']:>9.1f} {r['cpu_ms_per_stream_second']:>15.3f} "
-            f"{r['p50_ms']:>10.2f} {r['p99_ms']:>10.2f} {r['max_ms']:>10.2f} {r['drift_ms']:>8.2f} "
-            f"{r['lost']:>5} {r['dropped_at_sender']:>7}",
+            " ".join(f"{r[key]:>{width}{fmt}}" for _, width, key, fmt in columns),
             flush=True,
         )
 

@@ -11,10 +11,11 @@ import struct
 import warnings
 import wave
 from array import array
+from itertools import pairwise
 
 from rtpsynth.RtpUtils import ulaw2linear
-from twisted.logger import globalLogPublisher
 from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from callback_tw.media.prompts import (
@@ -28,14 +29,18 @@ from callback_tw.media.prompts import (
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tone(frequency: float, seconds: float, rate: int = 8000, amplitude: float = 8000.0) -> list[int]:
+def tone(
+    frequency: float, seconds: float, rate: int = 8000, amplitude: float = 8000.0
+) -> list[int]:
     return [
         round(amplitude * math.sin(2 * math.pi * frequency * n / rate))
         for n in range(round(seconds * rate))
     ]
 
 
-def writeWav(path: str, samples: list[int], rate: int = 8000, channels: int = 1) -> None:
+def writeWav(
+    path: str, samples: list[int], rate: int = 8000, channels: int = 1
+) -> None:
     """Write interleaved 16-bit samples as a PCM WAV file."""
     with wave.open(path, "wb") as w:
         w.setnchannels(channels)
@@ -44,10 +49,14 @@ def writeWav(path: str, samples: list[int], rate: int = 8000, channels: int = 1)
         w.writeframes(array("h", samples).tobytes())
 
 
-def writeRawWav(path: str, formatCode: int, channels: int, rate: int, bits: int, data: bytes) -> None:
+def writeRawWav(
+    path: str, formatCode: int, channels: int, rate: int, bits: int, data: bytes
+) -> None:
     """Write a WAV with any header, for formats the wave module cannot write."""
     blockAlign = channels * bits // 8
-    fmt = struct.pack("<HHIIHH", formatCode, channels, rate, rate * blockAlign, blockAlign, bits)
+    fmt = struct.pack(
+        "<HHIIHH", formatCode, channels, rate, rate * blockAlign, blockAlign, bits
+    )
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
     body += b"data" + struct.pack("<I", len(data)) + data
     with open(path, "wb") as f:
@@ -61,11 +70,13 @@ def within(original: int, decoded: int) -> bool:
 
 class CatalogueTestMixin:
     def makeFolder(self, announcements: dict[str, list[int]] | None = None) -> str:
-        """A prompts folder with ten digits (short tones) and the given announcements."""
+        """A prompts folder: ten digits (short tones) and C{announcements}."""
         folder = self.mktemp()
         os.makedirs(os.path.join(folder, "digits"))
         for d in range(10):
-            writeWav(os.path.join(folder, "digits", f"{d}.wav"), tone(300 + 100 * d, 0.105))
+            writeWav(
+                os.path.join(folder, "digits", f"{d}.wav"), tone(300 + 100 * d, 0.105)
+            )
         for annId, samples in (announcements or {}).items():
             writeWav(os.path.join(folder, f"{annId}.wav"), samples)
         return folder
@@ -84,7 +95,12 @@ class LoadTests(CatalogueTestMixin, SynchronousTestCase):
         self.assertEqual(len(frames), 26)
         self.assertEqual({len(f) for f in frames}, {FRAME_BYTES})
         decoded = ulaw2linear(b"".join(frames))
-        self.assertTrue(all(within(s, d) for s, d in zip(samples, decoded)))
+        self.assertTrue(
+            all(
+                within(s, d)
+                for s, d in zip(samples, decoded[: len(samples)], strict=True)
+            )
+        )
         self.assertEqual(frames[-1][80:], b"\xff" * 80)
 
     def test_pcmaDecodesToThePrompt(self) -> None:
@@ -96,7 +112,12 @@ class LoadTests(CatalogueTestMixin, SynchronousTestCase):
         catalogue = PromptCatalogue.load(self.makeFolder({"12345678": samples}))
         (frame,) = catalogue.announcement("12345678", "PCMA")
         decoded = [alawToLinear(c) for c in frame[:80]]
-        self.assertTrue(all(within(s, d) for s, d in zip(samples, decoded)))
+        self.assertTrue(
+            all(
+                within(s, d)
+                for s, d in zip(samples, decoded[: len(samples)], strict=True)
+            )
+        )
         self.assertEqual(frame[80:], b"\xd5" * 80)
 
     def test_stereoIsMixedDown(self) -> None:
@@ -114,19 +135,29 @@ class LoadTests(CatalogueTestMixin, SynchronousTestCase):
         (which would fold back to 2 kHz without filtering) is removed.
         """
         folder = self.makeFolder()
-        writeWav(os.path.join(folder, "00000001.wav"), tone(1000, 1.0, rate=16000), rate=16000)
-        writeWav(os.path.join(folder, "00000002.wav"), tone(6000, 1.0, rate=16000), rate=16000)
+        writeWav(
+            os.path.join(folder, "00000001.wav"),
+            tone(1000, 1.0, rate=16000),
+            rate=16000,
+        )
+        writeWav(
+            os.path.join(folder, "00000002.wav"),
+            tone(6000, 1.0, rate=16000),
+            rate=16000,
+        )
         catalogue = PromptCatalogue.load(folder)
 
         frames = catalogue.announcement("00000001", "PCMU")
         self.assertEqual(len(frames), 50)
         decoded = ulaw2linear(b"".join(frames))[800:]  # past the filter's start
-        crossings = sum(1 for a, b in zip(decoded, decoded[1:]) if (a < 0) != (b < 0))
+        crossings = sum(1 for a, b in pairwise(decoded) if (a < 0) != (b < 0))
         self.assertApproximates(crossings / (len(decoded) / 8000), 2000, 20)
         rms = math.sqrt(sum(v * v for v in decoded) / len(decoded))
         self.assertApproximates(rms, 8000 / math.sqrt(2), 300)
 
-        aliased = ulaw2linear(b"".join(catalogue.announcement("00000002", "PCMU")))[800:]
+        aliased = ulaw2linear(b"".join(catalogue.announcement("00000002", "PCMU")))[
+            800:
+        ]
         self.assertLess(max(abs(v) for v in aliased), 8000 / 100)  # < -40 dB
 
     def test_shippedPrompts(self) -> None:
@@ -135,7 +166,9 @@ class LoadTests(CatalogueTestMixin, SynchronousTestCase):
         00080002, the example 00080003 and all ten digits, each at least a
         third of a second of audio.
         """
-        catalogue = PromptCatalogue.load(os.path.join(_REPO, "etc", "prompts"), required=["00080002"])
+        catalogue = PromptCatalogue.load(
+            os.path.join(_REPO, "etc", "prompts"), required=["00080002"]
+        )
         self.assertTrue(catalogue.hasAnnouncement("00080002"))
         self.assertTrue(catalogue.hasAnnouncement("00080003"))
         self.assertGreater(catalogue.duration("00080002"), 1.5)
@@ -258,7 +291,9 @@ class RejectTests(CatalogueTestMixin, SynchronousTestCase):
         file stops the load, naming the file expected.
         """
         folder = self.makeFolder({"00080003": tone(440, 0.1)})
-        error = self.assertRaises(PromptError, PromptCatalogue.load, folder, required=["00080002"])
+        error = self.assertRaises(
+            PromptError, PromptCatalogue.load, folder, required=["00080002"]
+        )
         self.assertIn(os.path.join(folder, "00080002.wav"), str(error))
 
 
@@ -297,7 +332,7 @@ class RingbackTests(CatalogueTestMixin, SynchronousTestCase):
         self.assertEqual(len(frames), 250)
         self.assertEqual(b"".join(frames[50:]), b"\xff" * 32000)
         on = ulaw2linear(b"".join(frames[:50]))
-        crossings = sum(1 for a, b in zip(on, on[1:]) if (a < 0) != (b < 0))
+        crossings = sum(1 for a, b in pairwise(on) if (a < 0) != (b < 0))
         self.assertApproximates(crossings, 850, 4)
         middle = on[400:7600]
         rms = math.sqrt(sum(v * v for v in middle) / len(middle))
@@ -355,7 +390,7 @@ class AlawTests(SynchronousTestCase):
             try:
                 import audioop
             except ImportError:
-                raise SkipTest("no audioop (Python >= 3.13)")
+                raise SkipTest("no audioop (Python >= 3.13)") from None
         samples = array("h", range(-32768, 32768))
         ours = bytes(linearToAlaw(s) for s in samples)
         self.assertEqual(ours, audioop.lin2alaw(samples.tobytes(), 2))

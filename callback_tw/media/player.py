@@ -21,7 +21,8 @@ import enum
 import math
 import random
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from rtpsynth.RtpSynth import RtpSynth, set_randfunc
 from twisted.internet.defer import Deferred, succeed
@@ -74,7 +75,9 @@ class _Item:
 
     __slots__ = ("payloads", "position", "loop", "deferred", "started")
 
-    def __init__(self, payloads: Sequence[bytes], loop: bool, deferred: Deferred) -> None:
+    def __init__(
+        self, payloads: Sequence[bytes], loop: bool, deferred: Deferred
+    ) -> None:
         self.payloads = payloads
         self.position = 0
         self.loop = loop
@@ -152,7 +155,10 @@ class RTPScheduler:
                     try:
                         stillActive = stream._sendDue(now, self.maxBurst, done)
                     except Exception:
-                        self._log.failure("RTP stream to {remote} failed; stopped", remote=stream.remote)
+                        self._log.failure(
+                            "RTP stream to {remote} failed; stopped",
+                            remote=stream.remote,
+                        )
                         stream._halt(done)
                         continue
                     if not stillActive:
@@ -165,8 +171,12 @@ class RTPScheduler:
         # Fire after the sends: a callback may queue, stop or start streams.
         for deferred, result in done:
             deferred.callback(result)
-        # Streams (re)started by those callbacks armed the timer themselves.
-        if earliest is not None and self._active:
+        # Streams (re)started by those callbacks armed the timer themselves;
+        # arm for the earliest of the others (a stream the callbacks stopped
+        # costs one empty tick at most).
+        if self._active:
+            if earliest is None:
+                earliest = min(s._nextSlot for s in self._active)
             self._arm(earliest)
 
 
@@ -336,7 +346,9 @@ class RTPStream:
             self._synth.skip(chunk)
             packets -= chunk
 
-    def _sendDue(self, now: int, maxBurst: int, done: list[tuple[Deferred, PlayResult]]) -> bool:
+    def _sendDue(
+        self, now: int, maxBurst: int, done: list[tuple[Deferred, PlayResult]]
+    ) -> bool:
         """
         Send every packet due by slot C{now}, oldest first.
 

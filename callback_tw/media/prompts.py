@@ -30,7 +30,7 @@ import re
 import sys
 import wave
 from array import array
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from rtpsynth.RtpUtils import linear2ulaw, resample_linear
 from twisted.logger import Logger
@@ -106,10 +106,8 @@ def linearToAlaw(sample: int) -> int:
     else:
         mask = 0x55
         pcm = -pcm - 1
-    for seg, end in enumerate(_SEG_END):
-        if pcm <= end:
-            break
-    else:
+    seg = next((s for s, end in enumerate(_SEG_END) if pcm <= end), None)
+    if seg is None:
         return 0x7F ^ mask
     code = seg << 4
     if seg < 2:
@@ -136,7 +134,9 @@ def alawToLinear(code: int) -> int:
 
 
 # Indexed by the sample's bits read as unsigned 16-bit (two's complement).
-_ALAW_TABLE = bytes(linearToAlaw(u - 0x10000 if u & 0x8000 else u) for u in range(0x10000))
+_ALAW_TABLE = bytes(
+    linearToAlaw(u - 0x10000 if u & 0x8000 else u) for u in range(0x10000)
+)
 
 
 def _encodeAlaw(pcm: array) -> bytes:
@@ -153,7 +153,9 @@ def _encode(pcm: array, codec: str) -> bytes:
 
 def _checkCodec(codec: str) -> None:
     if codec not in PAYLOAD_TYPES:
-        raise ValueError(f"unknown codec {codec!r}; expected one of {', '.join(CODECS)}")
+        raise ValueError(
+            f"unknown codec {codec!r}; expected one of {', '.join(CODECS)}"
+        )
 
 
 def _frames(encoded: bytes, codec: str) -> tuple[bytes, ...]:
@@ -161,7 +163,9 @@ def _frames(encoded: bytes, codec: str) -> tuple[bytes, ...]:
     short = -len(encoded) % FRAME_BYTES
     if short:
         encoded += bytes([SILENCE[codec]]) * short
-    return tuple(encoded[i : i + FRAME_BYTES] for i in range(0, len(encoded), FRAME_BYTES))
+    return tuple(
+        encoded[i : i + FRAME_BYTES] for i in range(0, len(encoded), FRAME_BYTES)
+    )
 
 
 # --- WAV loading ---------------------------------------------------------
@@ -218,7 +222,9 @@ def _readWav(path: str) -> array:
                 f"{detail}: only linear PCM WAV is accepted (not float, A-law, "
                 f"u-law or WAVE_FORMAT_EXTENSIBLE)"
             )
-        raise PromptError(f"{path}: not a usable WAV file ({detail}); {_HOW_TO_CONVERT}") from e
+        raise PromptError(
+            f"{path}: not a usable WAV file ({detail}); {_HOW_TO_CONVERT}"
+        ) from e
     except EOFError as e:
         raise PromptError(f"{path}: truncated or empty WAV file") from e
     except OSError as e:
@@ -226,11 +232,13 @@ def _readWav(path: str) -> array:
 
     if width != 2:
         raise PromptError(
-            f"{path}: {8 * width}-bit samples; 16-bit linear PCM is required; {_HOW_TO_CONVERT}"
+            f"{path}: {8 * width}-bit samples; 16-bit linear PCM is required; "
+            + _HOW_TO_CONVERT
         )
     if rate < SAMPLE_RATE:
         raise PromptError(
-            f"{path}: sample rate {rate} Hz is below {SAMPLE_RATE} Hz; {_HOW_TO_CONVERT}"
+            f"{path}: sample rate {rate} Hz is below {SAMPLE_RATE} Hz; "
+            + _HOW_TO_CONVERT
         )
     frameBytes = width * channels
     data = data[: len(data) - len(data) % frameBytes]
@@ -243,7 +251,13 @@ def _readWav(path: str) -> array:
         pcm.byteswap()  # WAV is little-endian
     if channels > 1:
         pcm = array(
-            "h", (sum(frame) // channels for frame in zip(*(pcm[c::channels] for c in range(channels))))
+            "h",
+            (
+                sum(frame) // channels
+                for frame in zip(
+                    *(pcm[c::channels] for c in range(channels)), strict=True
+                )
+            ),
         )
     if rate != SAMPLE_RATE:
         filtered = _clip16(_lowPass(pcm, rate, 3400.0))
@@ -251,7 +265,9 @@ def _readWav(path: str) -> array:
     return pcm
 
 
-_HOW_TO_CONVERT = "convert with: sox IN.wav -r 8000 -c 1 -b 16 -e signed-integer OUT.wav"
+_HOW_TO_CONVERT = (
+    "convert with: sox IN.wav -r 8000 -c 1 -b 16 -e signed-integer OUT.wav"
+)
 
 
 class _Prompt:
@@ -297,7 +313,8 @@ class PromptCatalogue:
             for annId, pcm in announcements.items()
         }
         self._digits = [
-            _Prompt(os.path.join(folder, "digits", f"{d}.wav"), pcm) for d, pcm in enumerate(digits)
+            _Prompt(os.path.join(folder, "digits", f"{d}.wav"), pcm)
+            for d, pcm in enumerate(digits)
         ]
         pause = int(DIGIT_PAUSE * SAMPLE_RATE)
         self._pause = {codec: bytes([SILENCE[codec]]) * pause for codec in CODECS}
@@ -318,11 +335,15 @@ class PromptCatalogue:
             readable, or not in an accepted format.
         """
         if not os.path.isdir(folder):
-            raise PromptError(f"{folder}: prompts folder does not exist or is not a folder")
+            raise PromptError(
+                f"{folder}: prompts folder does not exist or is not a folder"
+            )
         try:
             names = sorted(os.listdir(folder))
         except OSError as e:
-            raise PromptError(f"{folder}: cannot list prompts folder ({e.strerror or e})") from e
+            raise PromptError(
+                f"{folder}: cannot list prompts folder ({e.strerror or e})"
+            ) from e
 
         announcements = {}
         for name in names:
@@ -331,7 +352,7 @@ class PromptCatalogue:
             if match is None:
                 if name.lower().endswith(".wav"):
                     cls._log.warn(
-                        "prompt {path} ignored: announcement files are named <8 digits>.wav",
+                        "prompt {path} ignored: announcements are named <8 digits>.wav",
                         path=path,
                     )
                 continue
@@ -346,7 +367,10 @@ class PromptCatalogue:
             if not os.path.isfile(os.path.join(digitsFolder, f"{d}.wav"))
         ]
         if missing:
-            raise PromptError(f"{', '.join(missing)}: digit prompt missing (need digits/0.wav .. 9.wav)")
+            raise PromptError(
+                ", ".join(missing)
+                + ": digit prompt missing (need digits/0.wav .. 9.wav)"
+            )
         digits = [_readWav(os.path.join(digitsFolder, f"{d}.wav")) for d in _DIGITS]
 
         absent = [annId for annId in required if annId not in announcements]
@@ -424,25 +448,35 @@ class PromptCatalogue:
             the tone is continuous, so C{on} should hold whole periods.
         """
         _checkCodec(codec)
-        freqs = (frequency,) if isinstance(frequency, (int, float)) else tuple(frequency)
+        freqs = (
+            (frequency,) if isinstance(frequency, (int, float)) else tuple(frequency)
+        )
         key = (tuple(float(f) for f in freqs), float(on), float(off), codec)
         cached = self._ringbacks.get(key)
         if cached is not None:
             return cached
         if not freqs or any(not 0 < f < SAMPLE_RATE / 2 for f in freqs):
-            raise ValueError(f"ringback frequencies must be between 0 and 4000 Hz, not {frequency!r}")
+            raise ValueError(
+                f"ringback frequencies must be between 0 and 4000 Hz, not {frequency!r}"
+            )
         if on <= 0 or off < 0:
-            raise ValueError(f"ringback cadence needs on > 0 and off >= 0, not {on}/{off}")
+            raise ValueError(
+                f"ringback cadence needs on > 0 and off >= 0, not {on}/{off}"
+            )
 
         onSamples = round(on * SAMPLE_RATE)
         total = onSamples + round(off * SAMPLE_RATE)
         total += -total % FRAME_BYTES
-        peak = _ZERO_DBM0_PEAK * 10 ** (RINGBACK_LEVEL_DBM0 / 20) / math.sqrt(len(freqs))
+        peak = (
+            _ZERO_DBM0_PEAK * 10 ** (RINGBACK_LEVEL_DBM0 / 20) / math.sqrt(len(freqs))
+        )
         ramp = round(_RAMP_SECONDS * SAMPLE_RATE) if off > 0 else 0
         ramp = min(ramp, onSamples // 2)
         tone = []
         for n in range(onSamples):
-            value = sum(math.sin(2 * math.pi * f * n / SAMPLE_RATE) for f in freqs) * peak
+            value = (
+                sum(math.sin(2 * math.pi * f * n / SAMPLE_RATE) for f in freqs) * peak
+            )
             if n < ramp:
                 value *= 0.5 - 0.5 * math.cos(math.pi * n / ramp)
             elif n >= onSamples - ramp:
