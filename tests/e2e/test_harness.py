@@ -1,0 +1,690 @@
+"""
+Tests of the end-to-end harness itself, with no callback server: the SIPp
+phone farm (C{scenarios/uas.xml}) driven by a small scripted UAC, the SIPp
+message-log parser, the datagram peers and the process wrapper.
+
+They prove the harness right before the end-to-end tests rely on it: if a
+phone kind misbehaves here, a failing end-to-end test would blame the server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.e2e import harness
+from tests.e2e.harness import (
+    ASClient,
+    DatagramPeer,
+    ServerProcess,
+    SipMessage,
+    SippUAS,
+    distinct,
+    parseIIF,
+    parseMessageLog,
+    parseSipMessage,
+    requestsOf,
+    responsesOf,
+)
+
+_counter = itertools.count(1)
+
+OFFER = (
+    "v=0\r\n"
+    "o=uac 1 {version} IN IP4 127.0.0.1\r\n"
+    "s=-\r\n"
+    "c=IN IP4 127.0.0.1\r\n"
+    "t=0 0\r\n"
+    "m=audio {port} RTP/AVP 0 8 101\r\n"
+    "a=rtpmap:0 PCMU/8000\r\n"
+    "a=rtpmap:8 PCMA/8000\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\n"
+)
+
+
+class MiniUAC(DatagramPeer):
+    """
+    A scripted SIP UAC, just enough to drive the phone farm: one dialog at a
+    time, every message written out in full so the test controls the bytes.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__(reactor, defaultTarget=target)
+        self.callId = ""
+        self.fromTag = ""
+        self.toTag = ""
+        self.user = ""
+        self.cseq = 0
+        self.inviteBranch = ""
+        self.offerVersion = 0
+
+    def _branch(self) -> str:
+        return f"z9hG4bK-mini-{next(_counter)}"
+
+    def _headers(self, method: str, cseq: int, branch: str, body: str, withToTag: bool = True) -> str:
+        to = f"<sip:{self.user}@127.0.0.1:{self.defaultTarget[1]}>"
+        if withToTag and self.toTag:
+            to += f";tag={self.toTag}"
+        lines = [
+            f"{method} sip:{self.user}@127.0.0.1:{self.defaultTarget[1]} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport",
+            f"From: <sip:1000@127.0.0.1:{self.port}>;tag={self.fromTag}",
+            f"To: {to}",
+            f"Call-ID: {self.callId}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:1000@127.0.0.1:{self.port}>",
+            "Max-Forwards: 70",
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body)}")
+        return "\r\n".join(lines) + "\r\n\r\n" + body
+
+    def _offer(self) -> str:
+        self.offerVersion += 1
+        return OFFER.format(version=self.offerVersion, port=self.port + 1000)
+
+    def invite(self, user: str) -> None:
+        self.user = user
+        self.callId = f"mini-{next(_counter)}-{time.time()}@127.0.0.1"
+        self.fromTag = f"t{next(_counter)}"
+        self.toTag = ""
+        self.cseq = 1
+        self.inviteBranch = self._branch()
+        self.send(self._headers("INVITE", 1, self.inviteBranch, self._offer(), withToTag=False))
+
+    def reinvite(self) -> None:
+        self.cseq += 1
+        self.inviteBranch = self._branch()
+        self.send(self._headers("INVITE", self.cseq, self.inviteBranch, self._offer()))
+
+    def ack(self, response: SipMessage) -> None:
+        """
+        ACK a final response: a new transaction for a 2xx, the INVITE's own
+        branch for a failure (RFC 3261 17.1.1.3).
+        """
+        if not self.toTag:
+            self.toTag = _tag(response.header("to") or "")
+        branch = self._branch() if response.status // 100 == 2 else self.inviteBranch
+        self.send(self._headers("ACK", self.cseq, branch, ""))
+
+    def cancel(self) -> None:
+        self.send(self._headers("CANCEL", self.cseq, self.inviteBranch, "", withToTag=False))
+
+    def bye(self) -> None:
+        self.cseq += 1
+        self.send(self._headers("BYE", self.cseq, self._branch(), ""))
+
+    def answerBye(self, bye: SipMessage) -> None:
+        lines = [
+            "SIP/2.0 200 OK",
+            *[f"Via: {v}" for v in bye.headers["via"]],
+            f"From: {bye.header('from')}",
+            f"To: {bye.header('to')}",
+            f"Call-ID: {bye.callId}",
+            f"CSeq: {bye.header('cseq')}",
+            "Content-Length: 0",
+        ]
+        self.send("\r\n".join(lines) + "\r\n\r\n")
+
+    def expectSip(self, predicate: Any, timeout: float = 5.0) -> defer.Deferred:
+        """
+        Fire with the next L{SipMessage} of the current call for which
+        C{predicate(message)} is true.
+        """
+        callId = self.callId
+
+        def match(text: str) -> bool:
+            message = parseSipMessage(text)
+            return message.callId == callId and predicate(message)
+
+        d = self.expect(match, timeout)
+        d.addCallback(parseSipMessage)
+        return d
+
+    def expectStatus(self, status: int, cseqMethod: str = "INVITE", timeout: float = 5.0) -> defer.Deferred:
+        return self.expectSip(lambda m: m.status == status and m.cseqMethod == cseqMethod, timeout)
+
+    def expectRequest(self, method: str, timeout: float = 5.0) -> defer.Deferred:
+        return self.expectSip(lambda m: m.method == method, timeout)
+
+
+def _tag(header: str) -> str:
+    for param in header.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "tag":
+            return value
+    return ""
+
+
+class PhoneFarmTests(TestCase):
+    """
+    The SIPp phone farm, driven by L{MiniUAC}, does what C{uas.xml} promises
+    for each kind of phone, and its message log parses into what was sent.
+    """
+
+    timeout = 30
+
+    if harness.SIPP is None:
+        skip = "sipp is not installed (Debian package sip-tester)"
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        self.uas = SippUAS(str(directory), lifetime=60)
+        self.addCleanup(lambda: harness.logProcessOutput(self.uas, self.id()))
+        self.addCleanup(self.uas.stop)
+        yield self.uas.start()
+        self.uac = MiniUAC(("127.0.0.1", self.uas.port))
+        self.uac.start()
+        self.addCleanup(self.uac.stop)
+
+    @defer.inlineCallbacks
+    def _answered(self, user: str) -> Any:
+        """
+        INVITE C{user}, expect 100, 180 and 200, ACK the 200; fire with the 200.
+        """
+        self.uac.invite(user)
+        yield self.uac.expectStatus(100)
+        yield self.uac.expectStatus(180)
+        ok = yield self.uac.expectStatus(200)
+        self.uac.ack(ok)
+        return ok
+
+    @defer.inlineCallbacks
+    def _reinvited(self) -> Any:
+        self.uac.reinvite()
+        ok = yield self.uac.expectStatus(200)
+        self.uac.ack(ok)
+        return ok
+
+    @defer.inlineCallbacks
+    def _hungUp(self) -> Any:
+        self.uac.bye()
+        yield self.uac.expectStatus(200, "BYE")
+
+    @defer.inlineCallbacks
+    def test_answerAcceptsReinvitesUntilBye(self) -> Any:
+        """
+        An answer* phone answers 200 with PCMU and telephone-event on the
+        farm's media port, then answers two re-INVITEs with SDP whose o=
+        version went up, then 200s a BYE; the message log holds every one of
+        those messages in order, in the right direction.
+        """
+        ok = yield self._answered("answer1")
+        self.assertEqual(ok.mediaAddress(), ("127.0.0.1", self.uas.mediaPort))
+        self.assertEqual(ok.payloadTypes(), [0, 101])
+        self.assertIn("0 PCMU/8000", ok.sdpLines("a")[0])
+        self.assertTrue(_tag(ok.header("to")))
+        first = yield self._reinvited()
+        second = yield self._reinvited()
+        versions = [int(m.sdpLines("o")[0].split()[2]) for m in (ok, first, second)]
+        self.assertEqual(versions, sorted(versions))
+        self.assertEqual(len(set(versions)), 3, versions)
+        self.assertEqual(second.mediaAddress(), ("127.0.0.1", self.uas.mediaPort))
+        yield self._hungUp()
+
+        log = self.uas.callTo("answer1")
+        summary = [(m.direction, m.methodOrStatus, m.cseqMethod) for m in distinct(log)]
+        self.assertEqual(
+            summary,
+            [
+                ("received", "INVITE", "INVITE"),
+                ("sent", "100", "INVITE"),
+                ("sent", "180", "INVITE"),
+                ("sent", "200", "INVITE"),
+                ("received", "ACK", "ACK"),
+                ("received", "INVITE", "INVITE"),
+                ("sent", "200", "INVITE"),
+                ("received", "ACK", "ACK"),
+                ("received", "INVITE", "INVITE"),
+                ("sent", "200", "INVITE"),
+                ("received", "ACK", "ACK"),
+                ("received", "BYE", "BYE"),
+                ("sent", "200", "BYE"),
+            ],
+        )
+        invite = log[0]
+        self.assertEqual(invite.requestUser, "answer1")
+        self.assertEqual(invite.mediaAddress(), ("127.0.0.1", self.uac.port + 1000))
+        self.assertEqual(invite.payloadTypes(), [0, 8, 101])
+        times = [m.time for m in log]
+        self.assertEqual(times, sorted(times))
+        self.assertLess(abs(times[0] - time.time()), 10)
+        self.assertEqual(self.uas.errors(), "")
+
+    @defer.inlineCallbacks
+    def test_hangupSendsByeAfterNSeconds(self) -> Any:
+        """
+        A hangup2 phone answers on media port + 2, still answers a re-INVITE
+        that arrives while it waits, and sends a BYE (in the dialog: our tag
+        in To, its tag in From) 2 to 2.25 seconds after its 200.
+        """
+        ok = yield self._answered("hangup2")
+        answeredAt = time.time()
+        self.assertEqual(ok.mediaAddress(), ("127.0.0.1", self.uas.mediaPort + 2))
+        yield harness.sleep(reactor, 0.5)
+        reinvited = yield self._reinvited()
+        self.assertEqual(reinvited.mediaAddress(), ("127.0.0.1", self.uas.mediaPort + 2))
+        bye = yield self.uac.expectRequest("BYE", timeout=5)
+        self.uac.answerBye(bye)
+        self.assertEqual(_tag(bye.header("to")), self.uac.fromTag)
+        self.assertEqual(_tag(bye.header("from")), self.uac.toTag)
+        self.assertTrue(bye.firstLine.startswith(f"BYE sip:1000@127.0.0.1:{self.uac.port}"), bye.firstLine)
+        # From the farm's own log: 200 sent -> BYE sent.
+        yield harness.sleep(reactor, 0.2)
+        log = distinct(self.uas.callTo("hangup2"))
+        sent200 = responsesOf(log, "INVITE", 200, "sent")[0]
+        sentBye = requestsOf(log, "BYE", "sent")[0]
+        self.assertGreaterEqual(sentBye.time - sent200.time, 2.0)
+        self.assertLess(sentBye.time - sent200.time, 2.25)
+        self.assertLess(abs((time.time() - answeredAt) - 2.0), 1.0)
+        self.assertEqual(responsesOf(log, "BYE", 200, "received")[0].callId, self.uac.callId)
+
+    @defer.inlineCallbacks
+    def test_hangupOneWithoutReinvite(self) -> Any:
+        """
+        A hangup1 phone that gets no re-INVITE sends its BYE about 1 s after
+        its 200.
+        """
+        yield self._answered("hangup1")
+        start = time.time()
+        bye = yield self.uac.expectRequest("BYE", timeout=4)
+        self.uac.answerBye(bye)
+        self.assertGreaterEqual(time.time() - start, 0.9)
+        self.assertLess(time.time() - start, 1.5)
+
+    @defer.inlineCallbacks
+    def test_failures(self) -> Any:
+        """
+        busy*, decline* and notfound* phones answer 486, 603 and 404 (with a
+        To tag) and take the ACK; an unknown kind gets 404 too.
+        """
+        for user, status in [("busy1", 486), ("decline1", 603), ("notfound1", 404), ("nobody", 404)]:
+            self.uac.invite(user)
+            final = yield self.uac.expectSip(lambda m: (m.status or 0) >= 300)
+            self.assertEqual(final.status, status, user)
+            self.assertTrue(_tag(final.header("to")))
+            self.uac.ack(final)
+            yield self.uac.expectNone(lambda text: parseSipMessage(text).status == status, 0.8)
+            log = distinct(self.uas.callTo(user))
+            self.assertEqual([m.methodOrStatus for m in log][-2:], [str(status), "ACK"])
+
+    @defer.inlineCallbacks
+    def test_ringUntilCancel(self) -> Any:
+        """
+        A ring* phone sends 180 and no final answer until CANCEL; then 200 to
+        the CANCEL and 487 to the INVITE, and takes the ACK.
+        """
+        self.uac.invite("ring1")
+        yield self.uac.expectStatus(180)
+        yield self.uac.expectNone(lambda text: (parseSipMessage(text).status or 0) >= 200, 1.5)
+        self.uac.cancel()
+        yield self.uac.expectStatus(200, "CANCEL")
+        terminated = yield self.uac.expectStatus(487)
+        self.uac.ack(terminated)
+        yield self.uac.expectNone(lambda text: parseSipMessage(text).status == 487, 0.8)
+        log = distinct(self.uas.callTo("ring1"))
+        self.assertEqual(
+            [m.methodOrStatus for m in log],
+            ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"],
+        )
+
+    @defer.inlineCallbacks
+    def test_glareFirstReinviteGets491(self) -> Any:
+        """
+        A glare* phone answers on media port + 2, answers its first re-INVITE
+        491 and the next one 200.
+        """
+        ok = yield self._answered("glare1")
+        self.assertEqual(ok.mediaAddress(), ("127.0.0.1", self.uas.mediaPort + 2))
+        self.uac.reinvite()
+        pending = yield self.uac.expectSip(lambda m: m.cseqMethod == "INVITE" and (m.status or 0) >= 200)
+        self.assertEqual(pending.status, 491)
+        self.uac.ack(pending)
+        retried = yield self._reinvited()
+        self.assertEqual(retried.status, 200)
+        yield self._hungUp()
+
+    @defer.inlineCallbacks
+    def test_pcmaAnswersPcmaOnly(self) -> Any:
+        """
+        A pcma* phone answers with PCMA 8 (and telephone-event), not PCMU,
+        both to the INVITE and to a re-INVITE.
+        """
+        ok = yield self._answered("pcma1")
+        self.assertEqual(ok.payloadTypes(), [8, 101])
+        self.assertIn("rtpmap:8 PCMA/8000", ok.sdpLines("a"))
+        again = yield self._reinvited()
+        self.assertEqual(again.payloadTypes(), [8, 101])
+        yield self._hungUp()
+
+    @defer.inlineCallbacks
+    def test_concurrentCalls(self) -> Any:
+        """
+        The farm keeps many calls apart: 10 phones answered at once, each
+        call in the log under its own Call-ID and R-URI user.
+        """
+        uacs = []
+        for index in range(10):
+            uac = MiniUAC(("127.0.0.1", self.uas.port))
+            uac.start()
+            self.addCleanup(uac.stop)
+            uac.invite(f"answer{index}")
+            uacs.append(uac)
+        oks = yield defer.gatherResults([uac.expectStatus(200) for uac in uacs])
+        for uac, ok in zip(uacs, oks):
+            uac.ack(ok)
+            uac.bye()
+        yield defer.gatherResults([uac.expectStatus(200, "BYE") for uac in uacs])
+        for index, uac in enumerate(uacs):
+            log = self.uas.callTo(f"answer{index}")
+            self.assertEqual({m.callId for m in log}, {uac.callId})
+            self.assertEqual(distinct(log)[-1].methodOrStatus, "200")
+
+
+SAMPLE_LOG = (
+    "----------------------------------------------- 2026-11-27 04:00:36.897641\n"
+    "UDP message received [330] bytes :\n"
+    "\n"
+    "INVITE sip:answer1@127.0.0.1:56376 SIP/2.0\r\n"
+    "v: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\r\n"
+    "f: <sip:1000@127.0.0.1>;tag=a\r\n"
+    "t: <sip:answer1@127.0.0.1>\r\n"
+    "i: call-1\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Subject: folded\r\n"
+    "  header\r\n"
+    "Content-Type: application/sdp\r\n"
+    "Content-Length: 42\r\n"
+    "\r\n"
+    "c=IN IP4 1.2.3.4\r\n"
+    "m=audio 4000 RTP/AVP 0\r\n"
+    "\n\n"
+    "----------------------------------------------- 2026-11-27 04:00:37.000001\n"
+    "UDP message sent (120 bytes):\n"
+    "\n"
+    "SIP/2.0 200 OK\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\n"
+    "Call-ID: call-1\n"
+    "CSeq: 1 INVITE\n"
+    "Content-Length: 0\n"
+    "\n"
+    "\n"
+    "----------------------------------------------- 2026-11-27 04:00:38.500000\n"
+    "UDP message received [90] bytes :\n"
+    "\n"
+    "ACK sip:answer1@127.0.0.1:56376 SIP/2.0\n"
+    "Call-ID: call-1\n"
+    "CSeq: 1 ACK\n"
+    "Content-Length: 0\n"
+    "\n"
+    "Unexpected UDP message received:\n"
+    "\n"
+    "ACK sip:answer1@127.0.0.1:56376 SIP/2.0\n"
+    "Call-ID: call-1\n"
+    "\n"
+)
+
+
+class MessageLogParserTests(SynchronousTestCase):
+    """
+    L{parseMessageLog} and L{parseSipMessage} read SIPp's message file.
+    """
+
+    def test_entries(self) -> None:
+        """
+        Each logged message becomes one L{SipMessage} with its direction,
+        first line, method or status, time, headers and body; a message SIPp
+        also logged as unexpected is returned once.
+        """
+        messages = parseMessageLog(SAMPLE_LOG)
+        self.assertEqual(
+            [(m.direction, m.methodOrStatus, m.firstLine) for m in messages],
+            [
+                ("received", "INVITE", "INVITE sip:answer1@127.0.0.1:56376 SIP/2.0"),
+                ("sent", "200", "SIP/2.0 200 OK"),
+                ("received", "ACK", "ACK sip:answer1@127.0.0.1:56376 SIP/2.0"),
+            ],
+        )
+        self.assertAlmostEqual(messages[1].time - messages[0].time, 0.10236, places=5)
+        self.assertAlmostEqual(messages[2].time - messages[0].time, 1.602359, places=5)
+        invite, ok, ack = messages
+        self.assertEqual(invite.method, "INVITE")
+        self.assertIsNone(invite.status)
+        self.assertEqual(ok.status, 200)
+        self.assertIsNone(ok.method)
+        self.assertEqual(ack.body, "")
+
+    def test_headers(self) -> None:
+        """
+        Header names are lower-case with compact forms expanded; folded lines
+        are joined; the body is cut at Content-Length.
+        """
+        invite = parseMessageLog(SAMPLE_LOG)[0]
+        self.assertEqual(invite.callId, "call-1")
+        self.assertEqual(invite.headers["via"], ["SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1"])
+        self.assertEqual(invite.header("FROM"), "<sip:1000@127.0.0.1>;tag=a")
+        self.assertEqual(invite.header("subject"), "folded header")
+        self.assertEqual(invite.cseqMethod, "INVITE")
+        self.assertEqual(invite.requestUser, "answer1")
+        self.assertEqual(invite.body, "c=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 0\r\n")
+        self.assertEqual(invite.mediaAddress(), ("1.2.3.4", 4000))
+        self.assertEqual(invite.payloadTypes(), [0])
+        self.assertIsNone(invite.header("contact"))
+
+    def test_repeatedHeaders(self) -> None:
+        """
+        A header that appears twice keeps both values, in order.
+        """
+        message = parseSipMessage(
+            b"SIP/2.0 180 Ringing\r\nVia: a\r\nVia: b\r\nCSeq: 7 INVITE\r\n\r\n", "sent", 5.0
+        )
+        self.assertEqual(message.headers["via"], ["a", "b"])
+        self.assertEqual(message.status, 180)
+        self.assertEqual(message.cseqMethod, "INVITE")
+        self.assertEqual(message.time, 5.0)
+
+    def test_distinctDropsRetransmissions(self) -> None:
+        """
+        L{distinct} drops a repeated message (same direction, first line,
+        Call-ID, CSeq, Via), keeping the first.
+        """
+        text = "SIP/2.0 200 OK\r\nVia: v\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"
+        first = parseSipMessage(text, "sent", 1.0)
+        again = parseSipMessage(text, "sent", 1.5)
+        other = parseSipMessage(text.replace("1 INVITE", "2 INVITE"), "sent", 2.0)
+        self.assertEqual(distinct([first, again, other]), [first, other])
+
+    def test_iif(self) -> None:
+        """
+        L{parseIIF} splits an IIF datagram into method and parameters.
+        """
+        self.assertEqual(parseIIF("ACK: id=1234;code=ok;\r\n"), ("ACK", {"id": "1234", "code": "ok"}))
+        self.assertEqual(parseIIF("RESPONSE: id=7;real_duration=0"), ("RESPONSE", {"id": "7", "real_duration": "0"}))
+
+
+class DatagramPeerTests(TestCase):
+    """
+    L{ASClient} and L{DatagramPeer} over real loopback UDP.
+    """
+
+    timeout = 10
+
+    def setUp(self) -> None:
+        self.server = DatagramPeer(reactor).start()
+        self.addCleanup(self.server.stop)
+        self.client = ASClient(reactor, server=("127.0.0.1", self.server.port)).start()
+        self.addCleanup(self.client.stop)
+
+    @defer.inlineCallbacks
+    def test_requestAndExpect(self) -> Any:
+        """
+        C{request} sends the spec's REQUEST text from the client's own port;
+        C{expectAck} and C{expectResponse} pick the datagrams of their id,
+        even when they arrived before the test asked.
+        """
+        self.client.request("77", "100", "101", duration=30)
+        text = yield self.server.expect("REQUEST")
+        self.assertEqual(text, "REQUEST: id=77;user1=100;user2=101;duration=30;")
+        source = self.server.received[-1][2]
+        self.assertEqual(source, ("127.0.0.1", self.client.port))
+        self.server.send("RESPONSE: id=77;real_duration=12;", source)
+        self.server.send("ACK: id=78;code=fail;", source)
+        self.server.send("ACK: id=77;code=ok;", source)
+        code = yield self.client.expectAck("77")
+        self.assertEqual(code, "ok")
+        duration, when = yield self.client.expectResponse("77")
+        self.assertEqual(duration, 12)
+        self.assertLess(abs(when - time.time()), 5)
+        code = yield self.client.expectAck("78")
+        self.assertEqual(code, "fail")
+
+    @defer.inlineCallbacks
+    def test_eachDatagramClaimedOnce(self) -> Any:
+        """
+        Two C{expect}s for the same prefix get two different datagrams; a
+        third times out with L{defer.TimeoutError} listing what arrived.
+        """
+        self.client.send("A 1")
+        self.client.send("A 2")
+        first = yield self.server.expect("A")
+        second = yield self.server.expect("A")
+        self.assertEqual({first, second}, {"A 1", "A 2"})
+        failure = yield self.assertFailure(self.server.expect("A", timeout=0.3), defer.TimeoutError)
+        self.assertIn("'A 1'", str(failure))
+
+    @defer.inlineCallbacks
+    def test_expectNone(self) -> Any:
+        """
+        C{expectNone} succeeds when nothing matching arrives in time and fails
+        with C{AssertionError} when something does.
+        """
+        self.client.send("B")
+        yield self.server.expectNone("A", 0.3)
+        later = self.server.expectNone("C", 2)
+        self.client.send("C now")
+        yield self.assertFailure(later, AssertionError)
+
+
+class _FakeServer(ServerProcess):
+    """
+    A stand-in server process: a Python one-liner that prints the ready
+    marker after a delay and then behaves as told.
+    """
+
+    script = "import time; time.sleep(0.2); print('callback_tw ready: test', flush=True); time.sleep(60)"
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-c", self.script]
+
+
+class ServerProcessTests(TestCase):
+    """
+    L{ServerProcess}: the config it writes, readiness, failure output, stop.
+    """
+
+    timeout = 30
+
+    def _server(self, cls: type = ServerProcess, **overrides: Any) -> ServerProcess:
+        directory = self.mktemp()
+        server = cls(directory, 5070, [6000, 6001], reactor=reactor, **overrides)
+        self.addCleanup(server.stop)
+        return server
+
+    def test_config(self) -> None:
+        """
+        The INI file has the four sections with the e2e defaults, the peers
+        pss/as1/as2 on loopback, fresh IIF and SIP ports, and the overrides.
+        """
+        server = self._server(no_answer_timeout=3, trace=False)
+        path = server.writeConfig()
+        text = path.read_text()
+        import configparser
+
+        parser = configparser.ConfigParser()
+        parser.read_string(text)
+        self.assertEqual(parser.sections(), ["callback", "sip", "peer_servers", "media"])
+        self.assertEqual(parser["callback"]["no_answer_timeout"], "3")
+        self.assertEqual(parser["callback"]["default_caller"], "1000")
+        self.assertEqual(parser["callback"]["listen_port"], str(server.iifPort))
+        self.assertEqual(parser["sip"]["port"], str(server.sipPort))
+        self.assertEqual(parser["sip"]["trace"], "no")
+        self.assertEqual(
+            dict(parser["peer_servers"]),
+            {"pss": "127.0.0.1:5070", "as1": "127.0.0.1:6000", "as2": "127.0.0.1:6001"},
+        )
+        self.assertEqual(parser["media"]["default_ann_id1"], "")
+        self.assertNotEqual(server.iifPort, server.sipPort)
+        self.assertEqual(server.iifAddress, ("127.0.0.1", server.iifPort))
+
+    def test_unknownKey(self) -> None:
+        """
+        An override that is no config key is a C{TypeError} (a typo in a test
+        must not silently test the default).
+        """
+        self.assertRaises(TypeError, ServerProcess, self.mktemp(), 5070, 6000, reactor=reactor, no_such_key=1)
+
+    @defer.inlineCallbacks
+    def test_readyAndStop(self) -> Any:
+        """
+        C{start} fires once the ready marker is printed; C{stop} ends the
+        process with SIGTERM and fires.
+        """
+        server = self._server(_FakeServer)
+        result = yield server.start()
+        self.assertIs(result, server)
+        self.assertTrue(server.running)
+        self.assertIn("callback_tw ready", server.output)
+        yield server.stop()
+        self.assertFalse(server.running)
+        self.assertEqual(server.exitSignal, 15)
+
+    @defer.inlineCallbacks
+    def test_exitBeforeReady(self) -> Any:
+        """
+        A server that exits before it is ready fails C{start} with its output.
+        """
+        server = self._server(_FakeServer)
+        server.script = "import sys; print('config: [callback] max_calls: bad'); sys.exit(1)"
+        failure = yield self.assertFailure(server.start(), RuntimeError)
+        self.assertIn("exited before it was ready", str(failure))
+        self.assertIn("max_calls: bad", str(failure))
+
+    @defer.inlineCallbacks
+    def test_notReadyInTime(self) -> Any:
+        """
+        A server that never prints the marker fails C{start} after the
+        timeout, with its output, and is killed.
+        """
+        server = self._server(_FakeServer)
+        server.script = "import time; print('starting', flush=True); time.sleep(60)"
+        failure = yield self.assertFailure(server.start(timeout=1), RuntimeError)
+        self.assertIn("not ready within 1 s", str(failure))
+        self.assertIn("starting", str(failure))
+        yield server.ended
+        self.assertFalse(server.running)
+
+    @defer.inlineCallbacks
+    def test_sigkillAfterGrace(self) -> Any:
+        """
+        A process that ignores SIGTERM is killed when the grace time is over.
+        """
+        server = self._server(_FakeServer)
+        server.script = (
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+            " print('callback_tw ready', flush=True); time.sleep(60)"
+        )
+        server.stopGrace = 0.5
+        yield server.start()
+        start = time.time()
+        yield server.stop()
+        self.assertEqual(server.exitSignal, 9)
+        self.assertLess(time.time() - start, 5)
