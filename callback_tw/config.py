@@ -193,8 +193,9 @@ class MediaConfig:
     """
     The C{[media]} section: announcements, ringback and RTP ports.
 
-    @ivar prompts: the directory of announcement audio, absolute (C{prompts},
-        relative to the configuration file's directory in the file).
+    @ivar prompts: the directory of announcement audio, absolute, existing
+        (C{prompts}, relative to the configuration file's directory in the
+        file).
     @ivar defaultAnnId1: the announcement played to user1 when the REQUEST has
         no C{ann_id1}; empty for none (C{default_ann_id1}).
     @ivar ringbackFrequency: the ringback tone in Hz, 0 for no ringback
@@ -413,7 +414,9 @@ def _readParser(path: str) -> configparser.ConfigParser:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f, source=path)
     except OSError as e:
-        raise ConfigError(path, f"cannot read: [Errno {e.errno}] {e.strerror}") from None
+        raise ConfigError(
+            path, f"cannot read: [Errno {e.errno}] {e.strerror}"
+        ) from None
     except UnicodeDecodeError as e:
         raise ConfigError(path, f"cannot read: not UTF-8 text ({e.reason})") from None
     except configparser.MissingSectionHeaderError as e:
@@ -504,9 +507,7 @@ def _readPeerServers(
         port: int | None = None
         if sep:
             if not (_INTEGER.match(portText) and 1 <= int(portText) <= 65535):
-                raise error(
-                    f"must be host[:port], port from 1 to 65535, got {value!r}"
-                )
+                raise error(f"must be host[:port], port from 1 to 65535, got {value!r}")
             port = int(portText)
         if not host:
             raise error(f"must be host[:port], got {value!r}")
@@ -602,6 +603,8 @@ def _readMedia(s: _Section, baseDir: str) -> MediaConfig:
     if not prompts:
         raise s.error("prompts", "must name a directory, got ''")
     prompts = os.path.normpath(os.path.join(baseDir, os.path.expanduser(prompts)))
+    if not os.path.isdir(prompts):
+        raise s.error("prompts", f"no such directory: {prompts!r}")
 
     annId = s.raw("default_ann_id1", "00080002")
     if annId and not _ANN_ID.match(annId):
@@ -627,8 +630,7 @@ def _readMedia(s: _Section, baseDir: str) -> MediaConfig:
     ):
         raise s.error(
             "ringback_cadence",
-            "must be 'on,off' seconds, on > 0 and off >= 0,"
-            f" got {cadenceText!r}",
+            "must be 'on,off' seconds, on > 0 and off >= 0," f" got {cadenceText!r}",
         )
 
     rtpText = s.raw("rtp_ports", "")
@@ -655,4 +657,3 @@ def _readMedia(s: _Section, baseDir: str) -> MediaConfig:
         ringbackCadence=(parts[0], parts[1]),
         rtpPorts=rtpPorts,
     )
-

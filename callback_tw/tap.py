@@ -136,9 +136,18 @@ def makeService(options: Options) -> IService:
     """
     Build the callback server from parsed L{Options}.
 
+    Announcements are loaded here, before the reactor runs; a prompt file
+    that cannot be used stops start-up with one line, like a bad
+    configuration.
+
     @param options: parsed options; C{options["configObject"]} is used.
     @return: a L{callback_tw.service.CallbackService}, not yet started.
     """
+    from callback_tw.media.prompts import PromptError
     from callback_tw.service import CallbackService
 
-    return CallbackService(options["configObject"])
+    config = options["configObject"]
+    try:
+        return CallbackService(config)
+    except PromptError as e:
+        raise SystemExit(f"callback: {e} (see [media] in {config.path})") from None

@@ -46,10 +46,22 @@ class _ConfigTestMixin:
     def writeConfig(self, text: str, name: str = "callback.ini") -> str:
         directory = self.mktemp()
         os.makedirs(directory)
+        # The default [media] prompts: a "prompts" folder beside the file.
+        os.makedirs(os.path.join(directory, "prompts"))
         path = os.path.join(directory, name)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return path
+
+    def writeConfigIn(self, directory: str, text: str) -> str:
+        """
+        Write a configuration file into an existing C{directory}, under a
+        relative path when the working directory allows it.
+        """
+        path = os.path.join(directory, "other.ini")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return os.path.relpath(path)
 
     def load(self, changes: dict[str, dict[str, str | None]] | None = None) -> Config:
         """
@@ -110,7 +122,9 @@ class SampleConfigTests(SynchronousTestCase):
         )
         self.assertEqual(
             config.sip,
-            SipConfig(address="127.0.0.1", port=5060, advertisedAddress="", trace=False),
+            SipConfig(
+                address="127.0.0.1", port=5060, advertisedAddress="", trace=False
+            ),
         )
         self.assertEqual(config.sip.sipHost, "127.0.0.1")
         self.assertEqual(
@@ -291,9 +305,7 @@ class SyntaxTests(_ConfigTestMixin, SynchronousTestCase):
         """
         A key given twice in a section is an error, not "last one wins".
         """
-        path = self.writeConfig(
-            "[callback]\ndefault_caller = 1\ndefault_caller = 2\n"
-        )
+        path = self.writeConfig("[callback]\ndefault_caller = 1\ndefault_caller = 2\n")
         error = self.assertRaises(ConfigError, loadConfig, path)
         self.assertEqual(
             str(error), f"{path}: [callback] default_caller: line 3: key given twice"
@@ -333,9 +345,11 @@ class SyntaxTests(_ConfigTestMixin, SynchronousTestCase):
         An indented line continues the value above; the bad value it makes is
         still reported on one line.
         """
-        path = self.writeConfig(_render(MINIMAL).replace(
-            "default_caller = 1000\n", "default_caller = 1000\n  2000\n"
-        ))
+        path = self.writeConfig(
+            _render(MINIMAL).replace(
+                "default_caller = 1000\n", "default_caller = 1000\n  2000\n"
+            )
+        )
         error = self.assertRaises(ConfigError, loadConfig, path)
         self.assertEqual(
             str(error),
@@ -464,9 +478,7 @@ class CallbackSectionTests(_ConfigTestMixin, SynchronousTestCase):
         """
         external_line_mode = yes is refused with a clear reason.
         """
-        error = self.assertConfigError(
-            {"callback": {"external_line_mode": "yes"}}, ""
-        )
+        error = self.assertConfigError({"callback": {"external_line_mode": "yes"}}, "")
         self.assertEqual(
             str(error),
             f"{error.path}: [callback] external_line_mode: yes needs an"
@@ -724,10 +736,12 @@ class MediaSectionTests(_ConfigTestMixin, SynchronousTestCase):
         """
         Every [media] key is read into its field with its type.
         """
+        prompts = os.path.abspath(self.mktemp())
+        os.makedirs(prompts)
         config = self.load(
             {
                 "media": {
-                    "prompts": "/srv/prompts",
+                    "prompts": prompts,
                     "default_ann_id1": "",
                     "ringback_frequency": "0",
                     "ringback_cadence": "0.4, 0.2",
@@ -738,7 +752,7 @@ class MediaSectionTests(_ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(
             config.media,
             MediaConfig(
-                prompts="/srv/prompts",
+                prompts=prompts,
                 defaultAnnId1="",
                 ringbackFrequency=0,
                 ringbackCadence=(0.4, 0.2),
@@ -751,12 +765,30 @@ class MediaSectionTests(_ConfigTestMixin, SynchronousTestCase):
         A relative prompts path is relative to the configuration file's
         directory, whatever the working directory, and stored absolute.
         """
-        config = self.load({"media": {"prompts": "sounds/en"}})
-        self.assertEqual(
-            config.media.prompts,
-            os.path.join(os.path.dirname(os.path.abspath(config.path)), "sounds", "en"),
+        config = self.load()
+        directory = os.path.dirname(os.path.abspath(config.path))
+        os.makedirs(os.path.join(directory, "sounds", "en"))
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(os.path.dirname(directory))
+        config = loadConfig(
+            self.writeConfigIn(
+                directory, _render(MINIMAL) + "[media]\nprompts = sounds/en\n"
+            )
         )
+        self.assertEqual(config.media.prompts, os.path.join(directory, "sounds", "en"))
         self.assertTrue(os.path.isabs(config.media.prompts))
+
+    def test_promptsMissing(self) -> None:
+        """
+        A prompts directory that does not exist is an error naming it.
+        """
+        error = self.assertConfigError({"media": {"prompts": "nowhere"}}, "")
+        expected = os.path.join(os.path.dirname(os.path.abspath(error.path)), "nowhere")
+        self.assertEqual(
+            str(error),
+            f"{error.path}: [media] prompts: no such directory: {expected!r}",
+        )
 
     def test_annId(self) -> None:
         """

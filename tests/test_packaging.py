@@ -81,7 +81,9 @@ class PluginTests(SynchronousTestCase):
                 directory,
             )
         self.assertTrue(
-            os.path.exists(os.path.join(_REPO, "twisted", "plugins", "callback_plugin.py"))
+            os.path.exists(
+                os.path.join(_REPO, "twisted", "plugins", "callback_plugin.py")
+            )
         )
 
 
@@ -132,7 +134,9 @@ class InstalledTests(SynchronousTestCase):
         try:
             importlib.metadata.distribution("callback_tw")
         except importlib.metadata.PackageNotFoundError:
-            raise SkipTest("callback_tw is not installed: run scripts/install -e")
+            raise SkipTest(
+                "callback_tw is not installed: run scripts/install -e"
+            ) from None
         self.elsewhere = os.path.abspath(self.mktemp())
         os.makedirs(self.elsewhere)
 
@@ -153,8 +157,11 @@ class InstalledTests(SynchronousTestCase):
         ):
             result = _run(args, cwd=self.elsewhere)
             self.assertEqual(result.returncode, 0, result.stderr)
-            commands = [line.split()[0] for line in result.stdout.splitlines()
-                        if line.startswith("    ") and line.strip()]
+            commands = [
+                line.split()[0]
+                for line in result.stdout.splitlines()
+                if line.startswith("    ") and line.strip()
+            ]
             self.assertEqual(commands.count("callback"), 1, result.stdout)
             self.assertNotIn("Unable to write to plugin cache", result.stderr)
 

@@ -33,7 +33,10 @@ port = {sipPort}
 [peer_servers]
 pss = 127.0.0.1:5070
 as1 = 127.0.0.1:6000
+[media]
+prompts = {prompts}
 """
+PROMPTS = os.path.join(_REPO, "etc", "prompts")
 
 # twistd as the console script runs it, with the checkout first on sys.path
 # (as "python -m twisted.trial" puts it) so that this checkout's plugin and
@@ -78,7 +81,9 @@ class _ConfigFileMixin:
         return path
 
     def goodConfig(self, iifPort: int = 5080, sipPort: int = 5060) -> str:
-        return self.writeConfig(GOOD.format(iifPort=iifPort, sipPort=sipPort))
+        return self.writeConfig(
+            GOOD.format(iifPort=iifPort, sipPort=sipPort, prompts=PROMPTS)
+        )
 
 
 class OptionsTests(_ConfigFileMixin, SynchronousTestCase):
@@ -112,7 +117,9 @@ class OptionsTests(_ConfigFileMixin, SynchronousTestCase):
             options.parseOptions([flag, path])
             config = options["configObject"]
             self.assertEqual(config.path, path)
-            self.assertEqual((config.callback.listenPort, config.sip.port), (7001, 7002))
+            self.assertEqual(
+                (config.callback.listenPort, config.sip.port), (7001, 7002)
+            )
 
     def test_overrides(self) -> None:
         """
@@ -122,7 +129,16 @@ class OptionsTests(_ConfigFileMixin, SynchronousTestCase):
         path = self.goodConfig(iifPort=7001, sipPort=7002)
         options = Options()
         options.parseOptions(
-            ["-c", path, "--iif-port", "0", "--sip-port", "9", "--sip-address", "127.0.0.2"]
+            [
+                "-c",
+                path,
+                "--iif-port",
+                "0",
+                "--sip-port",
+                "9",
+                "--sip-address",
+                "127.0.0.2",
+            ]
         )
         config = options["configObject"]
         self.assertEqual(config.callback.listenPort, 0)
@@ -176,7 +192,7 @@ class OptionsTests(_ConfigFileMixin, SynchronousTestCase):
         A bad file stops option parsing with the one-line config error.
         """
         path = self.writeConfig(
-            GOOD.format(iifPort=0, sipPort=0).replace(
+            GOOD.format(iifPort=0, sipPort=0, prompts=PROMPTS).replace(
                 "default_caller = 1000", "default_caller ="
             )
         )
@@ -232,7 +248,7 @@ class TwistdTests(_ConfigFileMixin, SynchronousTestCase):
         text, exit status 1.
         """
         path = self.writeConfig(
-            GOOD.format(iifPort=0, sipPort=0).replace(
+            GOOD.format(iifPort=0, sipPort=0, prompts=PROMPTS).replace(
                 "default_caller", "max_calls = abc\ndefault_caller"
             )
         )
@@ -244,6 +260,21 @@ class TwistdTests(_ConfigFileMixin, SynchronousTestCase):
         )
         self.assertEqual(result.stdout, "")
         self.assertEqual(result.returncode, 1)
+
+    def test_badPromptsOneLine(self) -> None:
+        """
+        Announcements that cannot be loaded stop start-up with one line too.
+        """
+        prompts = os.path.abspath(self.mktemp())
+        os.makedirs(prompts)
+        path = self.writeConfig(GOOD.format(iifPort=0, sipPort=0, prompts=prompts))
+        result = self.runTwistd("-n", "callback", "-c", path)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertTrue(result.stderr.startswith(f"callback: {prompts}"), result.stderr)
+        self.assertTrue(
+            result.stderr.endswith(f" (see [media] in {path})\n"), result.stderr
+        )
+        self.assertEqual((result.stdout, result.returncode), ("", 1))
 
     def test_badOverrideOneLine(self) -> None:
         """
