@@ -338,6 +338,45 @@ class PhoneFarmTests(TestCase):
         )
 
     @defer.inlineCallbacks
+    def test_lateAnswersAfterNSeconds(self) -> Any:
+        """
+        A late1 phone rings and answers 1 to 1.25 s after its 180, with the
+        answer* SDP, and then behaves as answer*.
+        """
+        self.uac.invite("late1")
+        yield self.uac.expectStatus(180)
+        ok = yield self.uac.expectStatus(200, timeout=3)
+        self.uac.ack(ok)
+        self.assertEqual(ok.mediaAddress(), ("127.0.0.1", self.uas.mediaPort))
+        yield self._reinvited()
+        yield self._hungUp()
+        log = distinct(self.uas.callTo("late1"))
+        ringing = responsesOf(log, "INVITE", 180, "sent")[0]
+        answered = responsesOf(log, "INVITE", 200, "sent")[0]
+        self.assertGreaterEqual(answered.time - ringing.time, 1.0)
+        self.assertLess(answered.time - ringing.time, 1.25)
+
+    @defer.inlineCallbacks
+    def test_lateCancelledWhileRinging(self) -> Any:
+        """
+        A late3 phone cancelled before it answers sends 200 to the CANCEL
+        and 487 to the INVITE, and never a 200 to the INVITE.
+        """
+        self.uac.invite("late3")
+        yield self.uac.expectStatus(180)
+        yield harness.sleep(reactor, 0.5)
+        self.uac.cancel()
+        yield self.uac.expectStatus(200, "CANCEL")
+        terminated = yield self.uac.expectStatus(487)
+        self.uac.ack(terminated)
+        yield self.uac.expectNone(lambda text: parseSipMessage(text).status == 200, 3.0)
+        log = distinct(self.uas.callTo("late3"))
+        self.assertEqual(
+            [m.methodOrStatus for m in log],
+            ["INVITE", "100", "180", "CANCEL", "200", "487", "ACK"],
+        )
+
+    @defer.inlineCallbacks
     def test_glareFirstReinviteGets491(self) -> Any:
         """
         A glare* phone answers on media port + 2, answers its first re-INVITE
