@@ -268,7 +268,7 @@ class TwistdTests(_ConfigFileMixin, SynchronousTestCase):
         prompts = os.path.abspath(self.mktemp())
         os.makedirs(prompts)
         path = self.writeConfig(GOOD.format(iifPort=0, sipPort=0, prompts=prompts))
-        result = self.runTwistd("-n", "callback", "-c", path)
+        result = self.runTwistd("-n", "callback", "-c", path, timeout=20)
         self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
         self.assertTrue(result.stderr.startswith(f"callback: {prompts}"), result.stderr)
         self.assertTrue(
