@@ -17,9 +17,12 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
+from callback_tw.callback.announcer import Announcer
 from callback_tw.callback.manager import CallbackManager
 from callback_tw.config import Config
 from callback_tw.iif.protocol import IIFProtocol
+from callback_tw.media.player import RTPScheduler
+from callback_tw.media.prompts import PromptCatalogue
 from callback_tw.media.rtp import RTPPortAllocator
 from callback_tw.sip.stack import PeerDialer, SipStack
 
@@ -35,7 +38,13 @@ class CallbackService(MultiService):
 
     _log = Logger()
 
-    def __init__(self, config: Config, reactor: Any = None) -> None:
+    def __init__(self, config: Config, reactor: Any = None, prompts: PromptCatalogue | None = None) -> None:
+        """
+        @param prompts: the announcements, loaded already (the twistd options
+            load them so that a bad prompt is a one-line start-up error);
+            loaded from C{[media] prompts} when not given.
+        @raise PromptError: when the prompts cannot be loaded.
+        """
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
@@ -53,12 +62,23 @@ class CallbackService(MultiService):
         )
         bindHost = sip.address if sip.address not in ("", "0.0.0.0") else "0.0.0.0"
         self.media = RTPPortAllocator(sip.sipHost, config.media.rtpPorts, reactor, bindHost=bindHost)
+        if prompts is None:
+            prompts = loadPrompts(config)
+        self.prompts = prompts
+        self.scheduler = RTPScheduler(reactor)
+        ringback = None
+        if config.media.ringbackFrequency:
+            on, off = config.media.ringbackCadence
+            ringback = (config.media.ringbackFrequency, on, off)
+        self.announcer = Announcer(prompts, self.scheduler, config.media.defaultAnnId1, ringback)
         self.manager = CallbackManager(
             self.dialer,
             self.media,
             config.callback.maxCalls,
             config.callback.maxDuration,
             reactor,
+            announcer=self.announcer,
+            checkRequest=self.announcer.checkRequest,
         )
         self.iif = IIFProtocol(
             self.manager,
@@ -100,6 +120,18 @@ class CallbackService(MultiService):
             yield self.iifPort.stopListening()
             self.iifPort = None
         yield super().stopService()
+
+
+def loadPrompts(config: Config) -> PromptCatalogue:
+    """
+    Load every announcement at start-up; the default ann_id1, when set, must
+    exist (a missing one would fail every call).
+
+    @raise PromptError: naming the file that is missing or unusable.
+    """
+    media = config.media
+    required = [media.defaultAnnId1] if media.defaultAnnId1 else []
+    return PromptCatalogue.load(media.prompts, required=required)
 
 
 def _sleep(reactor: Any, seconds: float) -> Deferred:

@@ -224,7 +224,9 @@ class CallbackCall:
             return
         self.state = "joining"
         if self._announcer is not None:
-            ready = self._announcer.announceUser2(self, self._legs["leg2"], self._rtp["leg2"], sdp)
+            playback = self._announcer.announceUser2(self, self._legs["leg2"], self._rtp["leg2"], sdp)
+            self._playing.append(playback)
+            ready = playback.done
         else:
             ready = succeed(None)
         ready.addCallback(lambda _: self._join())
