@@ -24,7 +24,7 @@ from callback_tw.iif.protocol import IIFProtocol
 from callback_tw.media.player import RTPScheduler
 from callback_tw.media.prompts import PromptCatalogue
 from callback_tw.media.rtp import RTPPortAllocator
-from callback_tw.sip.stack import PeerDialer, SipStack
+from callback_tw.sip.stack import Route, Router, SipStack
 
 
 class CallbackService(MultiService):
@@ -54,12 +54,10 @@ class CallbackService(MultiService):
         self.sip = SipStack(sip.address, sip.port, sip.sipHost, sip.trace, reactor=reactor)
         self.sip.setServiceParent(self)
         outbound = config.outboundPeer
-        self.dialer = PeerDialer(
-            self.sip,
-            (outbound.host, outbound.sipPort),
-            config.callback.defaultCaller,
-            config.callback.noAnswerTimeout,
+        peerRoute = Route(
+            (outbound.host, outbound.sipPort), config.callback.defaultCaller, f"peer {outbound.name}"
         )
+        self.dialer = Router(self.sip, peerRoute, config.callback.noAnswerTimeout)
         bindHost = sip.address if sip.address not in ("", "0.0.0.0") else "0.0.0.0"
         self.media = RTPPortAllocator(sip.sipHost, config.media.rtpPorts, reactor, bindHost=bindHost)
         if prompts is None:

@@ -76,6 +76,19 @@ class _Ended:
     update: Deferred | None
 
 
+class _Try(CCEventTry):
+    """
+    sippy's INVITE event, with the From host set once the UAC is built
+    (sippy writes our own address there; a provider wants its domain).
+    """
+
+    fromDomain: str | None = None
+
+    def onUacSetupComplete(self, uac: Any) -> None:
+        if self.fromDomain:
+            uac.lUri.getUrl().host = self.fromDomain
+
+
 class LegUpdateFailed(Exception):
     """A re-INVITE of ours was answered with a failure."""
 
@@ -128,7 +141,20 @@ class Leg:
         reactor: Any,
         noAnswerTimeout: float,
         name: str = "",
+        credentials: tuple[str, str] | None = None,
+        outboundProxy: tuple[str, int] | None = None,
+        fromDomain: str | None = None,
     ) -> None:
+        """
+        @param target: where the R-URI points (host, port): the peer, the
+            provider's domain, or a local user's contact.
+        @param credentials: (username, password) to answer 401/407
+            challenges to our INVITEs (a provider's external line).
+        @param outboundProxy: where requests are sent when it is not the
+            R-URI's host (a provider's proxy).
+        @param fromDomain: host part of the From URI (a provider's domain);
+            our own address when None.
+        """
         self.name = name or user
         self.user = user
         self.callerId = callerId
@@ -152,18 +178,25 @@ class Leg:
         self._updateSdp: str | None = None
         self._updateTries = 0
         self._retryCall = None
-        self._endReported = False
+        self._credentials = credentials
+        self._outboundProxy = outboundProxy
+        self._fromDomain = fromDomain
 
     # -- requests from the owner -------------------------------------------
 
     def dial(self) -> None:
         """Send the INVITE."""
         assert self.state == "new", self.state
+        username, password = self._credentials or (None, None)
         ua = UA(
             self._globalConfig,
             event_cb=self._uaEvent,
             nh_address=tuple(self.target),
+            username=username,
+            password=password,
         )
+        if self._outboundProxy is not None:
+            ua.outbound_proxy = tuple(self._outboundProxy)
         ua.local_ua = USER_AGENT
         contact = SipContact(
             address=SipAddress(
@@ -185,7 +218,9 @@ class Leg:
             caller=self.callerId,
             callId=self.callId,
         )
-        ua.recvEvent(CCEventTry((callId, self.callerId, self.user, MsgBody(self._offer), None, None)))
+        event = _Try((callId, self.callerId, self.user, MsgBody(self._offer), None, None))
+        event.fromDomain = self._fromDomain
+        ua.recvEvent(event)
 
     def hangUp(self, code: int | None = None, text: str | None = None) -> None:
         """
@@ -374,3 +409,33 @@ class Leg:
         if ended.update is not None:
             ended.update.errback(LegUpdateFailed(ended.end.code, ended.end.reason))
         self._listener.legEnded(self, ended.end)
+
+
+class UnreachableLeg:
+    """
+    A leg that cannot be placed (a local user who is not registered): it
+    ends at once, on a later turn, with the given status, and never sends
+    anything.
+    """
+
+    def __init__(self, listener: ILegListener, reactor: Any, code: int, reason: str, name: str = "") -> None:
+        self.name = name
+        self.state = "calling"
+        self.remoteSdp: str | None = None
+        self.callId: str | None = None
+        self._listener = listener
+        self._end = LegEnd(code, reason, True, False)
+        reactor.callLater(0, self._fail)
+
+    def _fail(self) -> None:
+        if self.state == "ended":
+            return
+        self.state = "ended"
+        Leg._log.info("{leg} failed at once: {code} {reason}", leg=self.name, code=self._end.code, reason=self._end.reason)
+        self._listener.legEnded(self, self._end)
+
+    def hangUp(self, code: int | None = None, text: str | None = None) -> None:
+        self.state = "ended"
+
+    def update(self, sdp: str) -> Deferred:
+        raise RuntimeError(f"{self.name}: not answered")

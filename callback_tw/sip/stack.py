@@ -10,14 +10,15 @@ default caller as From user (the spec: some providers reject a NULL caller).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from callback_tw.sip import reactor as sipreactor
-from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg
+from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg, UnreachableLeg
 from sippy.SipConf import SipConf
 
 
@@ -62,6 +63,13 @@ class SipStack(Service):
         self._tm: sipreactor.ReactorTransactionManager | None = None
         self._globalConfig: dict[str, Any] = {}
         self.port: int | None = None
+        #: answers REGISTER (local users); None: REGISTER gets 403 like
+        #: anything else nobody asked for.
+        self.registrar: Any = None
+
+    @property
+    def reactor(self) -> Any:
+        return self._reactor
 
     def startService(self) -> None:
         """Bind the SIP port and start sippy's transaction manager."""
@@ -112,8 +120,14 @@ class SipStack(Service):
         listener: ILegListener,
         noAnswerTimeout: float,
         name: str = "",
+        **routeOptions: Any,
     ) -> Leg:
-        """Place an outgoing leg and return it (already dialling)."""
+        """
+        Place an outgoing leg and return it (already dialling).
+
+        @param routeOptions: C{credentials}, C{outboundProxy}, C{fromDomain}
+            of L{Leg}.
+        """
         if self._tm is None:
             raise RuntimeError("the SIP stack is not running")
         leg = Leg(
@@ -126,9 +140,20 @@ class SipStack(Service):
             self._reactor,
             noAnswerTimeout,
             name,
+            **routeOptions,
         )
         leg.dial()
         return leg
+
+    @property
+    def transactionManager(self) -> Any:
+        """sippy's transaction manager, while running (for REGISTER clients)."""
+        return self._tm
+
+    @property
+    def globalConfig(self) -> dict[str, Any]:
+        """sippy's global configuration of this stack."""
+        return self._globalConfig
 
     def _incomingRequest(self, req: Any, transaction: Any) -> Any:
         """
@@ -140,6 +165,8 @@ class SipStack(Service):
         """
         method = req.getMethod()
         source = req.getSource()
+        if method == "REGISTER" and self.registrar is not None:
+            return (self.registrar.handleRegister(req), None, None)
         if method == "OPTIONS":
             return (req.genResponse(200, "OK"), None, None)
         if req.getHFBody("to").getTag() is not None:
@@ -149,32 +176,86 @@ class SipStack(Service):
         return (req.genResponse(403, "Forbidden"), None, None)
 
 
-class PeerDialer:
+@dataclass(frozen=True)
+class Route:
     """
-    Server-to-server routing: every leg to one peer server, From the
-    default caller.
+    Where and how one leg goes.
+
+    @ivar target: (host, port) of the R-URI.
+    @ivar callerId: the From user.
+    @ivar via: a label for logs ("peer pss", "external line", "local user").
+    """
+
+    target: tuple[str, int]
+    callerId: str
+    via: str
+    credentials: tuple[str, str] | None = None
+    outboundProxy: tuple[str, int] | None = None
+    fromDomain: str | None = None
+
+
+class ILocator(Protocol):
+    """Local users (the registrar): who is local, and where they are."""
+
+    def isLocal(self, user: str) -> bool: ...
+
+    def contactFor(self, user: str) -> tuple[str, int] | None: ...
+
+
+class Router:
+    """
+    Decides where each leg goes, in this order: a local user (to the
+    contact it registered; a local user who is not registered fails at once
+    with 480); otherwise the default route — the external line in external
+    line mode, the outbound peer server otherwise.
 
     @ivar sdpHost: the address this server puts in its SDP origin.
     """
 
+    _log = Logger()
+
     def __init__(
         self,
         stack: SipStack,
-        target: tuple[str, int],
-        callerId: str,
+        defaultRoute: Route,
         noAnswerTimeout: float,
+        locator: ILocator | None = None,
+        localCallerId: str | None = None,
     ) -> None:
         self._stack = stack
-        self._target = target
-        self._callerId = callerId
+        self._default = defaultRoute
         self._noAnswerTimeout = noAnswerTimeout
+        self._locator = locator
+        self._localCallerId = localCallerId or defaultRoute.callerId
 
     @property
     def sdpHost(self) -> str:
         return self._stack.host
 
-    def dial(self, user: str, offer: str, listener: ILegListener, name: str = "") -> Leg:
-        """Call C{user} at the peer server."""
+    def route(self, user: str) -> Route | None:
+        """The route for C{user}; None for a local user not registered."""
+        if self._locator is not None and self._locator.isLocal(user):
+            contact = self._locator.contactFor(user)
+            if contact is None:
+                return None
+            return Route(contact, self._localCallerId, "local user")
+        return self._default
+
+    def dial(self, user: str, offer: str, listener: ILegListener, name: str = "") -> Any:
+        """Call C{user} by its route."""
+        route = self.route(user)
+        if route is None:
+            return UnreachableLeg(listener, self._stack.reactor, 480, "Temporarily Unavailable", name)
+        self._log.debug("{name}: {user} via {via}", name=name, user=user, via=route.via)
         return self._stack.dial(
-            user, self._callerId, self._target, offer, listener, self._noAnswerTimeout, name
+            user,
+            route.callerId,
+            route.target,
+            offer,
+            listener,
+            self._noAnswerTimeout,
+            name,
+            credentials=route.credentials,
+            outboundProxy=route.outboundProxy,
+            fromDomain=route.fromDomain,
         )
