@@ -29,6 +29,7 @@ __all__ = [
     "CallbackConfig",
     "Config",
     "ConfigError",
+    "ExternalLineConfig",
     "MediaConfig",
     "PeerServer",
     "SipConfig",
@@ -136,10 +137,13 @@ class CallbackConfig:
     @ivar listenAddress: the IIF bind address (C{listen_address}).
     @ivar listenPort: the IIF UDP port, 0 for any free port (C{listen_port}).
     @ivar externalLineMode: legs go through the external line
-        (C{external_line_mode}); not supported yet, always L{False}.
-    @ivar defaultCaller: the From user of both legs (C{default_caller}).
+        (C{external_line_mode}); then L{Config.externalLine} is set.
+    @ivar defaultCaller: the From user of both legs (C{default_caller}); in
+        external line mode only when the line has no C{number} (may be
+        empty then).
     @ivar outboundPeer: the name of the peer server that receives the legs
-        (C{outbound_peer}), a key of L{Config.peerServers}.
+        (C{outbound_peer}), a key of L{Config.peerServers}; may be empty in
+        external line mode.
     @ivar noAnswerTimeout: seconds a leg may ring before it is CANCELled.
     @ivar maxDuration: the cap for C{duration}, in seconds.
     @ivar maxCalls: how many callbacks may run at once.
@@ -189,6 +193,50 @@ class SipConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExternalLineConfig:
+    """
+    The C{[external_line]} section: a VoIP provider's account that the
+    server registers and places every leg through (external line mode).
+
+    @ivar registrarHost: the registrar's host as written in the file: the
+        domain of the REGISTER R-URI, of To/From, and of every leg's R-URI
+        (providers route and authenticate by that domain, not by our IP).
+    @ivar registrarAddress: where REGISTER is sent: (IPv4 literal, port),
+        resolved at load, port 5060 when the file gave none.
+    @ivar proxy: where INVITEs (and REGISTERs) are sent instead, resolved,
+        or L{None} to use L{registrarAddress} (C{proxy}).
+    @ivar username: the digest user name, also the user of To/From in
+        REGISTER (C{username}).
+    @ivar password: the digest password (C{password}); never in a repr.
+    @ivar number: the line's number, the From user of every leg; empty:
+        C{[callback] default_caller} is used (C{number}).
+    @ivar register: REGISTER the line at start (C{register}).
+    @ivar expires: the registration lifetime asked for, in seconds
+        (C{expires}); the registrar may grant another one.
+    """
+
+    registrarHost: str
+    registrarAddress: tuple[str, int]
+    proxy: tuple[str, int] | None = None
+    username: str
+    password: str = field(repr=False)
+    number: str = ""
+    register: bool = True
+    expires: int = 3600
+
+    @property
+    def registrarPort(self) -> int:
+        """The registrar's port (the one written, or 5060)."""
+        return self.registrarAddress[1]
+
+    @property
+    def sendTo(self) -> tuple[str, int]:
+        """Where requests for the provider actually go: the proxy or the
+        registrar."""
+        return self.proxy if self.proxy is not None else self.registrarAddress
+
+
+@dataclass(frozen=True, kw_only=True)
 class MediaConfig:
     """
     The C{[media]} section: announcements, ringback and RTP ports.
@@ -219,6 +267,10 @@ class Config:
 
     @ivar path: the file it was read from, as it was given.
     @ivar peerServers: peer servers by name (read-only mapping).
+    @ivar externalLine: the C{[external_line]} section, or L{None} when the
+        file has none (it is always set in external line mode).
+    @ivar users: local users, number -> password (read-only mapping, empty
+        without a C{[users]} section).
     """
 
     path: str
@@ -228,6 +280,10 @@ class Config:
         default_factory=lambda: types.MappingProxyType({})
     )
     media: MediaConfig = field(default_factory=MediaConfig)
+    externalLine: ExternalLineConfig | None = None
+    users: Mapping[str, str] = field(
+        default_factory=lambda: types.MappingProxyType({}), repr=False
+    )
 
     @property
     def outboundPeer(self) -> PeerServer:
@@ -388,6 +444,16 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "sip": ("address", "port", "advertised_address", "trace"),
     "peer_servers": (),
+    "external_line": (
+        "registrar",
+        "proxy",
+        "username",
+        "password",
+        "number",
+        "register",
+        "expires",
+    ),
+    "users": (),
     "media": (
         "prompts",
         "default_ann_id1",
@@ -475,7 +541,14 @@ def loadConfig(path: str, *, resolve: Resolver | None = None) -> Config:
     callback = _readCallback(callbackSection, resolve)
     sip = _readSip(section("sip"), resolve)
     peerServers = _readPeerServers(path, parser, resolve)
-    _checkOutboundPeer(callbackSection, callback.outboundPeer, peerServers)
+    if callback.outboundPeer or not callback.externalLineMode:
+        _checkOutboundPeer(callbackSection, callback.outboundPeer, peerServers)
+    externalLine = None
+    if parser.has_section("external_line"):
+        externalLine = _readExternalLine(section("external_line"), resolve)
+    if callback.externalLineMode:
+        _checkExternalLineMode(callbackSection, callback, externalLine)
+    users = _readUsers(path, parser)
     media = _readMedia(section("media"), os.path.dirname(os.path.abspath(path)))
     return Config(
         path=path,
@@ -483,7 +556,117 @@ def loadConfig(path: str, *, resolve: Resolver | None = None) -> Config:
         sip=sip,
         peerServers=types.MappingProxyType(peerServers),
         media=media,
+        externalLine=externalLine,
+        users=types.MappingProxyType(users),
     )
+
+
+def _hostPort(
+    value: str, resolve: Resolver, error: Callable[[str], ConfigError]
+) -> tuple[str, str, int]:
+    """
+    C{host[:port]} as (host as written, resolved IPv4 literal, port), the
+    port 5060 when not given.
+    """
+    host, sep, portText = value.rpartition(":")
+    if not sep:
+        host, portText = value, "5060"
+    if not host or host.count(":") or host.startswith("["):
+        raise error(f"must be host[:port] with an IPv4 host, got {value!r}")
+    if not (_INTEGER.match(portText) and 1 <= int(portText) <= 65535):
+        raise error(f"must be host[:port], port from 1 to 65535, got {value!r}")
+    address = _hostAddress(host, resolve, error)
+    if address in WILDCARD_ADDRESSES:
+        raise error(f"must be a concrete address, got {value!r}")
+    return host, address, int(portText)
+
+
+def _readExternalLine(s: _Section, resolve: Resolver) -> ExternalLineConfig:
+    registrar = s.raw("registrar", "")
+    if not registrar:
+        raise s.error("registrar", "must be the provider's host[:port], got ''")
+    registrarHost, registrarIP, registrarPort = _hostPort(
+        registrar, resolve, lambda problem: s.error("registrar", problem)
+    )
+    proxyText = s.raw("proxy", "")
+    proxy: tuple[str, int] | None = None
+    if proxyText:
+        _, proxyIP, proxyPort = _hostPort(
+            proxyText, resolve, lambda problem: s.error("proxy", problem)
+        )
+        proxy = (proxyIP, proxyPort)
+
+    username = s.raw("username", "")
+    if not username:
+        raise s.error("username", "must be the provider account's user name, got ''")
+    if len(username) > 64 or not _SIP_USER.match(username):
+        raise s.error(
+            "username",
+            "must be 1-64 characters from digits, letters and + * # . - _,"
+            f" got {username!r}",
+        )
+    password = s.raw("password", "")
+    if not password:
+        raise s.error("password", "must not be empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        raise s.error("password", "must not contain control characters")
+
+    number = s.raw("number", "")
+    if number and (len(number) > 31 or not _SIP_USER.match(number)):
+        raise s.error(
+            "number",
+            "must be empty or 1-31 characters from digits, letters and"
+            f" + * # . - _, got {number!r}",
+        )
+    return ExternalLineConfig(
+        registrarHost=registrarHost,
+        registrarAddress=(registrarIP, registrarPort),
+        proxy=proxy,
+        username=username,
+        password=password,
+        number=number,
+        register=s.boolean("register", True),
+        expires=s.integer("expires", 3600, 10, 86400),
+    )
+
+
+def _checkExternalLineMode(
+    s: _Section, callback: CallbackConfig, line: ExternalLineConfig | None
+) -> None:
+    if line is None:
+        raise s.error(
+            "external_line_mode",
+            "yes needs an [external_line] section (registrar, username,"
+            " password, number)",
+        )
+    if not line.number and not callback.defaultCaller:
+        raise s.error(
+            "default_caller",
+            "must not be empty when external_line_mode = yes and [external_line]"
+            " number is empty (the legs need a caller number)",
+        )
+
+
+def _readUsers(path: str, parser: configparser.ConfigParser) -> dict[str, str]:
+    values = parser["users"] if parser.has_section("users") else {}
+    users: dict[str, str] = {}
+    for name, raw in values.items():
+        password = raw.strip()
+
+        def error(problem: str, name: str = name) -> ConfigError:
+            return ConfigError(path, problem, "users", name)
+
+        if len(name) > 31 or not _SIP_USER.match(name):
+            raise error(
+                "a local user's number must be 1-31 characters from digits,"
+                " letters and + * # . - _"
+            )
+        if not password:
+            raise error("must be the user's password, got ''")
+        if any(ord(c) < 32 or ord(c) == 127 for c in password):
+            raise error("the password must not contain control characters")
+        users[name] = password
+    return users
 
 
 def _readPeerServers(
@@ -529,20 +712,17 @@ def _readCallback(s: _Section, resolve: Resolver) -> CallbackConfig:
     listenAddress = s.address("listen_address", "0.0.0.0", resolve)
     listenPort = s.port("listen_port", 5080, allowAny=True)
     externalLineMode = s.boolean("external_line_mode", False)
-    if externalLineMode:
-        raise s.error(
-            "external_line_mode",
-            "yes needs an [external_line] section, not supported in this version",
-        )
 
     defaultCaller = s.raw("default_caller", "")
-    if not defaultCaller:
+    if not defaultCaller and not externalLineMode:
         raise s.error(
             "default_caller",
             "must not be empty when external_line_mode = no"
             " (some VOIP providers reject a call with no caller number)",
         )
-    if len(defaultCaller) > 31 or not _SIP_USER.match(defaultCaller):
+    if defaultCaller and (
+        len(defaultCaller) > 31 or not _SIP_USER.match(defaultCaller)
+    ):
         raise s.error(
             "default_caller",
             "must be 1-31 characters from digits, letters and + * # . - _,"

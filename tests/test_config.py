@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import os
+import re
 import socket
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,6 +18,7 @@ from callback_tw.config import (
     CallbackConfig,
     Config,
     ConfigError,
+    ExternalLineConfig,
     MediaConfig,
     PeerServer,
     SipConfig,
@@ -148,7 +150,8 @@ class SampleConfigTests(SynchronousTestCase):
 
     def test_sampleDocumentsEveryKey(self) -> None:
         """
-        Every key the loader knows is written, with a comment, in the sample.
+        Every key the loader knows is written, with a comment, in the sample
+        (the optional sections commented out, as C{; key =}).
         """
         from callback_tw.config import _SECTIONS
 
@@ -157,7 +160,38 @@ class SampleConfigTests(SynchronousTestCase):
         for section, keys in _SECTIONS.items():
             self.assertIn(f"[{section}]", text)
             for key in keys:
-                self.assertRegex(text, rf"(?m)^{key} =")
+                self.assertRegex(text, rf"(?m)^(; )?{key} =")
+
+    def test_sampleOptionalSectionsLoad(self) -> None:
+        """
+        Uncommenting the sample's [external_line] and [users] (with a
+        registrar that resolves) gives a working external line mode.
+        """
+        with open(SAMPLE, encoding="utf-8") as f:
+            text = f.read()
+        text = text.replace("external_line_mode = no", "external_line_mode = yes")
+        head, sep, tail = text.partition("\n; [external_line]\n")
+        lines, sep, media = tail.partition("\n[media]\n")
+        lines = re.sub(r"(?m)^; (\[users\]$|[0-9a-z_]+ =)", r"\1", lines)
+        text = head + "\n[external_line]\n" + lines + sep + media
+        path = self.mktemp() + ".ini"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text.replace("prompts = prompts", f"prompts = {_REPO}/etc/prompts"))
+        config = loadConfig(path, resolve=lambda host: "192.0.2.9")
+        self.assertEqual(
+            config.externalLine,
+            ExternalLineConfig(
+                registrarHost="sip.provider.example",
+                registrarAddress=("192.0.2.9", 5060),
+                proxy=None,
+                username="1234567",
+                password="secret",
+                number="1234567",
+                register=True,
+                expires=3600,
+            ),
+        )
+        self.assertEqual(dict(config.users), {"100": "secret100", "101": "secret101"})
 
 
 class DefaultsTests(_ConfigTestMixin, SynchronousTestCase):
@@ -283,12 +317,13 @@ class SyntaxTests(_ConfigTestMixin, SynchronousTestCase):
             {"DEFAULT": {"max_calls": "3"}}, "[DEFAULT]: unknown section"
         )
 
-    def test_externalLineSectionUnknown(self) -> None:
+    def test_externalLineKeyUnknown(self) -> None:
         """
-        [external_line] is not part of this version.
+        A misspelt key in [external_line] is named, with a hint.
         """
         self.assertConfigError(
-            {"external_line": {"user": "x"}}, "[external_line]: unknown section"
+            {"external_line": {"user": "x"}},
+            "[external_line] user: unknown key (did you mean username?)",
         )
 
     def test_unknownKey(self) -> None:
@@ -474,15 +509,16 @@ class CallbackSectionTests(_ConfigTestMixin, SynchronousTestCase):
             "[sip] trace: must be yes/no/true/false/on/off/1/0, got 'maybe'",
         )
 
-    def test_externalLineModeNotSupported(self) -> None:
+    def test_externalLineModeNeedsSection(self) -> None:
         """
-        external_line_mode = yes is refused with a clear reason.
+        external_line_mode = yes without an [external_line] section is
+        refused with a clear reason.
         """
         error = self.assertConfigError({"callback": {"external_line_mode": "yes"}}, "")
         self.assertEqual(
             str(error),
             f"{error.path}: [callback] external_line_mode: yes needs an"
-            " [external_line] section, not supported in this version",
+            " [external_line] section (registrar, username, password, number)",
         )
 
     def test_defaultCallerRequired(self) -> None:
@@ -826,3 +862,230 @@ class MediaSectionTests(_ConfigTestMixin, SynchronousTestCase):
                 {"media": {"rtp_ports": bad}},
                 "[media] rtp_ports: must be empty (any free port) or 'low-high'",
             )
+
+
+LINE = {
+    "registrar": "127.0.0.1:5090",
+    "username": "line1",
+    "password": "pw1",
+    "number": "5551000",
+}
+
+
+class ExternalLineSectionTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    [external_line]: the provider account used in external line mode.
+    """
+
+    def loadLine(
+        self,
+        line: dict[str, str | None] | None = None,
+        callback: dict[str, str | None] | None = None,
+    ) -> Config:
+        return self.load(
+            {
+                "callback": {"external_line_mode": "yes", **(callback or {})},
+                "external_line": {**LINE, **(line or {})},
+            }
+        )
+
+    def assertLineError(
+        self,
+        line: dict[str, str | None],
+        expected: str,
+        callback: dict[str, str | None] | None = None,
+    ) -> ConfigError:
+        return self.assertConfigError(
+            {
+                "callback": {"external_line_mode": "yes", **(callback or {})},
+                "external_line": {**LINE, **line},
+            },
+            expected,
+        )
+
+    def test_values(self) -> None:
+        """
+        Every key is read into its field; the registrar host is kept as
+        written (it is the SIP domain) and also resolved; the password is
+        never shown in a repr.
+        """
+        config = self.loadLine(
+            {
+                "registrar": "LocalHost",
+                "proxy": "127.0.0.2:5070",
+                "register": "no",
+                "expires": "120",
+                "password": "s3cr\u00e9t",
+            }
+        )
+        self.assertTrue(config.callback.externalLineMode)
+        line = config.externalLine
+        self.assertEqual(
+            line,
+            ExternalLineConfig(
+                registrarHost="LocalHost",
+                registrarAddress=("127.0.0.1", 5060),
+                proxy=("127.0.0.2", 5070),
+                username="line1",
+                password="s3cr\u00e9t",
+                number="5551000",
+                register=False,
+                expires=120,
+            ),
+        )
+        self.assertEqual(line.registrarPort, 5060)
+        self.assertEqual(line.sendTo, ("127.0.0.2", 5070))
+        self.assertNotIn("s3cr", repr(config))
+
+    def test_defaults(self) -> None:
+        """
+        register defaults to yes, expires to 3600, proxy to the registrar.
+        """
+        line = self.loadLine().externalLine
+        self.assertEqual((line.register, line.expires, line.proxy), (True, 3600, None))
+        self.assertEqual(line.registrarAddress, ("127.0.0.1", 5090))
+        self.assertEqual(line.sendTo, ("127.0.0.1", 5090))
+
+    def test_outboundPeerOptional(self) -> None:
+        """
+        In external line mode outbound_peer may be left out, but if given it
+        must still name a peer server.
+        """
+        config = self.loadLine(callback={"outbound_peer": None})
+        self.assertEqual(config.callback.outboundPeer, "")
+        self.assertLineError(
+            {},
+            "[callback] outbound_peer: 'nope' is not in [peer_servers]",
+            callback={"outbound_peer": "nope"},
+        )
+
+    def test_defaultCallerOptionalWithNumber(self) -> None:
+        """
+        With a line number, default_caller may be empty; with neither, the
+        error names default_caller.
+        """
+        config = self.loadLine(callback={"default_caller": None})
+        self.assertEqual(config.callback.defaultCaller, "")
+        self.assertEqual(config.externalLine.number, "5551000")
+        config = self.loadLine({"number": ""})
+        self.assertEqual(
+            (config.externalLine.number, config.callback.defaultCaller),
+            ("", "1000"),
+        )
+        self.assertLineError(
+            {"number": None},
+            "[callback] default_caller: must not be empty when"
+            " external_line_mode = yes and [external_line] number is empty",
+            callback={"default_caller": ""},
+        )
+
+    def test_required(self) -> None:
+        """
+        registrar, username and password have no default.
+        """
+        self.assertLineError(
+            {"registrar": None},
+            "[external_line] registrar: must be the provider's host[:port], got ''",
+        )
+        self.assertLineError(
+            {"username": ""},
+            "[external_line] username: must be the provider account's user name",
+        )
+        self.assertLineError(
+            {"password": None}, "[external_line] password: must not be empty"
+        )
+
+    def test_badValues(self) -> None:
+        """
+        Bad host:port, user names, numbers, booleans and expiries name the
+        key.
+        """
+        for bad in ("127.0.0.1:0", "127.0.0.1:x", "127.0.0.1:"):
+            self.assertLineError(
+                {"registrar": bad},
+                "[external_line] registrar: must be host[:port], port from 1 to"
+                f" 65535, got {bad!r}",
+            )
+        self.assertLineError(
+            {"proxy": "[::1]:5060"},
+            "[external_line] proxy: must be host[:port] with an IPv4 host",
+        )
+        self.assertLineError(
+            {"proxy": "0.0.0.0"}, "[external_line] proxy: must be a concrete address"
+        )
+        self.assertLineError(
+            {"registrar": "no-such-host.invalid"},
+            "[external_line] registrar: cannot resolve 'no-such-host.invalid':",
+        )
+        self.assertLineError(
+            {"username": "a b"},
+            "[external_line] username: must be 1-64 characters",
+        )
+        self.assertLineError(
+            {"number": "1@2"},
+            "[external_line] number: must be empty or 1-31 characters",
+        )
+        self.assertLineError(
+            {"register": "maybe"},
+            "[external_line] register: must be yes/no",
+        )
+        for bad in ("9", "86401", "x"):
+            self.assertLineError(
+                {"expires": bad},
+                "[external_line] expires: must be a whole number from 10 to"
+                f" 86400, got {bad!r}",
+            )
+
+    def test_sectionWithoutMode(self) -> None:
+        """
+        The section is read (and checked) even when external_line_mode = no,
+        so that switching the mode on never reveals an old typo; server-to-
+        server rules still apply.
+        """
+        config = self.load({"external_line": dict(LINE)})
+        self.assertFalse(config.callback.externalLineMode)
+        self.assertEqual(config.externalLine.username, "line1")
+        self.assertConfigError(
+            {"external_line": {**LINE, "expires": "0"}},
+            "[external_line] expires:",
+        )
+
+    def test_absent(self) -> None:
+        """
+        Without the section, externalLine is None.
+        """
+        self.assertIsNone(self.load().externalLine)
+
+
+class UsersSectionTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    [users]: local users, number = password.
+    """
+
+    def test_values(self) -> None:
+        """
+        Each key is a user, each value its password; the mapping is
+        read-only and not shown in a repr.
+        """
+        config = self.load({"users": {"100": "secret100", "101": "se=cret 101"}})
+        self.assertEqual(dict(config.users), {"100": "secret100", "101": "se=cret 101"})
+        self.assertRaises(TypeError, operator.setitem, config.users, "102", "x")
+        self.assertNotIn("secret100", repr(config))
+
+    def test_absent(self) -> None:
+        """
+        Without the section there are no local users.
+        """
+        self.assertEqual(dict(self.load().users), {})
+
+    def test_badUser(self) -> None:
+        """
+        User names are SIP-user-safe, passwords not empty.
+        """
+        self.assertConfigError(
+            {"users": {"10@0": "x"}},
+            "[users] 10@0: a local user's number must be 1-31 characters",
+        )
+        self.assertConfigError(
+            {"users": {"100": ""}}, "[users] 100: must be the user's password, got ''"
+        )
