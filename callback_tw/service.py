@@ -24,6 +24,7 @@ from callback_tw.iif.protocol import IIFProtocol
 from callback_tw.media.player import RTPScheduler
 from callback_tw.media.prompts import PromptCatalogue
 from callback_tw.media.rtp import RTPPortAllocator
+from callback_tw.sip.registrar import Registrar
 from callback_tw.sip.stack import Route, Router, SipStack
 
 
@@ -57,7 +58,14 @@ class CallbackService(MultiService):
         peerRoute = Route(
             (outbound.host, outbound.sipPort), config.callback.defaultCaller, f"peer {outbound.name}"
         )
-        self.dialer = Router(self.sip, peerRoute, config.callback.noAnswerTimeout)
+        #: the registrar of the local users ([users]); None without any.
+        self.registrar: Registrar | None = None
+        if config.users:
+            self.registrar = Registrar(config.users, sip.sipHost, reactor=reactor)
+            self.sip.registrar = self.registrar
+        self.dialer = Router(
+            self.sip, peerRoute, config.callback.noAnswerTimeout, locator=self.registrar
+        )
         bindHost = sip.address if sip.address not in ("", "0.0.0.0") else "0.0.0.0"
         self.media = RTPPortAllocator(sip.sipHost, config.media.rtpPorts, reactor, bindHost=bindHost)
         if prompts is None:

@@ -420,6 +420,19 @@ class BindingTests(RegistrarTestMixin, SynchronousTestCase):
         self.assertTrue(self.registrar.isLocal("101"))
         self.assertFalse(self.registrar.isLocal("102"))
 
+    def test_numbersCaseInsensitive(self) -> None:
+        """
+        Numbers are case-insensitive, as in the INI file (which lower-cases
+        keys): "Alice" registers as configured "alice" and is local as "ALICE".
+        """
+        self.registrar = Registrar({"alice": "pw"}, REALM, reactor=self.clock)
+        self.stack.registrar = self.registrar
+        nonce = self.nonce("Alice")
+        answer = self.register("Alice", auth=authorization("Alice", "pw", nonce))
+        self.assertEqual(answer.firstLine, "SIP/2.0 200 OK")
+        self.assertTrue(self.registrar.isLocal("ALICE"))
+        self.assertEqual(self.registrar.contactFor("alice"), ("127.0.0.1", 5099))
+
     def test_noTimers(self) -> None:
         """Bindings need no timer (expiry is lazy): a registration schedules none."""
         idle = len(self.clock.getDelayedCalls())  # the stack's own periodic clean-up

@@ -171,7 +171,8 @@ class Registrar:
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
         self._reactor = reactor
-        self._users = dict(users)
+        #: numbers are case-insensitive (the INI file lower-cases them)
+        self._users = {number.lower(): password for number, password in users.items()}
         self.realm = realm
         self.minExpires = minExpires
         self.maxExpires = maxExpires
@@ -186,7 +187,7 @@ class Registrar:
 
     def isLocal(self, user: str) -> bool:
         """Whether C{user} is one of the configured local numbers."""
-        return user in self._users
+        return user.lower() in self._users
 
     def contactFor(self, user: str) -> tuple[str, int] | None:
         """
@@ -203,6 +204,7 @@ class Registrar:
 
     def bindings(self, user: str) -> list[Binding]:
         """C{user}'s live bindings (expired ones are dropped here)."""
+        user = user.lower()
         now = self._reactor.seconds()
         live = [b for b in self._bindings.get(user, []) if b.expiresAt > now]
         if live:
@@ -296,7 +298,7 @@ class Registrar:
         if issued is None:
             return "a nonce we did not issue"
         # Same work for a number that does not exist: no timing difference.
-        password = self._users.get(username)
+        password = self._users.get(username.lower())
         expected = digestResponse(
             username,
             self.realm,
@@ -311,7 +313,7 @@ class Registrar:
         correct = hmac.compare_digest(expected, response.lower())
         if password is None or not correct:
             return "wrong credentials"
-        if username != user:
+        if username.lower() != user.lower():
             return f"credentials of {username} for {user}"
         now = self._reactor.seconds()
         if not 0 <= now - issued <= self.nonceLifetime:
@@ -381,6 +383,7 @@ class Registrar:
     def _updateBindings(
         self, req: Any, user: str, callId: str, cseq: int, source: str
     ) -> Any:
+        user = user.lower()
         now = self._reactor.seconds()
         headerExpires = self._headerExpires(req)
         contacts = [h.getBody() for h in req.getHFs("contact")]
