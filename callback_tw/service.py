@@ -6,7 +6,7 @@ started and stopped in the order that loses nothing.
 Start: SIP first (legs need it), then the IIF port (commands need legs).
 Stop: release every active callback (BYE/CANCEL) and send its RESPONSE while
 both SIP and the IIF port are still up, bounded by C{shutdown_timeout}; then
-close the IIF port, then SIP.
+close the IIF port, unregister the external line (bounded, 2 s), then SIP.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from callback_tw.media.player import RTPScheduler
 from callback_tw.media.prompts import PromptCatalogue
 from callback_tw.media.rtp import RTPPortAllocator
 from callback_tw.sip.registrar import Registrar
+from callback_tw.sip.registration import LineRegistration
 from callback_tw.sip.stack import Route, Router, SipStack
 
 
@@ -54,10 +55,35 @@ class CallbackService(MultiService):
         sip = config.sip
         self.sip = SipStack(sip.address, sip.port, sip.sipHost, sip.trace, reactor=reactor)
         self.sip.setServiceParent(self)
-        outbound = config.outboundPeer
-        peerRoute = Route(
-            (outbound.host, outbound.sipPort), config.callback.defaultCaller, f"peer {outbound.name}"
-        )
+        #: the external line's registration; None unless external line mode
+        #: with register = yes.
+        self.lineRegistration: LineRegistration | None = None
+        line = config.externalLine
+        if config.callback.externalLineMode and line is not None:
+            # Every leg to the provider: R-URI at its domain, sent to its
+            # proxy, From the line's number (default_caller only when the
+            # line has none), 401/407 answered with the line's credentials.
+            peerRoute = Route(
+                (line.registrarHost, line.registrarPort),
+                line.number or config.callback.defaultCaller,
+                "external line",
+                credentials=(line.username, line.password),
+                outboundProxy=line.sendTo,
+                fromDomain=line.registrarHost,
+            )
+            if line.register:
+                # A child after the SIP stack: started once SIP is bound.
+                # Stopped explicitly in stopService, before SIP, so the
+                # unregistration is answered while SIP is still up.
+                self.lineRegistration = LineRegistration(self.sip, line, reactor)
+                self.lineRegistration.setServiceParent(self)
+        else:
+            outbound = config.outboundPeer
+            peerRoute = Route(
+                (outbound.host, outbound.sipPort),
+                config.callback.defaultCaller,
+                f"peer {outbound.name}",
+            )
         #: the registrar of the local users ([users]); None without any.
         self.registrar: Registrar | None = None
         if config.users:
@@ -125,6 +151,11 @@ class CallbackService(MultiService):
         if self.iifPort is not None:
             yield self.iifPort.stopListening()
             self.iifPort = None
+        if self.lineRegistration is not None:
+            # MultiService stops its children all in one turn; the
+            # unregistration must be answered before SIP closes, so it is
+            # waited for here (bounded by the registration itself).
+            yield self.lineRegistration.stopService()
         yield super().stopService()
 
 
