@@ -310,7 +310,7 @@ class Registrar:
             nc,
             cnonce,
         )
-        correct = hmac.compare_digest(expected, response.lower())
+        correct = _same(expected, response.lower())
         if password is None or not correct:
             return "wrong credentials"
         if username.lower() != user.lower():
@@ -334,7 +334,7 @@ class Registrar:
     def _nonceIssued(self, nonce: str) -> float | None:
         """When we issued C{nonce} (seconds), or None if we did not."""
         stamp, _, mac = nonce.rpartition(".")
-        if not stamp or not hmac.compare_digest(self._mac(stamp), mac):
+        if not stamp or not _same(self._mac(stamp), mac):
             return None
         try:
             return int(stamp.split(".", 1)[0], 16) / 1000.0
@@ -386,7 +386,10 @@ class Registrar:
         user = user.lower()
         now = self._reactor.seconds()
         headerExpires = self._headerExpires(req)
-        contacts = [h.getBody() for h in req.getHFs("contact")]
+        try:
+            contacts = [h.getBody() for h in req.getHFs("contact")]
+        except Exception as e:
+            raise BadRequest(f"bad Contact ({e})") from None
         current = self.bindings(user)
         if any(c.asterisk for c in contacts):
             if len(contacts) != 1 or headerExpires != 0:
@@ -498,6 +501,13 @@ class Registrar:
                 )
             )
         return resp
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison that takes any text a phone sends."""
+    return hmac.compare_digest(
+        a.encode("utf-8", "replace"), b.encode("utf-8", "replace")
+    )
 
 
 def _respond(req: Any, code: int, reason: str) -> Any:
