@@ -97,7 +97,14 @@ class MiniUAC(DatagramPeer):
         self.toTag = ""
         self.cseq = 1
         self.inviteBranch = self._branch()
-        self.send(self._headers("INVITE", 1, self.inviteBranch, self._offer(), withToTag=False))
+        self.lastInvite = self._headers("INVITE", 1, self.inviteBranch, self._offer(), withToTag=False)
+        self.send(self.lastInvite)
+
+    def retransmitInvite(self) -> None:
+        """
+        Send the last initial INVITE again, byte for byte (a lost response).
+        """
+        self.send(self.lastInvite)
 
     def reinvite(self) -> None:
         self.cseq += 1
@@ -119,7 +126,8 @@ class MiniUAC(DatagramPeer):
 
     def bye(self) -> None:
         self.cseq += 1
-        self.send(self._headers("BYE", self.cseq, self._branch(), ""))
+        self.lastBye = self._headers("BYE", self.cseq, self._branch(), "")
+        self.send(self.lastBye)
 
     def answerBye(self, bye: SipMessage) -> None:
         lines = [
@@ -404,6 +412,52 @@ class PhoneFarmTests(TestCase):
         again = yield self._reinvited()
         self.assertEqual(again.payloadTypes(), [8, 101])
         yield self._hungUp()
+
+    @defer.inlineCallbacks
+    def test_retransmissionsAnsweredAgain(self) -> Any:
+        """
+        Lost responses, as a loaded server sees them: an INVITE sent again
+        while the phone waits for its ACK neither aborts the call nor is
+        taken for a re-INVITE (the 200 or 486 keeps coming every 0.5 s until
+        the ACK, with the same To tag); while ringing it gets the 180 again;
+        a repeated ACK is absorbed; a BYE sent again after the call ended
+        gets its 200 again.
+        """
+        self.uac.invite("answer1")
+        ok = yield self.uac.expectStatus(200)
+        self.uac.retransmitInvite()
+        again = yield self.uac.expectStatus(200, timeout=1.5)
+        self.assertEqual(_tag(again.header("to")), _tag(ok.header("to")))
+        self.assertEqual(again.body, ok.body)
+        self.uac.ack(again)
+        self.uac.ack(again)
+        reinvited = yield self._reinvited()
+        self.assertEqual(reinvited.mediaAddress(), ("127.0.0.1", self.uas.mediaPort))
+        yield self._hungUp()
+        self.uac.send(self.uac.lastBye)
+        yield self.uac.expectStatus(200, "BYE")
+
+        self.uac.invite("busy1")
+        yield self.uac.expectStatus(486)
+        self.uac.retransmitInvite()
+        busy = yield self.uac.expectStatus(486, timeout=1.5)
+        self.uac.ack(busy)
+
+        self.uac.invite("ring1")
+        yield self.uac.expectStatus(180)
+        self.uac.retransmitInvite()
+        yield self.uac.expectStatus(180, timeout=0.5)
+        self.uac.cancel()
+        yield self.uac.expectStatus(200, "CANCEL")
+        terminated = yield self.uac.expectStatus(487)
+        self.uac.ack(terminated)
+        yield harness.sleep(reactor, 0.3)
+        self.assertNotIn("Aborting call", self.uas.errors())
+        # One response per transaction (INVITE, re-INVITE, BYE), retransmissions aside.
+        self.assertEqual(
+            [(m.methodOrStatus, m.cseqMethod) for m in distinct(self.uas.callTo("answer1")) if m.direction == "sent"],
+            [("100", "INVITE"), ("180", "INVITE"), ("200", "INVITE"), ("200", "INVITE"), ("200", "BYE")],
+        )
 
     @defer.inlineCallbacks
     def test_concurrentCalls(self) -> Any:

@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""
+Load benchmark for callback_tw (not a test): how many callbacks per second
+the server sustains, and what each one costs.
+
+It starts the real server (C{twistd -n callback}, SIP trace off) and one SIPp
+UAS playing every phone (C{tests/e2e/scenarios/uas.xml}: it answers every
+leg and every join re-INVITE), then sends REQUESTs at C{--rate} per second for
+C{--seconds} from a UDP application-server client, and prints:
+
+  - callbacks requested; ACK latency p50/p99 (REQUEST sent -> ACK received)
+  - callbacks completed with the right RESPONSE, failures by kind
+  - sustained callbacks/s (completions per second once the load is steady)
+  - server CPU seconds per callback (utime+stime from /proc/<pid>/stat)
+  - peak RSS per concurrent callback ((peak RSS - idle RSS) / peak number of
+    callbacks between ACK and RESPONSE)
+
+Two ways to end each callback (C{--mode}):
+  duration  user1=answer, user2=answer, duration=D: the server's duration
+            timer ends it; real_duration must be D (rounded, the join takes
+            milliseconds).  Cheapest for SIPp.  (default)
+  hangup    user2=hangup<D>: user2 sends BYE D s after answering; real_duration
+            must be D.  SIPp polls every 100 ms per call, so it costs SIPp more.
+
+Run from the repository root:
+
+    python3 bench/bench_callbacks.py --rate 100 --seconds 20
+
+Every process it starts is stopped at the end; the whole run is bounded by
+C{--seconds} + talk time + C{--drain} seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from twisted.internet import defer, task  # noqa: E402
+from twisted.internet.protocol import DatagramProtocol  # noqa: E402
+
+from tests.e2e import harness  # noqa: E402
+
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+# Every child process started, so the hard time limit can end them.
+_children: list[Any] = []
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    utime + stime of process C{pid}, seconds.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+def rssKiB(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class BenchAS(DatagramProtocol):
+    """
+    The application server: sends REQUESTs, matches ACK and RESPONSE by id.
+    """
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.server = server
+        self.sent: dict[str, float] = {}
+        self.acks: dict[str, tuple[str, float]] = {}
+        self.responses: dict[str, tuple[int, float]] = {}
+        self.duplicates = Counter()
+        self.garbage: list[str] = []
+
+    def request(self, callbackId: str, user1: str, user2: str, duration: int) -> None:
+        text = f"REQUEST: id={callbackId};user1={user1};user2={user2};duration={duration};"
+        self.sent[callbackId] = time.monotonic()
+        self.transport.write(text.encode("ascii"), self.server)
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        now = time.monotonic()
+        method, params = harness.parseIIF(data.decode("ascii", "replace"))
+        callbackId = params.get("id", "")
+        if method == "ACK":
+            if callbackId in self.acks:
+                self.duplicates["ACK"] += 1
+            else:
+                self.acks[callbackId] = (params.get("code", ""), now)
+        elif method == "RESPONSE":
+            if callbackId in self.responses:
+                self.duplicates["RESPONSE"] += 1
+            else:
+                try:
+                    self.responses[callbackId] = (int(params.get("real_duration", "")), now)
+                except ValueError:
+                    self.garbage.append(data.decode("ascii", "replace"))
+        else:
+            self.garbage.append(data.decode("ascii", "replace"))
+
+    def active(self) -> int:
+        """
+        Callbacks ACKed ok and not yet finished.
+        """
+        return sum(1 for i, (code, _) in self.acks.items() if code == "ok" and i not in self.responses)
+
+
+class Sampler:
+    """
+    Samples the server's RSS and the number of active callbacks.
+    """
+
+    def __init__(self, pid: int, client: BenchAS) -> None:
+        self.pid = pid
+        self.client = client
+        self.peakRss = 0
+        self.peakActive = 0
+        self.samples: list[tuple[float, int, int]] = []
+
+    def sample(self) -> None:
+        try:
+            rss = rssKiB(self.pid)
+        except OSError:
+            return
+        active = self.client.active()
+        self.samples.append((time.monotonic(), rss, active))
+        self.peakRss = max(self.peakRss, rss)
+        self.peakActive = max(self.peakActive, active)
+
+
+@defer.inlineCallbacks
+def run(reactor: Any, options: argparse.Namespace) -> Any:
+    directory = Path(tempfile.mkdtemp(prefix="bench_callbacks-"))
+    talk = options.talk
+    uas = harness.SippUAS(
+        str(directory),
+        reactor=reactor,
+        lifetime=options.seconds + talk + options.drain + 60,
+        traceMessages=False,
+        extraArgs=["-max_recv_loops", "10000", "-max_sched_loops", "10000"],
+    )
+    client = BenchAS(("127.0.0.1", 0))
+    clientPort = harness.freePort()
+    server = harness.ServerProcess(
+        str(directory),
+        uas.port,
+        clientPort,
+        reactor=reactor,
+        trace=options.trace,
+        max_calls=options.max_calls,
+        no_answer_timeout=30,
+        shutdown_timeout=5,
+    )
+    client.server = server.iifAddress
+    server.maxOutput = 500_000_000
+    _children.extend([uas, server])
+    listening = None
+    report: dict[str, Any] = {}
+    try:
+        yield uas.start()
+        listening = reactor.listenUDP(clientPort, client, interface="127.0.0.1")
+        yield server.start()
+        yield harness.sleep(reactor, 1.0)
+        idleRss = rssKiB(server.pid)
+        cpuStart = cpuSeconds(server.pid)
+        sippCpuStart = cpuSeconds(uas.pid)
+        sampler = Sampler(server.pid, client)
+        sampling = task.LoopingCall(sampler.sample)
+        sampling.start(0.1)
+
+        total = int(options.rate * options.seconds)
+        start = time.monotonic()
+        print(
+            f"driving {total} callbacks at {options.rate}/s for {options.seconds} s"
+            f" (mode {options.mode}, talk {talk} s); server pid {server.pid}, SIPp pid {uas.pid}",
+            flush=True,
+        )
+
+        def send(n: int) -> None:
+            if options.mode == "duration":
+                client.request(f"b{n}", f"answer{n}", f"answer-{n}", talk)
+            else:
+                client.request(f"b{n}", f"answer{n}", f"hangup{talk}-{n}", 3600)
+
+        for n in range(total):
+            reactor.callLater(n / options.rate, send, n)
+
+        deadline = options.seconds + talk + options.drain
+        while time.monotonic() - start < deadline:
+            yield harness.sleep(reactor, 0.25)
+            if len(client.sent) == total and len(client.responses) + sum(
+                1 for code, _ in client.acks.values() if code != "ok"
+            ) >= total:
+                break
+        end = time.monotonic()
+        sampling.stop()
+        cpu = cpuSeconds(server.pid) - cpuStart
+        sippCpu = cpuSeconds(uas.pid) - sippCpuStart
+
+        # ---- figures
+        ackLatency = [
+            (when - client.sent[i]) * 1000 for i, (code, when) in client.acks.items() if i in client.sent
+        ]
+        failures: Counter = Counter()
+        failedIds: dict[str, list[str]] = {}
+        completed = 0
+        wrong: Counter = Counter()
+        for i in client.sent:
+            ack = client.acks.get(i)
+            if ack is None:
+                failures["no ACK"] += 1
+                failedIds.setdefault("no ACK", []).append(i)
+                continue
+            if ack[0] != "ok":
+                failures[f"ACK code={ack[0]}"] += 1
+                failedIds.setdefault(f"ACK code={ack[0]}", []).append(i)
+                continue
+            response = client.responses.get(i)
+            if response is None:
+                failures["no RESPONSE"] += 1
+                failedIds.setdefault("no RESPONSE", []).append(i)
+            elif response[0] != talk:
+                failures["wrong real_duration"] += 1
+                failedIds.setdefault("wrong real_duration", []).append(i)
+                wrong[response[0]] += 1
+            else:
+                completed += 1
+        # Steady state: completions between the first possible one (+1 s of
+        # ramp) and the end of the offered load.
+        windowStart = start + talk + 1.0
+        windowEnd = start + options.seconds
+        inWindow = [
+            when
+            for i, (duration, when) in client.responses.items()
+            if duration == talk and windowStart <= when <= windowEnd
+        ]
+        window = windowEnd - windowStart
+        sustained = len(inWindow) / window if window > 0 else float("nan")
+        grownKiB = sampler.peakRss - idleRss
+        # While concurrency is flat, RSS should be flat too; growth here is
+        # memory kept per *finished* callback (the id memory, or a leak).
+        steady = [(t, rss) for t, rss, _ in sampler.samples if windowStart <= t <= windowEnd]
+        steadyGrowth = None
+        if len(steady) >= 2 and inWindow:
+            steadyGrowth = (steady[-1][1] - steady[0][1]) / len(inWindow)
+
+        report = {
+            "requested": len(client.sent),
+            "ack_p50_ms": percentile(ackLatency, 0.50),
+            "ack_p99_ms": percentile(ackLatency, 0.99),
+            "completed": completed,
+            "failures": dict(failures),
+            "sustained_per_s": sustained,
+            "cpu_s": cpu,
+            "cpu_ms_per_callback": cpu / completed * 1000 if completed else float("nan"),
+            "peak_active": sampler.peakActive,
+            "idle_rss_kib": idleRss,
+            "peak_rss_kib": sampler.peakRss,
+            "rss_kib_per_concurrent": grownKiB / sampler.peakActive if sampler.peakActive else float("nan"),
+            "steady_rss_kib_per_finished": steadyGrowth,
+        }
+        print()
+        print(f"callbacks requested           {report['requested']}")
+        print(f"ACK latency p50 / p99         {report['ack_p50_ms']:.2f} / {report['ack_p99_ms']:.2f} ms")
+        print(f"completed, right RESPONSE     {completed} ({completed / max(1, total) * 100:.1f}%)")
+        print(f"failures by kind              {dict(failures) or 'none'}")
+        for kind, ids in failedIds.items():
+            print(f"  {kind}: ids {' '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}")
+        if wrong:
+            print(f"  wrong real_duration values  {dict(sorted(wrong.items()))}")
+        if client.duplicates:
+            print(f"  duplicate datagrams         {dict(client.duplicates)}")
+        if client.garbage:
+            print(f"  unparsable datagrams        {len(client.garbage)}: {client.garbage[:3]}")
+        print(f"offered rate                  {options.rate:.1f} callbacks/s")
+        print(f"sustained (steady window)     {sustained:.1f} callbacks/s over {window:.1f} s")
+        print(f"run time                      {end - start:.1f} s")
+        print(
+            f"server CPU                    {cpu:.2f} s = {report['cpu_ms_per_callback']:.2f} ms per callback"
+            f" ({cpu / (end - start) * 100:.0f}% of a core)"
+        )
+        print(f"SIPp CPU (for context)        {sippCpu:.2f} s ({sippCpu / (end - start) * 100:.0f}% of a core)")
+        print(
+            f"RSS idle / peak               {idleRss / 1024:.1f} / {sampler.peakRss / 1024:.1f} MiB;"
+            f" peak concurrent callbacks {sampler.peakActive};"
+            f" {report['rss_kib_per_concurrent']:.1f} KiB per concurrent callback"
+        )
+        if steadyGrowth is not None:
+            print(
+                f"RSS growth, steady window     {steadyGrowth:.2f} KiB per finished callback"
+                " (kept after the end: id memory or a leak)"
+            )
+    except Exception:
+        print("benchmark failed; server output tail:\n" + server.output[-4000:], file=sys.stderr)
+        print("SIPp errors:\n" + uas.errors()[-2000:], file=sys.stderr)
+        raise
+    finally:
+        if listening is not None:
+            yield listening.stopListening()
+        yield server.stop()
+        yield uas.stop()
+        if options.keep:
+            (directory / "server-output.log").write_text(server.output)
+            print(f"files kept in {directory} (server-output.log: the server's log)")
+        else:
+            for path in directory.iterdir():
+                path.unlink()
+            directory.rmdir()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=50.0, help="callbacks requested per second (50)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long to offer load (10)")
+    parser.add_argument("--talk", type=int, default=2, help="seconds each callback talks (2)")
+    parser.add_argument("--mode", choices=("duration", "hangup"), default="duration")
+    parser.add_argument("--drain", type=float, default=15.0, help="seconds to wait for stragglers (15)")
+    parser.add_argument("--max-calls", type=int, default=100000, dest="max_calls")
+    parser.add_argument("--trace", action="store_true", help="server SIP trace on (off: the figures are for production)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (config, server log, SIPp errors)")
+    options = parser.parse_args(argv)
+    if harness.SIPP is None:
+        print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
+        return 2
+
+    from twisted.internet import reactor
+
+    outcome: dict[str, Any] = {}
+
+    def finished(result: Any) -> None:
+        outcome["result"] = result
+        reactor.stop()
+
+    def start() -> None:
+        d = run(reactor, options)
+        d.addBoth(finished)
+
+    # Hard bound on the whole run, whatever happens.
+    hardLimit = options.seconds + options.talk + options.drain + 60
+
+    def overtime() -> None:
+        print(f"hard time limit {hardLimit} s reached: killing the server and SIPp", file=sys.stderr)
+        for child in _children:
+            if child.running and child.pid:
+                os.kill(child.pid, 9)
+        reactor.stop()
+
+    reactor.callLater(hardLimit, overtime)
+    reactor.callWhenRunning(start)
+    reactor.run()
+    result = outcome.get("result")
+    if not isinstance(result, dict):
+        if result is not None and hasattr(result, "printTraceback"):
+            result.printTraceback()
+        return 1
+    return 0 if result["completed"] == result["requested"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
