@@ -63,7 +63,7 @@ class CallbackService(MultiService):
             # Every leg to the provider: R-URI at its domain, sent to its
             # proxy, From the line's number (default_caller only when the
             # line has none), 401/407 answered with the line's credentials.
-            peerRoute = Route(
+            defaultRoute = Route(
                 (line.registrarHost, line.registrarPort),
                 line.number or config.callback.defaultCaller,
                 "external line",
@@ -79,7 +79,7 @@ class CallbackService(MultiService):
                 self.lineRegistration.setServiceParent(self)
         else:
             outbound = config.outboundPeer
-            peerRoute = Route(
+            defaultRoute = Route(
                 (outbound.host, outbound.sipPort),
                 config.callback.defaultCaller,
                 f"peer {outbound.name}",
@@ -90,7 +90,7 @@ class CallbackService(MultiService):
             self.registrar = Registrar(config.users, sip.sipHost, reactor=reactor)
             self.sip.registrar = self.registrar
         self.dialer = Router(
-            self.sip, peerRoute, config.callback.noAnswerTimeout, locator=self.registrar
+            self.sip, defaultRoute, config.callback.noAnswerTimeout, locator=self.registrar
         )
         bindHost = sip.address if sip.address not in ("", "0.0.0.0") else "0.0.0.0"
         self.media = RTPPortAllocator(sip.sipHost, config.media.rtpPorts, reactor, bindHost=bindHost)
