@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -74,6 +73,16 @@ def rssKiB(pid: int) -> int:
     return 0
 
 
+def udpReceiveDrops() -> int:
+    """
+    The kernel's count of UDP datagrams dropped for a full receive buffer
+    (RcvbufErrors in /proc/net/snmp), machine-wide.
+    """
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
 def percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
@@ -96,7 +105,9 @@ class BenchAS(DatagramProtocol):
         self.garbage: list[str] = []
 
     def request(self, callbackId: str, user1: str, user2: str, duration: int) -> None:
-        text = f"REQUEST: id={callbackId};user1={user1};user2={user2};duration={duration};"
+        text = (
+            f"REQUEST: id={callbackId};user1={user1};user2={user2};duration={duration};"
+        )
         self.sent[callbackId] = time.monotonic()
         self.transport.write(text.encode("ascii"), self.server)
 
@@ -114,7 +125,10 @@ class BenchAS(DatagramProtocol):
                 self.duplicates["RESPONSE"] += 1
             else:
                 try:
-                    self.responses[callbackId] = (int(params.get("real_duration", "")), now)
+                    self.responses[callbackId] = (
+                        int(params.get("real_duration", "")),
+                        now,
+                    )
                 except ValueError:
                     self.garbage.append(data.decode("ascii", "replace"))
         else:
@@ -124,7 +138,11 @@ class BenchAS(DatagramProtocol):
         """
         Callbacks ACKed ok and not yet finished.
         """
-        return sum(1 for i, (code, _) in self.acks.items() if code == "ok" and i not in self.responses)
+        return sum(
+            1
+            for i, (code, _) in self.acks.items()
+            if code == "ok" and i not in self.responses
+        )
 
 
 class Sampler:
@@ -172,6 +190,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         max_calls=options.max_calls,
         no_answer_timeout=30,
         shutdown_timeout=5,
+        request_memory=options.request_memory,
     )
     client.server = server.iifAddress
     server.maxOutput = 500_000_000
@@ -186,6 +205,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         idleRss = rssKiB(server.pid)
         cpuStart = cpuSeconds(server.pid)
         sippCpuStart = cpuSeconds(uas.pid)
+        dropsStart = udpReceiveDrops()
         sampler = Sampler(server.pid, client)
         sampling = task.LoopingCall(sampler.sample)
         sampling.start(0.1)
@@ -194,7 +214,8 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         start = time.monotonic()
         print(
             f"driving {total} callbacks at {options.rate}/s for {options.seconds} s"
-            f" (mode {options.mode}, talk {talk} s); server pid {server.pid}, SIPp pid {uas.pid}",
+            f" (mode {options.mode}, talk {talk} s);"
+            f" server pid {server.pid}, SIPp pid {uas.pid}",
             flush=True,
         )
 
@@ -210,18 +231,24 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         deadline = options.seconds + talk + options.drain
         while time.monotonic() - start < deadline:
             yield harness.sleep(reactor, 0.25)
-            if len(client.sent) == total and len(client.responses) + sum(
-                1 for code, _ in client.acks.values() if code != "ok"
-            ) >= total:
+            if (
+                len(client.sent) == total
+                and len(client.responses)
+                + sum(1 for code, _ in client.acks.values() if code != "ok")
+                >= total
+            ):
                 break
         end = time.monotonic()
         sampling.stop()
         cpu = cpuSeconds(server.pid) - cpuStart
         sippCpu = cpuSeconds(uas.pid) - sippCpuStart
+        drops = udpReceiveDrops() - dropsStart
 
         # ---- figures
         ackLatency = [
-            (when - client.sent[i]) * 1000 for i, (code, when) in client.acks.items() if i in client.sent
+            (when - client.sent[i]) * 1000
+            for i, (code, when) in client.acks.items()
+            if i in client.sent
         ]
         failures: Counter = Counter()
         failedIds: dict[str, list[str]] = {}
@@ -243,7 +270,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
                 failedIds.setdefault("no RESPONSE", []).append(i)
             elif response[0] != talk:
                 failures["wrong real_duration"] += 1
-                failedIds.setdefault("wrong real_duration", []).append(i)
+                failedIds.setdefault(f"real_duration={response[0]}", []).append(i)
                 wrong[response[0]] += 1
             else:
                 completed += 1
@@ -261,7 +288,9 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         grownKiB = sampler.peakRss - idleRss
         # While concurrency is flat, RSS should be flat too; growth here is
         # memory kept per *finished* callback (the id memory, or a leak).
-        steady = [(t, rss) for t, rss, _ in sampler.samples if windowStart <= t <= windowEnd]
+        steady = [
+            (t, rss) for t, rss, _ in sampler.samples if windowStart <= t <= windowEnd
+        ]
         steadyGrowth = None
         if len(steady) >= 2 and inWindow:
             steadyGrowth = (steady[-1][1] - steady[0][1]) / len(inWindow)
@@ -274,46 +303,102 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
             "failures": dict(failures),
             "sustained_per_s": sustained,
             "cpu_s": cpu,
-            "cpu_ms_per_callback": cpu / completed * 1000 if completed else float("nan"),
+            "cpu_ms_per_callback": (
+                cpu / completed * 1000 if completed else float("nan")
+            ),
             "peak_active": sampler.peakActive,
             "idle_rss_kib": idleRss,
             "peak_rss_kib": sampler.peakRss,
-            "rss_kib_per_concurrent": grownKiB / sampler.peakActive if sampler.peakActive else float("nan"),
+            "rss_kib_per_concurrent": (
+                grownKiB / sampler.peakActive if sampler.peakActive else float("nan")
+            ),
             "steady_rss_kib_per_finished": steadyGrowth,
+            "udp_receive_drops": drops,
         }
-        print()
-        print(f"callbacks requested           {report['requested']}")
-        print(f"ACK latency p50 / p99         {report['ack_p50_ms']:.2f} / {report['ack_p99_ms']:.2f} ms")
-        print(f"completed, right RESPONSE     {completed} ({completed / max(1, total) * 100:.1f}%)")
-        print(f"failures by kind              {dict(failures) or 'none'}")
+        elapsed = end - start
+        lines = [
+            ("callbacks requested", f"{report['requested']}"),
+            (
+                "ACK latency p50 / p99",
+                f"{report['ack_p50_ms']:.2f} / {report['ack_p99_ms']:.2f} ms",
+            ),
+            (
+                "completed, right RESPONSE",
+                f"{completed} ({completed / max(1, total) * 100:.1f}%)",
+            ),
+            ("failures by kind", f"{dict(failures) or 'none'}"),
+        ]
         for kind, ids in failedIds.items():
-            print(f"  {kind}: ids {' '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}")
+            more = " ..." if len(ids) > 10 else ""
+            lines.append((f"  {kind}", f"ids {' '.join(ids[:10])}{more}"))
         if wrong:
-            print(f"  wrong real_duration values  {dict(sorted(wrong.items()))}")
+            lines.append(("  real_duration values", f"{dict(sorted(wrong.items()))}"))
         if client.duplicates:
-            print(f"  duplicate datagrams         {dict(client.duplicates)}")
+            lines.append(("  duplicate datagrams", f"{dict(client.duplicates)}"))
         if client.garbage:
-            print(f"  unparsable datagrams        {len(client.garbage)}: {client.garbage[:3]}")
-        print(f"offered rate                  {options.rate:.1f} callbacks/s")
-        print(f"sustained (steady window)     {sustained:.1f} callbacks/s over {window:.1f} s")
-        print(f"run time                      {end - start:.1f} s")
-        print(
-            f"server CPU                    {cpu:.2f} s = {report['cpu_ms_per_callback']:.2f} ms per callback"
-            f" ({cpu / (end - start) * 100:.0f}% of a core)"
-        )
-        print(f"SIPp CPU (for context)        {sippCpu:.2f} s ({sippCpu / (end - start) * 100:.0f}% of a core)")
-        print(
-            f"RSS idle / peak               {idleRss / 1024:.1f} / {sampler.peakRss / 1024:.1f} MiB;"
-            f" peak concurrent callbacks {sampler.peakActive};"
-            f" {report['rss_kib_per_concurrent']:.1f} KiB per concurrent callback"
+            lines.append(
+                (
+                    "  unparsable datagrams",
+                    f"{len(client.garbage)}: {client.garbage[:3]}",
+                )
+            )
+        lines += [
+            ("offered rate", f"{options.rate:.1f} callbacks/s"),
+            (
+                "sustained (steady window)",
+                f"{sustained:.1f} callbacks/s over {window:.1f} s",
+            ),
+            ("run time", f"{elapsed:.1f} s"),
+            (
+                "UDP receive-buffer drops",
+                f"{drops} (machine-wide RcvbufErrors; lost SIP is retransmitted)",
+            ),
+            (
+                "server CPU",
+                f"{cpu:.2f} s = {report['cpu_ms_per_callback']:.2f} ms per callback"
+                f" ({cpu / elapsed * 100:.0f}% of a core)",
+            ),
+            (
+                "SIPp CPU (for context)",
+                f"{sippCpu:.2f} s ({sippCpu / elapsed * 100:.0f}% of a core)",
+            ),
+            (
+                "RSS idle / peak",
+                f"{idleRss / 1024:.1f} / {sampler.peakRss / 1024:.1f} MiB;"
+                f" peak concurrent callbacks {sampler.peakActive};"
+                f" {report['rss_kib_per_concurrent']:.1f} KiB per concurrent callback",
+            ),
+        ]
+        marks: list[tuple[float, int, int]] = []
+        for t, rss, active in sampler.samples:
+            if not marks or t - marks[-1][0] >= 10:
+                marks.append((t, rss, active))
+        lines.append(
+            (
+                "RSS every 10 s",
+                ", ".join(
+                    f"{t - start:.0f}s {rss / 1024:.0f} MiB/{active} active"
+                    for t, rss, active in marks
+                ),
+            )
         )
         if steadyGrowth is not None:
-            print(
-                f"RSS growth, steady window     {steadyGrowth:.2f} KiB per finished callback"
-                " (kept after the end: id memory or a leak)"
+            lines.append(
+                (
+                    "RSS growth, steady window",
+                    f"{steadyGrowth:.2f} KiB per finished callback (held after the"
+                    " end: sippy keeps a finished dialog ~32 s, plus the id memory;"
+                    " run >= 60 s to see the plateau)",
+                )
             )
+        print()
+        for label, value in lines:
+            print(f"{label:<30}{value}")
     except Exception:
-        print("benchmark failed; server output tail:\n" + server.output[-4000:], file=sys.stderr)
+        print(
+            "benchmark failed; server output tail:\n" + server.output[-4000:],
+            file=sys.stderr,
+        )
         print("SIPp errors:\n" + uas.errors()[-2000:], file=sys.stderr)
         raise
     finally:
@@ -333,14 +418,37 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=float, default=50.0, help="callbacks requested per second (50)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long to offer load (10)")
-    parser.add_argument("--talk", type=int, default=2, help="seconds each callback talks (2)")
+    parser.add_argument(
+        "--rate", type=float, default=50.0, help="callbacks requested per second (50)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="how long to offer load (10)"
+    )
+    parser.add_argument(
+        "--talk", type=int, default=2, help="seconds each callback talks (2)"
+    )
     parser.add_argument("--mode", choices=("duration", "hangup"), default="duration")
-    parser.add_argument("--drain", type=float, default=15.0, help="seconds to wait for stragglers (15)")
+    parser.add_argument(
+        "--drain", type=float, default=15.0, help="seconds to wait for stragglers (15)"
+    )
     parser.add_argument("--max-calls", type=int, default=100000, dest="max_calls")
-    parser.add_argument("--trace", action="store_true", help="server SIP trace on (off: the figures are for production)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (config, server log, SIPp errors)")
+    parser.add_argument(
+        "--request-memory",
+        type=float,
+        default=3600,
+        dest="request_memory",
+        help="server's request_memory, seconds a finished id is remembered (3600)",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="server SIP trace on (off: the figures are for production)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (config, server log, SIPp errors)",
+    )
     options = parser.parse_args(argv)
     if harness.SIPP is None:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
@@ -362,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     hardLimit = options.seconds + options.talk + options.drain + 60
 
     def overtime() -> None:
-        print(f"hard time limit {hardLimit} s reached: killing the server and SIPp", file=sys.stderr)
+        print(
+            f"hard time limit {hardLimit} s reached: killing the server and SIPp",
+            file=sys.stderr,
+        )
         for child in _children:
             if child.running and child.pid:
                 os.kill(child.pid, 9)

@@ -27,7 +27,6 @@ import errno
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import time
@@ -227,7 +226,11 @@ class SipMessage:
         The values of the SDP lines of type C{kind} (C{"m"}, C{"c"}, C{"o"}...).
         """
         prefix = kind + "="
-        return [line[len(prefix) :].strip() for line in self.body.splitlines() if line.startswith(prefix)]
+        return [
+            line[len(prefix) :].strip()
+            for line in self.body.splitlines()
+            if line.startswith(prefix)
+        ]
 
     def mediaAddress(self) -> tuple[str, int] | None:
         """
@@ -256,7 +259,9 @@ class SipMessage:
         return f"{self.time:.3f} {self.direction:8} {self.firstLine} [{self.callId}]"
 
 
-def parseSipMessage(text: Union[str, bytes], direction: str = "received", when: float = 0.0) -> SipMessage:
+def parseSipMessage(
+    text: str | bytes, direction: str = "received", when: float = 0.0
+) -> SipMessage:
     """
     Parse one SIP message (headers, blank line, body).  Folded header lines
     are joined; a header line with commas is kept as one value.
@@ -310,7 +315,9 @@ _ENTRY = re.compile(
     re.M,
 )
 # SIPp logs a message it did not expect a second time, in the same entry.
-_UNEXPECTED = re.compile(r"\n(?:Unexpected|Retransmission of) [A-Z]+ message received:\n", re.I)
+_UNEXPECTED = re.compile(
+    r"\n(?:Unexpected|Retransmission of) [A-Z]+ message received:\n", re.I
+)
 
 
 def parseMessageLog(text: str) -> list[SipMessage]:
@@ -346,14 +353,18 @@ def groupByCallId(messages: Iterable[SipMessage]) -> dict[str, list[SipMessage]]
     return calls
 
 
-def requestsOf(messages: Iterable[SipMessage], method: str, direction: str | None = None) -> list[SipMessage]:
+def requestsOf(
+    messages: Iterable[SipMessage], method: str, direction: str | None = None
+) -> list[SipMessage]:
     """
     The requests with C{method}, optionally only in one C{direction}.
     """
     return [
         m
         for m in messages
-        if m.isRequest and m.method == method and (direction is None or m.direction == direction)
+        if m.isRequest
+        and m.method == method
+        and (direction is None or m.direction == direction)
     ]
 
 
@@ -424,14 +435,25 @@ class _ChildProcess(ProcessProtocol):
         """
         return "".join(self._chunks)
 
-    def _spawn(self, argv: Sequence[str], cwd: str, env: Mapping[str, str] | None = None) -> None:
+    def _spawn(
+        self, argv: Sequence[str], cwd: str, env: Mapping[str, str] | None = None
+    ) -> None:
         self.transport = self._reactor.spawnProcess(
-            self, argv[0], list(argv), env=dict(env if env is not None else os.environ), path=cwd,
+            self,
+            argv[0],
+            list(argv),
+            env=dict(env if env is not None else os.environ),
+            path=cwd,
             childFDs={0: "w", 1: "r", 2: "r"},
         )
         self.pid = self.transport.pid
         self.running = True
-        _log.info("{name}: started pid {pid}: {argv}", name=self.name, pid=self.pid, argv=" ".join(argv))
+        _log.info(
+            "{name}: started pid {pid}: {argv}",
+            name=self.name,
+            pid=self.pid,
+            argv=" ".join(argv),
+        )
 
     def connectionMade(self) -> None:
         self.transport.closeStdin()
@@ -458,7 +480,12 @@ class _ChildProcess(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         self.running = False
         self.exitStatus = reason
-        _log.info("{name}: pid {pid} ended: {reason}", name=self.name, pid=self.pid, reason=reason.value)
+        _log.info(
+            "{name}: pid {pid} ended: {reason}",
+            name=self.name,
+            pid=self.pid,
+            reason=reason.value,
+        )
         self.ended.callback(reason.value)
 
     @property
@@ -483,16 +510,27 @@ class _ChildProcess(ProcessProtocol):
         if not self.running:
             return defer.succeed(None)
         result: Deferred = Deferred()
-        self.ended.addBoth(lambda value: (result.callback(None) if not result.called else None, value)[1])
+        self.ended.addBoth(
+            lambda value: (result.callback(None) if not result.called else None, value)[
+                1
+            ]
+        )
         self._signal("TERM")
 
         def kill() -> None:
             if self.running:
-                _log.warn("{name}: pid {pid} ignored SIGTERM for {s} s: SIGKILL", name=self.name, pid=self.pid, s=graceSeconds)
+                _log.warn(
+                    "{name}: pid {pid} ignored SIGTERM for {s} s: SIGKILL",
+                    name=self.name,
+                    pid=self.pid,
+                    s=graceSeconds,
+                )
                 self._signal("KILL")
 
         killer = self._reactor.callLater(graceSeconds, kill)
-        result.addBoth(lambda value: (killer.cancel() if killer.active() else None, value)[1])
+        result.addBoth(
+            lambda value: (killer.cancel() if killer.active() else None, value)[1]
+        )
         return result
 
     def _signal(self, name: str) -> None:
@@ -559,7 +597,7 @@ class ServerProcess(_ChildProcess):
         self,
         directory: str,
         peerPort: int,
-        asPorts: Union[int, Sequence[int]],
+        asPorts: int | Sequence[int],
         reactor: Any = None,
         peers: Mapping[str, str] | None = None,
         **overrides: Any,
@@ -627,7 +665,8 @@ class ServerProcess(_ChildProcess):
         return [
             sys.executable,
             "-c",
-            "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
+            "import sys; sys.argv[0] = 'twistd';"
+            " from twisted.scripts.twistd import run; run()",
             "-n",
             "--pidfile=",
             "-l",
@@ -655,13 +694,24 @@ class ServerProcess(_ChildProcess):
             if not ready.called:
                 ready.errback(RuntimeError(f"server {why}; its output:\n{self.output}"))
 
-        timer = self._reactor.callLater(timeout, lambda: (failed(f"not ready within {timeout} s"), self._signal("KILL")))
-        self.ended.addCallback(lambda value: (failed(f"exited before it was ready ({value})"), value)[1])
-        ready.addBoth(lambda value: (timer.cancel() if timer.active() else None, value)[1])
+        timer = self._reactor.callLater(
+            timeout,
+            lambda: (failed(f"not ready within {timeout} s"), self._signal("KILL")),
+        )
+        self.ended.addCallback(
+            lambda value: (failed(f"exited before it was ready ({value})"), value)[1]
+        )
+        ready.addBoth(
+            lambda value: (timer.cancel() if timer.active() else None, value)[1]
+        )
         return ready
 
     def outputReceived(self, text: str) -> None:
-        if self._ready is not None and not self._ready.called and READY_MARKER in self.output:
+        if (
+            self._ready is not None
+            and not self._ready.called
+            and READY_MARKER in self.output
+        ):
             self.readyAt = time.time()
             self._ready.callback(self)
 
@@ -692,7 +742,7 @@ class SippUAS(_ChildProcess):
     def __init__(
         self,
         directory: str,
-        scenario: Union[str, Path] = UAS_SCENARIO,
+        scenario: str | Path = UAS_SCENARIO,
         port: int | None = None,
         lifetime: float = 180.0,
         reactor: Any = None,
@@ -723,16 +773,25 @@ class SippUAS(_ChildProcess):
     def argv(self) -> list[str]:
         argv = [
             SIPP,
-            "-sf", str(self.scenario),
-            "-i", LOOPBACK,
-            "-mi", LOOPBACK,
-            "-p", str(self.port),
-            "-mp", str(self.mediaPort),
-            "-cp", str(self.controlPort),
+            "-sf",
+            str(self.scenario),
+            "-i",
+            LOOPBACK,
+            "-mi",
+            LOOPBACK,
+            "-p",
+            str(self.port),
+            "-mp",
+            str(self.mediaPort),
+            "-cp",
+            str(self.controlPort),
             "-aa",
             "-nostdin",
-            "-timeout", f"{int(self.lifetime)}s",
-            "-trace_err", "-error_file", str(self.errorFile),
+            "-timeout",
+            f"{int(self.lifetime)}s",
+            "-trace_err",
+            "-error_file",
+            str(self.errorFile),
         ]
         if self.traceMessages:
             argv += ["-trace_msg", "-message_file", str(self.messageFile)]
@@ -749,7 +808,10 @@ class SippUAS(_ChildProcess):
 
         def bound() -> bool:
             if not self.running:
-                raise RuntimeError(f"sipp exited at start-up ({self.exitStatus.value});\n{self.output[-3000:]}\n{self.errors()}")
+                raise RuntimeError(
+                    f"sipp exited at start-up ({self.exitStatus.value});\n"
+                    f"{self.output[-3000:]}\n{self.errors()}"
+                )
             return _portIsBound(self.port)
 
         d = _pollUntil(self._reactor, bound, timeout)
@@ -846,7 +908,12 @@ class DatagramPeer(DatagramProtocol):
     @ivar received: every datagram, as (time.time(), text, (host, port)).
     """
 
-    def __init__(self, reactor: Any = None, port: int | None = None, defaultTarget: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any = None,
+        port: int | None = None,
+        defaultTarget: tuple[str, int] | None = None,
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
         self._reactor = reactor
@@ -857,7 +924,7 @@ class DatagramPeer(DatagramProtocol):
         self._waiters: list[tuple[Callable[[str], bool], Deferred]] = []
         self._listening: Any = None
 
-    def start(self) -> "DatagramPeer":
+    def start(self) -> DatagramPeer:
         self._listening = self._reactor.listenUDP(self.port, self, interface=LOOPBACK)
         return self
 
@@ -869,7 +936,7 @@ class DatagramPeer(DatagramProtocol):
         listening, self._listening = self._listening, None
         return defer.maybeDeferred(listening.stopListening)
 
-    def send(self, text: Union[str, bytes], to: tuple[str, int] | None = None) -> None:
+    def send(self, text: str | bytes, to: tuple[str, int] | None = None) -> None:
         data = text.encode("ascii") if isinstance(text, str) else text
         target = to or self.defaultTarget
         if target is None:
@@ -911,8 +978,16 @@ class DatagramPeer(DatagramProtocol):
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
             if failure.check(defer.CancelledError, defer.TimeoutError):
-                got = "\n".join(f"  {text!r} from {addr}" for _, text, addr in self.received) or "  (nothing)"
-                raise defer.TimeoutError(f"no datagram matching {match!r} within {timeout} s; received:\n{got}")
+                got = (
+                    "\n".join(
+                        f"  {text!r} from {addr}" for _, text, addr in self.received
+                    )
+                    or "  (nothing)"
+                )
+                raise defer.TimeoutError(
+                    f"no datagram matching {match!r} within {timeout} s;"
+                    f" received:\n{got}"
+                )
             return failure
 
         d.addTimeout(timeout, self._reactor)
@@ -957,15 +1032,33 @@ class ASClient(DatagramPeer):
     its own loopback port and waits for ACK and RESPONSE datagrams.
     """
 
-    def __init__(self, reactor: Any = None, port: int | None = None, server: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any = None,
+        port: int | None = None,
+        server: tuple[str, int] | None = None,
+    ) -> None:
         super().__init__(reactor, port, server)
 
-    def request(self, callbackId: str, user1: str, user2: str, duration: int = 3600, **extra: Any) -> str:
+    def request(
+        self,
+        callbackId: str,
+        user1: str,
+        user2: str,
+        duration: int = 3600,
+        **extra: Any,
+    ) -> str:
         """
         Send C{REQUEST: id=..;user1=..;user2=..;duration=..;} (plus C{extra}
         parameters); return the text sent.
         """
-        params = {"id": callbackId, "user1": user1, "user2": user2, "duration": duration, **extra}
+        params = {
+            "id": callbackId,
+            "user1": user1,
+            "user2": user2,
+            "duration": duration,
+            **extra,
+        }
         text = "REQUEST: " + "".join(f"{k}={v};" for k, v in params.items())
         self.send(text)
         return text
@@ -1043,15 +1136,21 @@ def startCallbackWorld(testCase: Any, reactor: Any = None, **overrides: Any) -> 
     directory = Path(testCase.mktemp())
     directory.mkdir(parents=True)
     uas = SippUAS(str(directory), reactor=reactor)
-    testCase.addCleanup(lambda: logProcessOutput(uas, testCase.id()) if uas.pid else None)
+    testCase.addCleanup(
+        lambda: logProcessOutput(uas, testCase.id()) if uas.pid else None
+    )
     testCase.addCleanup(uas.stop)
     yield uas.start()
     client = ASClient(reactor)
     client.start()
     testCase.addCleanup(client.stop)
-    server = ServerProcess(str(directory), uas.port, client.port, reactor=reactor, **overrides)
+    server = ServerProcess(
+        str(directory), uas.port, client.port, reactor=reactor, **overrides
+    )
     client.defaultTarget = server.iifAddress
-    testCase.addCleanup(lambda: logProcessOutput(server, testCase.id()) if server.pid else None)
+    testCase.addCleanup(
+        lambda: logProcessOutput(server, testCase.id()) if server.pid else None
+    )
     testCase.addCleanup(server.stop)
     yield server.start()
     return CallbackWorld(server, uas, client)

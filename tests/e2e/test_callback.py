@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
@@ -55,7 +56,8 @@ def _callEnded(messages: list[SipMessage]) -> bool:
         return False
     first = invites[0].header("cseq")
     failed = any(
-        m.status is not None and m.status >= 300 and m.header("cseq") == first for m in messages
+        m.status is not None and m.status >= 300 and m.header("cseq") == first
+        for m in messages
     )
     return failed and any(m.method == "ACK" for m in messages)
 
@@ -95,10 +97,14 @@ class CallbackEndToEndTests(TestCase):
         for user in users:
             calls = self.uas.callsTo(user)
             self.assertEqual(
-                calls, [], f"{user} was called:\n{describeMessages(self.uas.messages())}"
+                calls,
+                [],
+                f"{user} was called:\n{describeMessages(self.uas.messages())}",
             )
 
-    def waitForLog(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    def waitForLog(
+        self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = ""
+    ) -> Any:
         """
         Poll SIPp's message log until C{predicate()} is true.
         """
@@ -143,10 +149,16 @@ class CallbackEndToEndTests(TestCase):
                 len(requestsOf(messages, "ACK", "received")) >= 2
             )
 
-        return self.waitForLog(lambda: joined(user1) and joined(user2), timeout, f"join of {user1} and {user2}")
+        return self.waitForLog(
+            lambda: joined(user1) and joined(user2),
+            timeout,
+            f"join of {user1} and {user2}",
+        )
 
     @defer.inlineCallbacks
-    def requestOk(self, callbackId: str, user1: str, user2: str, duration: int = 3600) -> Any:
+    def requestOk(
+        self, callbackId: str, user1: str, user2: str, duration: int = 3600
+    ) -> Any:
         """
         Send a REQUEST and check that it is ACKed with code=ok.
         """
@@ -158,7 +170,9 @@ class CallbackEndToEndTests(TestCase):
         reason = bye.header("reason")
         self.assertIsNotNone(reason, f"BYE without Reason: {bye.describe()}")
         match = REASON.match(reason)
-        self.assertIsNotNone(match, f"Reason not 'SIP;cause=N;text=\"...\"': {reason!r}")
+        self.assertIsNotNone(
+            match, f"Reason not 'SIP;cause=N;text=\"...\"': {reason!r}"
+        )
         if cause is not None:
             self.assertEqual(int(match.group(1)), cause, reason)
 
@@ -187,7 +201,10 @@ class CallbackEndToEndTests(TestCase):
         self.assertEqual(len(invites2), 2, log)
         for invite, user in ((invites1[0], "answer1"), (invites2[0], "hangup2")):
             self.assertTrue(
-                invite.firstLine.startswith(f"INVITE sip:{user}@127.0.0.1:{self.uas.port}"), invite.firstLine
+                invite.firstLine.startswith(
+                    f"INVITE sip:{user}@127.0.0.1:{self.uas.port}"
+                ),
+                invite.firstLine,
             )
             self.assertRegex(invite.header("from"), r"<sip:1000@[^>]*>")
             self.assertEqual(invite.header("content-type"), "application/sdp")
@@ -269,7 +286,9 @@ class CallbackEndToEndTests(TestCase):
                 self.assertEqual(len(byes), 1, log)
                 self.assertEqual(requestsOf(leg, "BYE", "sent"), [], log)
                 late = byes[0].time - (answered1.time + duration)
-                self.assertGreater(late, -0.05, f"BYE {late:.3f} s before the limit\n{log}")
+                self.assertGreater(
+                    late, -0.05, f"BYE {late:.3f} s before the limit\n{log}"
+                )
                 self.assertLess(late, 0.5, f"BYE {late:.3f} s after the limit\n{log}")
             bye = requestsOf(leg1, "BYE", "received")[0]
             self.assertEqual(realDuration, round(bye.time - answered2.time), log)
@@ -282,13 +301,19 @@ class CallbackEndToEndTests(TestCase):
         ACKed, user2 is never called and real_duration is 0.
         """
         yield self.startWorld()
-        cases = [("f1", "busy1", 486), ("f2", "decline1", 603), ("f3", "notfound1", 404)]
+        cases = [
+            ("f1", "busy1", 486),
+            ("f2", "decline1", 603),
+            ("f3", "notfound1", 404),
+        ]
         for callbackId, user1, _ in cases:
             yield self.requestOk(callbackId, user1, f"answer2{callbackId}")
-        results = yield defer.gatherResults([self.client.expectResponse(c) for c, _, _ in cases])
+        results = yield defer.gatherResults(
+            [self.client.expectResponse(c) for c, _, _ in cases]
+        )
         self.assertEqual([duration for duration, _ in results], [0, 0, 0])
         yield self.waitEnded(*[user1 for _, user1, _ in cases])
-        for callbackId, user1, status in cases:
+        for _, user1, status in cases:
             leg1 = self.call(user1)
             self.assertEqual(
                 [m.methodOrStatus for m in leg1],
@@ -346,7 +371,10 @@ class CallbackEndToEndTests(TestCase):
         )
         self.assertEqual([d for d, _ in results], [0, 0])
         yield self.waitEnded("answer1", "busy2", "answer3", "decline4")
-        for user1, user2, status in (("answer1", "busy2", 486), ("answer3", "decline4", 603)):
+        for user1, user2, status in (
+            ("answer1", "busy2", 486),
+            ("answer3", "decline4", 603),
+        ):
             leg1, leg2 = self.call(user1), self.call(user2)
             log = describeMessages(leg1 + leg2)
             failure = responsesOf(leg2, "INVITE", status, "sent")
@@ -372,7 +400,10 @@ class CallbackEndToEndTests(TestCase):
         leg1, leg2 = self.call("answer1"), self.call("ring2")
         log = describeMessages(leg1 + leg2)
         answered1 = responsesOf(leg1, "INVITE", 200, "sent")[0]
-        released = [requestsOf(leg1, "BYE", "received"), requestsOf(leg2, "CANCEL", "received")]
+        released = [
+            requestsOf(leg1, "BYE", "received"),
+            requestsOf(leg2, "CANCEL", "received"),
+        ]
         for messages in released:
             self.assertEqual(len(messages), 1, log)
             late = messages[0].time - (answered1.time + 2)
@@ -447,7 +478,9 @@ class CallbackEndToEndTests(TestCase):
         yield self.startWorld()
         text = self.client.request("dup", "answer1", "hangup1", 60)
         self.client.send(text)
-        codes = yield defer.gatherResults([self.client.expectAck("dup"), self.client.expectAck("dup")])
+        codes = yield defer.gatherResults(
+            [self.client.expectAck("dup"), self.client.expectAck("dup")]
+        )
         self.assertEqual(codes, ["ok", "ok"])
         self.client.request("dup", "answer1", "answer7", 60)
         code = yield self.client.expectAck("dup")
@@ -483,14 +516,27 @@ class CallbackEndToEndTests(TestCase):
             ("b2", "request: id=b2;user1=answer2;user2=answer3;duration=10;"),
             ("b3", "REQUEST: id=b3;user1=ans wer;user2=answer4;duration=10;"),
             ("b4", "REQUEST: id=b4;user1=answer5;user2=answer6;duration=-1;"),
-            ("b5", "REQUEST: id=b5;user1=answer5;user2=answer6;duration=10;duration=10;"),
+            (
+                "b5",
+                "REQUEST: id=b5;user1=answer5;user2=answer6;duration=10;duration=10;",
+            ),
             ("b6", "REQUEST: id=b6;user1=answer5;user2=answer6;duration=864000;"),
-            ("b7", "REQUEST: id=b7;user1=answer5;user2=answer6;duration=10;ann_id1=123;"),
-            ("b8", "REQUEST: id=b8;user1=answer5;user2=answer6;duration=10;pad=" + "x" * 1100 + ";"),
+            (
+                "b7",
+                "REQUEST: id=b7;user1=answer5;user2=answer6;duration=10;ann_id1=123;",
+            ),
+            (
+                "b8",
+                "REQUEST: id=b8;user1=answer5;user2=answer6;duration=10;pad="
+                + "x" * 1100
+                + ";",
+            ),
         ]
         for callbackId, text in bad:
             self.client.send(text)
-            got = yield self.client.expect(lambda t, i=callbackId: f"id={i};" in t, timeout=3)
+            got = yield self.client.expect(
+                lambda t, i=callbackId: f"id={i};" in t, timeout=3
+            )
             self.assertEqual(got, f"ACK: id={callbackId};code=fail;", text[:80])
         self.client.send("HELLO")
         got = yield self.client.expect("ACK", timeout=3)
@@ -528,14 +574,19 @@ class CallbackEndToEndTests(TestCase):
         yield self.requestOk("x1", "answer1", "answer2")
         yield self.requestOk("x2", "answer3", "ring4")
         yield self.waitJoined("answer1", "answer2")
-        yield self.waitForLog(lambda: responsesOf(self.call("ring4"), "INVITE", 180, "sent"), what="180 from ring4")
+        yield self.waitForLog(
+            lambda: responsesOf(self.call("ring4"), "INVITE", 180, "sent"),
+            what="180 from ring4",
+        )
         # While user2 rings, the server holds the RTP port its offer named.
         offer = requestsOf(self.call("ring4"), "INVITE", "received")[0]
         self.assertTrue(harness._portIsBound(offer.mediaAddress()[1]), offer.body)
         yield harness.sleep(reactor, 1.0)
         self.client.send("CANCEL: id=x1;")
         self.client.send("CANCEL: id=x2;")
-        codes = yield defer.gatherResults([self.client.expectAck("x1"), self.client.expectAck("x2")])
+        codes = yield defer.gatherResults(
+            [self.client.expectAck("x1"), self.client.expectAck("x2")]
+        )
         self.assertEqual(codes, ["ok", "ok"])
         (r1, _), (r2, _) = yield defer.gatherResults(
             [self.client.expectResponse("x1"), self.client.expectResponse("x2")]
@@ -543,9 +594,13 @@ class CallbackEndToEndTests(TestCase):
         yield self.waitEnded("answer1", "answer2", "answer3", "ring4")
         for user in ("answer1", "answer2", "answer3"):
             leg = self.call(user)
-            self.assertEqual(len(requestsOf(leg, "BYE", "received")), 1, describeMessages(leg))
+            self.assertEqual(
+                len(requestsOf(leg, "BYE", "received")), 1, describeMessages(leg)
+            )
         ring = self.call("ring4")
-        self.assertEqual(len(requestsOf(ring, "CANCEL", "received")), 1, describeMessages(ring))
+        self.assertEqual(
+            len(requestsOf(ring, "CANCEL", "received")), 1, describeMessages(ring)
+        )
         answered2 = responsesOf(self.call("answer2"), "INVITE", 200, "sent")[0]
         bye = requestsOf(self.call("answer1"), "BYE", "received")[0]
         self.assertEqual(r1, round(bye.time - answered2.time))
@@ -553,7 +608,9 @@ class CallbackEndToEndTests(TestCase):
 
         self.client.send("CANCEL: id=x1;")
         self.client.send("CANCEL: id=nope;")
-        codes = yield defer.gatherResults([self.client.expectAck("x1"), self.client.expectAck("nope")])
+        codes = yield defer.gatherResults(
+            [self.client.expectAck("x1"), self.client.expectAck("nope")]
+        )
         self.assertEqual(codes, ["fail", "fail"])
 
     @defer.inlineCallbacks
@@ -569,7 +626,9 @@ class CallbackEndToEndTests(TestCase):
             self.client.request(callbackId, f"answer{n}", f"hangup1-{n}", 60)
         codes = yield defer.gatherResults([self.client.expectAck(c) for c in ids])
         self.assertEqual(codes, ["ok"] * 20)
-        results = yield defer.gatherResults([self.client.expectResponse(c, timeout=30) for c in ids])
+        results = yield defer.gatherResults(
+            [self.client.expectResponse(c, timeout=30) for c in ids]
+        )
         users = [u for n in range(20) for u in (f"answer{n}", f"hangup1-{n}")]
         yield self.waitEnded(*users, timeout=15)
         for n, (realDuration, _) in enumerate(results):
@@ -612,8 +671,14 @@ class CallbackEndToEndTests(TestCase):
         )
         self.assertEqual([d for d, _ in results][1:], [0, 0])
         yield self.waitForLog(
-            lambda: all(requestsOf(self.call(u), "BYE", "received") for u in ("answer1", "answer2", "answer3"))
-            and all(requestsOf(self.call(u), "CANCEL", "received") for u in ("ring4", "ring5")),
+            lambda: all(
+                requestsOf(self.call(u), "BYE", "received")
+                for u in ("answer1", "answer2", "answer3")
+            )
+            and all(
+                requestsOf(self.call(u), "CANCEL", "received")
+                for u in ("ring4", "ring5")
+            ),
             timeout=3,
             what="BYE/CANCEL on every leg",
         )

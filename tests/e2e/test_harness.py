@@ -67,7 +67,9 @@ class MiniUAC(DatagramPeer):
     def _branch(self) -> str:
         return f"z9hG4bK-mini-{next(_counter)}"
 
-    def _headers(self, method: str, cseq: int, branch: str, body: str, withToTag: bool = True) -> str:
+    def _headers(
+        self, method: str, cseq: int, branch: str, body: str, withToTag: bool = True
+    ) -> str:
         to = f"<sip:{self.user}@127.0.0.1:{self.defaultTarget[1]}>"
         if withToTag and self.toTag:
             to += f";tag={self.toTag}"
@@ -97,7 +99,9 @@ class MiniUAC(DatagramPeer):
         self.toTag = ""
         self.cseq = 1
         self.inviteBranch = self._branch()
-        self.lastInvite = self._headers("INVITE", 1, self.inviteBranch, self._offer(), withToTag=False)
+        self.lastInvite = self._headers(
+            "INVITE", 1, self.inviteBranch, self._offer(), withToTag=False
+        )
         self.send(self.lastInvite)
 
     def retransmitInvite(self) -> None:
@@ -122,7 +126,9 @@ class MiniUAC(DatagramPeer):
         self.send(self._headers("ACK", self.cseq, branch, ""))
 
     def cancel(self) -> None:
-        self.send(self._headers("CANCEL", self.cseq, self.inviteBranch, "", withToTag=False))
+        self.send(
+            self._headers("CANCEL", self.cseq, self.inviteBranch, "", withToTag=False)
+        )
 
     def bye(self) -> None:
         self.cseq += 1
@@ -156,8 +162,12 @@ class MiniUAC(DatagramPeer):
         d.addCallback(parseSipMessage)
         return d
 
-    def expectStatus(self, status: int, cseqMethod: str = "INVITE", timeout: float = 5.0) -> defer.Deferred:
-        return self.expectSip(lambda m: m.status == status and m.cseqMethod == cseqMethod, timeout)
+    def expectStatus(
+        self, status: int, cseqMethod: str = "INVITE", timeout: float = 5.0
+    ) -> defer.Deferred:
+        return self.expectSip(
+            lambda m: m.status == status and m.cseqMethod == cseqMethod, timeout
+        )
 
     def expectRequest(self, method: str, timeout: float = 5.0) -> defer.Deferred:
         return self.expectSip(lambda m: m.method == method, timeout)
@@ -280,12 +290,17 @@ class PhoneFarmTests(TestCase):
         self.assertEqual(ok.mediaAddress(), ("127.0.0.1", self.uas.mediaPort + 2))
         yield harness.sleep(reactor, 0.5)
         reinvited = yield self._reinvited()
-        self.assertEqual(reinvited.mediaAddress(), ("127.0.0.1", self.uas.mediaPort + 2))
+        self.assertEqual(
+            reinvited.mediaAddress(), ("127.0.0.1", self.uas.mediaPort + 2)
+        )
         bye = yield self.uac.expectRequest("BYE", timeout=5)
         self.uac.answerBye(bye)
         self.assertEqual(_tag(bye.header("to")), self.uac.fromTag)
         self.assertEqual(_tag(bye.header("from")), self.uac.toTag)
-        self.assertTrue(bye.firstLine.startswith(f"BYE sip:1000@127.0.0.1:{self.uac.port}"), bye.firstLine)
+        self.assertTrue(
+            bye.firstLine.startswith(f"BYE sip:1000@127.0.0.1:{self.uac.port}"),
+            bye.firstLine,
+        )
         # From the farm's own log: 200 sent -> BYE sent.
         yield harness.sleep(reactor, 0.2)
         log = distinct(self.uas.callTo("hangup2"))
@@ -294,7 +309,9 @@ class PhoneFarmTests(TestCase):
         self.assertGreaterEqual(sentBye.time - sent200.time, 2.0)
         self.assertLess(sentBye.time - sent200.time, 2.25)
         self.assertLess(abs((time.time() - answeredAt) - 2.0), 1.0)
-        self.assertEqual(responsesOf(log, "BYE", 200, "received")[0].callId, self.uac.callId)
+        self.assertEqual(
+            responsesOf(log, "BYE", 200, "received")[0].callId, self.uac.callId
+        )
 
     @defer.inlineCallbacks
     def test_hangupOneWithoutReinvite(self) -> Any:
@@ -315,13 +332,21 @@ class PhoneFarmTests(TestCase):
         busy*, decline* and notfound* phones answer 486, 603 and 404 (with a
         To tag) and take the ACK; an unknown kind gets 404 too.
         """
-        for user, status in [("busy1", 486), ("decline1", 603), ("notfound1", 404), ("nobody", 404)]:
+        for user, status in [
+            ("busy1", 486),
+            ("decline1", 603),
+            ("notfound1", 404),
+            ("nobody", 404),
+        ]:
             self.uac.invite(user)
             final = yield self.uac.expectSip(lambda m: (m.status or 0) >= 300)
             self.assertEqual(final.status, status, user)
             self.assertTrue(_tag(final.header("to")))
             self.uac.ack(final)
-            yield self.uac.expectNone(lambda text: parseSipMessage(text).status == status, 0.8)
+            yield self.uac.expectNone(
+                lambda text, status=status: parseSipMessage(text).status == status,
+                0.8,
+            )
             log = distinct(self.uas.callTo(user))
             self.assertEqual([m.methodOrStatus for m in log][-2:], [str(status), "ACK"])
 
@@ -333,7 +358,9 @@ class PhoneFarmTests(TestCase):
         """
         self.uac.invite("ring1")
         yield self.uac.expectStatus(180)
-        yield self.uac.expectNone(lambda text: (parseSipMessage(text).status or 0) >= 200, 1.5)
+        yield self.uac.expectNone(
+            lambda text: (parseSipMessage(text).status or 0) >= 200, 1.5
+        )
         self.uac.cancel()
         yield self.uac.expectStatus(200, "CANCEL")
         terminated = yield self.uac.expectStatus(487)
@@ -393,7 +420,9 @@ class PhoneFarmTests(TestCase):
         ok = yield self._answered("glare1")
         self.assertEqual(ok.mediaAddress(), ("127.0.0.1", self.uas.mediaPort + 2))
         self.uac.reinvite()
-        pending = yield self.uac.expectSip(lambda m: m.cseqMethod == "INVITE" and (m.status or 0) >= 200)
+        pending = yield self.uac.expectSip(
+            lambda m: m.cseqMethod == "INVITE" and (m.status or 0) >= 200
+        )
         self.assertEqual(pending.status, 491)
         self.uac.ack(pending)
         retried = yield self._reinvited()
@@ -455,8 +484,18 @@ class PhoneFarmTests(TestCase):
         self.assertNotIn("Aborting call", self.uas.errors())
         # One response per transaction (INVITE, re-INVITE, BYE), retransmissions aside.
         self.assertEqual(
-            [(m.methodOrStatus, m.cseqMethod) for m in distinct(self.uas.callTo("answer1")) if m.direction == "sent"],
-            [("100", "INVITE"), ("180", "INVITE"), ("200", "INVITE"), ("200", "INVITE"), ("200", "BYE")],
+            [
+                (m.methodOrStatus, m.cseqMethod)
+                for m in distinct(self.uas.callTo("answer1"))
+                if m.direction == "sent"
+            ],
+            [
+                ("100", "INVITE"),
+                ("180", "INVITE"),
+                ("200", "INVITE"),
+                ("200", "INVITE"),
+                ("200", "BYE"),
+            ],
         )
 
     @defer.inlineCallbacks
@@ -473,7 +512,7 @@ class PhoneFarmTests(TestCase):
             uac.invite(f"answer{index}")
             uacs.append(uac)
         oks = yield defer.gatherResults([uac.expectStatus(200) for uac in uacs])
-        for uac, ok in zip(uacs, oks):
+        for uac, ok in zip(uacs, oks, strict=True):
             uac.ack(ok)
             uac.bye()
         yield defer.gatherResults([uac.expectStatus(200, "BYE") for uac in uacs])
@@ -563,7 +602,9 @@ class MessageLogParserTests(SynchronousTestCase):
         """
         invite = parseMessageLog(SAMPLE_LOG)[0]
         self.assertEqual(invite.callId, "call-1")
-        self.assertEqual(invite.headers["via"], ["SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1"])
+        self.assertEqual(
+            invite.headers["via"], ["SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1"]
+        )
         self.assertEqual(invite.header("FROM"), "<sip:1000@127.0.0.1>;tag=a")
         self.assertEqual(invite.header("subject"), "folded header")
         self.assertEqual(invite.cseqMethod, "INVITE")
@@ -578,7 +619,9 @@ class MessageLogParserTests(SynchronousTestCase):
         A header that appears twice keeps both values, in order.
         """
         message = parseSipMessage(
-            b"SIP/2.0 180 Ringing\r\nVia: a\r\nVia: b\r\nCSeq: 7 INVITE\r\n\r\n", "sent", 5.0
+            b"SIP/2.0 180 Ringing\r\nVia: a\r\nVia: b\r\nCSeq: 7 INVITE\r\n\r\n",
+            "sent",
+            5.0,
         )
         self.assertEqual(message.headers["via"], ["a", "b"])
         self.assertEqual(message.status, 180)
@@ -600,8 +643,13 @@ class MessageLogParserTests(SynchronousTestCase):
         """
         L{parseIIF} splits an IIF datagram into method and parameters.
         """
-        self.assertEqual(parseIIF("ACK: id=1234;code=ok;\r\n"), ("ACK", {"id": "1234", "code": "ok"}))
-        self.assertEqual(parseIIF("RESPONSE: id=7;real_duration=0"), ("RESPONSE", {"id": "7", "real_duration": "0"}))
+        self.assertEqual(
+            parseIIF("ACK: id=1234;code=ok;\r\n"), ("ACK", {"id": "1234", "code": "ok"})
+        )
+        self.assertEqual(
+            parseIIF("RESPONSE: id=7;real_duration=0"),
+            ("RESPONSE", {"id": "7", "real_duration": "0"}),
+        )
 
 
 class DatagramPeerTests(TestCase):
@@ -651,7 +699,9 @@ class DatagramPeerTests(TestCase):
         first = yield self.server.expect("A")
         second = yield self.server.expect("A")
         self.assertEqual({first, second}, {"A 1", "A 2"})
-        failure = yield self.assertFailure(self.server.expect("A", timeout=0.3), defer.TimeoutError)
+        failure = yield self.assertFailure(
+            self.server.expect("A", timeout=0.3), defer.TimeoutError
+        )
         self.assertIn("'A 1'", str(failure))
 
     @defer.inlineCallbacks
@@ -673,7 +723,10 @@ class _FakeServer(ServerProcess):
     marker after a delay and then behaves as told.
     """
 
-    script = "import time; time.sleep(0.2); print('callback_tw ready: test', flush=True); time.sleep(60)"
+    script = (
+        "import time; time.sleep(0.2);"
+        " print('callback_tw ready: test', flush=True); time.sleep(60)"
+    )
 
     def argv(self) -> list[str]:
         return [sys.executable, "-c", self.script]
@@ -704,7 +757,9 @@ class ServerProcessTests(TestCase):
 
         parser = configparser.ConfigParser()
         parser.read_string(text)
-        self.assertEqual(parser.sections(), ["callback", "sip", "peer_servers", "media"])
+        self.assertEqual(
+            parser.sections(), ["callback", "sip", "peer_servers", "media"]
+        )
         self.assertEqual(parser["callback"]["no_answer_timeout"], "3")
         self.assertEqual(parser["callback"]["default_caller"], "1000")
         self.assertEqual(parser["callback"]["listen_port"], str(server.iifPort))
@@ -723,7 +778,15 @@ class ServerProcessTests(TestCase):
         An override that is no config key is a C{TypeError} (a typo in a test
         must not silently test the default).
         """
-        self.assertRaises(TypeError, ServerProcess, self.mktemp(), 5070, 6000, reactor=reactor, no_such_key=1)
+        self.assertRaises(
+            TypeError,
+            ServerProcess,
+            self.mktemp(),
+            5070,
+            6000,
+            reactor=reactor,
+            no_such_key=1,
+        )
 
     @defer.inlineCallbacks
     def test_readyAndStop(self) -> Any:
@@ -746,7 +809,9 @@ class ServerProcessTests(TestCase):
         A server that exits before it is ready fails C{start} with its output.
         """
         server = self._server(_FakeServer)
-        server.script = "import sys; print('config: [callback] max_calls: bad'); sys.exit(1)"
+        server.script = (
+            "import sys; print('config: [callback] max_calls: bad'); sys.exit(1)"
+        )
         failure = yield self.assertFailure(server.start(), RuntimeError)
         self.assertIn("exited before it was ready", str(failure))
         self.assertIn("max_calls: bad", str(failure))
