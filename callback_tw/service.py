@@ -26,6 +26,7 @@ from callback_tw.media.prompts import PromptCatalogue
 from callback_tw.media.rtp import RTPPortAllocator
 from callback_tw.sip.registrar import Registrar
 from callback_tw.sip.registration import LineRegistration
+from callback_tw.sip.reactor import setBuffers
 from callback_tw.sip.stack import Route, Router, SipStack
 
 
@@ -125,6 +126,8 @@ class CallbackService(MultiService):
         super().startService()  # SIP binds here
         cb = self.config.callback
         self.iifPort = self._reactor.listenUDP(cb.listenPort, self.iif, interface=cb.listenAddress)
+        if hasattr(self.iifPort, "socket"):
+            setBuffers(self.iifPort.socket)
         iifHost = self.iifPort.getHost()
         self._log.info(
             "callback_tw ready: IIF on udp {iifHost}:{iifPort}, SIP on udp {sipHost}:{sipPort}",

@@ -268,7 +268,7 @@ class Leg:
         if self.state != "answered" or self._ua is None:
             return
         self._updateTries += 1
-        self._log.info("{leg} re-INVITE (try {n})", leg=self.name, n=self._updateTries)
+        self._log.debug("{leg} re-INVITE (try {n})", leg=self.name, n=self._updateTries)
         if self._ua.lSDP is None:
             self._ua.lSDP = MsgBody(self._localSdp)
         try:
@@ -303,7 +303,7 @@ class Leg:
                 code = event.getData()[0]
                 if code != 100:
                     self.state = "ringing"
-                    self._log.info("{leg} ringing ({code})", leg=self.name, code=code)
+                    self._log.debug("{leg} ringing ({code})", leg=self.name, code=code)
                     self._listener.legRinging(self)
         elif isinstance(event, CCEventConnect):
             code, reason, body = event.getData()[:3]
@@ -312,14 +312,14 @@ class Leg:
                 self._stopTimers()
                 self.state = "answered"
                 self.remoteSdp = sdp
-                self._log.info("{leg} answered", leg=self.name)
+                self._log.debug("{leg} answered", leg=self.name)
                 self._listener.legAnswered(self, sdp or "")
             elif self.state == "answered" and self._update is not None:
                 d, self._update = self._update, None
                 self._localSdp = self._updateSdp or self._localSdp
                 if sdp is not None:
                     self.remoteSdp = sdp
-                self._log.info("{leg} re-INVITE answered {code}", leg=self.name, code=code)
+                self._log.debug("{leg} re-INVITE answered {code}", leg=self.name, code=code)
                 d.callback(sdp or "")
         elif isinstance(event, (CCEventFail, CCEventRedirect)):
             code, reason = event.getData()[:2]
