@@ -35,8 +35,12 @@ from sippy.MsgBody import MsgBody
 from sippy.SipCallId import SipCallId
 from sippy.SipConf import SipConf
 from sippy.SipContact import SipContact
+from sippy.SipHeader import SipHeader
 from sippy.SipReason import SipReason
 from sippy.UA import UA
+from sippy.UacStateCancelling import UacStateCancelling
+from sippy.UacStateTrying import UacStateTrying
+from sippy.UacStateUpdating import UacStateUpdating
 from sippy.SipAddress import SipAddress
 from sippy.SipURL import SipURL
 
@@ -87,6 +91,49 @@ class _Try(CCEventTry):
     def onUacSetupComplete(self, uac: Any) -> None:
         if self.fromDomain:
             uac.lUri.getUrl().host = self.fromDomain
+
+
+class _DialogUA(UA):
+    """
+    sippy's UA, whose in-dialog requests follow the dialog's route set.
+
+    Two gaps in sippy 2.5, both seen through a record-routing Kamailio:
+
+      - With C{outbound_proxy} set, sippy sends every request to that proxy
+        and, when the 2xx carries a loose-routing Record-Route, writes the
+        first route (stripped of its parameters) as the R-URI, strict-router
+        style, with the Contact as the last Route.  Only a proxy that spots
+        its own URI in the R-URI (RFC 3261 16.4) can route that; Kamailio
+        then spirals the request through itself a second time.  RFC 3261
+        12.2.1.1 wants the remote target as R-URI and the route set as
+        Route, sent to the first route (8.1.2) — what sippy does without an
+        outbound proxy.  So the 2xx that creates the dialog with a route set
+        drops the outbound proxy.  Without a Record-Route the proxy stays:
+        the provider relays in-dialog requests by R-URI.
+      - The transaction manager builds the ACK of a 2xx from that response's
+        own Record-Route; the 2xx of a re-INVITE has none (the route set is
+        fixed when the dialog is created, 12.2.1.2), so the ACK of each join
+        re-INVITE went straight to the Contact, around the provider.  So the
+        dialog's Record-Route is put back into such a 2xx before the
+        transaction manager reads it.
+    """
+
+    #: the Record-Route of the 2xx that created the dialog, as received.
+    _dialogRecordRoute: list[Any] = []
+
+    def recvResponse(self, resp: Any, tr: Any) -> None:
+        code = resp.getSCode()[0]
+        if 200 <= code < 300 and resp.getHFBody("cseq").getCSeqMethod() == "INVITE":
+            if isinstance(self.state, (UacStateTrying, UacStateCancelling)):
+                self._dialogRecordRoute = [x.getCopy() for x in resp.getHFBodys("record-route")]
+                if self._dialogRecordRoute:
+                    self.outbound_proxy = None
+            elif isinstance(self.state, UacStateUpdating) and self._dialogRecordRoute:
+                resp.delHFs("record-route")
+                resp.appendHeaders(
+                    [SipHeader(name="record-route", body=x.getCopy()) for x in self._dialogRecordRoute]
+                )
+        super().recvResponse(resp, tr)
 
 
 class LegUpdateFailed(Exception):
@@ -188,7 +235,7 @@ class Leg:
         """Send the INVITE."""
         assert self.state == "new", self.state
         username, password = self._credentials or (None, None)
-        ua = UA(
+        ua = _DialogUA(
             self._globalConfig,
             event_cb=self._uaEvent,
             nh_address=tuple(self.target),
