@@ -11,6 +11,7 @@ close the IIF port, unregister the external line (bounded, 2 s), then SIP.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -123,6 +124,7 @@ class CallbackService(MultiService):
         self.iifPort = None
 
     def startService(self) -> None:
+        tuneGarbageCollector()
         super().startService()  # SIP binds here
         cb = self.config.callback
         self.iifPort = self._reactor.listenUDP(cb.listenPort, self.iif, interface=cb.listenAddress)
@@ -160,6 +162,30 @@ class CallbackService(MultiService):
             # waited for here (bounded by the registration itself).
             yield self.lineRegistration.stopService()
         yield super().stopService()
+
+
+#: gc thresholds for a server that holds many live objects: a young
+#: collection every 20 000 net allocations instead of 700, and older ones
+#: 50 times rarer each. See L{tuneGarbageCollector}.
+GC_THRESHOLDS = (20_000, 50, 50)
+
+
+def tuneGarbageCollector() -> None:
+    """
+    Keep Python's cycle collector from stalling the reactor.
+
+    A running server holds tens of thousands of live objects per hundred
+    callbacks (sippy keeps each finished dialog for 32 s). With the default
+    thresholds a full collection ran every ~1.5 s at 200 callbacks/s and took
+    up to 240 ms, finding nothing: the reactor stood still, SIP datagrams
+    queued, ACK latency p99 was 290 ms. Freezing what exists at start-up
+    (modules, classes, prompts: never garbage) and collecting less often
+    brought p99 to 4 ms and CPU per callback down 10 % (bench/bench_callbacks.py).
+    Cycles are still collected, only in larger batches.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def loadPrompts(config: Config) -> PromptCatalogue:
