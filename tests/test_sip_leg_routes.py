@@ -151,9 +151,11 @@ class RouteSetTests(SynchronousTestCase):
         self.assertFollowsRouteSet(ack)
         reinvite = self.reinvite()
         self.assertFollowsRouteSet(reinvite)
-        self.clock.deliver(self.far.response(reinvite.data, 200, "OK", farSdp(version=2)))
+        self.clock.deliver(
+            self.far.response(reinvite.data, 200, "OK", farSdp(version=2))
+        )
         self.clock.settle()
-        (_, reinviteAck) = self.sent("ACK")
+        _, reinviteAck = self.sent("ACK")
         self.assertFollowsRouteSet(reinviteAck)
         self.assertEqual(
             headerOf(reinviteAck.data, "cseq").split()[0],

@@ -123,15 +123,20 @@ class _DialogUA(UA):
 
     def recvResponse(self, resp: Any, tr: Any) -> None:
         code = resp.getSCode()[0]
-        if 200 <= code < 300 and resp.getHFBody("cseq").getCSeqMethod() == "INVITE":
+        method = resp.getHFBody("cseq").getCSeqMethod()
+        if 200 <= code < 300 and method == "INVITE":
             if isinstance(self.state, (UacStateTrying, UacStateCancelling)):
-                self._dialogRecordRoute = [x.getCopy() for x in resp.getHFBodys("record-route")]
+                recordRoute = resp.getHFBodys("record-route")
+                self._dialogRecordRoute = [x.getCopy() for x in recordRoute]
                 if self._dialogRecordRoute:
                     self.outbound_proxy = None
             elif isinstance(self.state, UacStateUpdating) and self._dialogRecordRoute:
                 resp.delHFs("record-route")
                 resp.appendHeaders(
-                    [SipHeader(name="record-route", body=x.getCopy()) for x in self._dialogRecordRoute]
+                    [
+                        SipHeader(name="record-route", body=x.getCopy())
+                        for x in self._dialogRecordRoute
+                    ]
                 )
         super().recvResponse(resp, tr)
 

@@ -316,3 +316,100 @@ def startExternalLineWorld(
     testCase.addCleanup(server.stop)
     yield server.start()
     return ExternalLineWorld(server, provider, uas, client)
+
+
+# ------------------------------------------------ a record-routing provider
+
+#: The record-routing provider (L{RecordRoutingProvider}).
+RR_CONFIG_TEMPLATE = CONFIG_TEMPLATE.parent / "provider_rr.cfg"
+#: The phones that copy Record-Route into their responses.
+RR_UAS_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "uas_rr.xml"
+
+# The in-dialog lines of provider_rr.cfg (provider.cfg never logs them).
+_FIELDS.update(
+    {
+        "dialog": ("method", "ruri", "route", "source", "callId"),
+        "routed": ("method", "ruri", "dst", "callId"),
+        "unrouted": ("method", "ruri", "callId"),
+    }
+)
+
+
+class RecordRoutingProvider(KamailioProvider):
+    """
+    L{KamailioProvider} rendering C{kamailio/provider_rr.cfg}: it
+    record-routes the INVITEs it relays and routes in-dialog requests only by
+    their Route headers (C{loose_route()}), logging each one as C{dialog},
+    then C{routed} or C{unrouted}.
+    """
+
+    def render(self) -> Path:
+        text = RR_CONFIG_TEMPLATE.read_text()
+        values = {
+            "LISTEN_PORT": self.port,
+            "UAS_PORT": self.uasPort,
+            "USERNAME": self.username,
+            "PASSWORD": self.password,
+            "MAX_EXPIRES": self.maxExpires,
+        }
+        for name, value in values.items():
+            text = text.replace(f"@@{name}@@", str(value))
+        left = re.findall(r"@@[A-Z_]+@@", text)
+        if left:
+            raise ValueError(f"{RR_CONFIG_TEMPLATE}: {left[0]} was not replaced")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.runDirectory.mkdir(parents=True, exist_ok=True)
+        self.configPath.write_text(text)
+        return self.configPath
+
+
+@defer.inlineCallbacks
+def startRecordRoutingWorld(
+    testCase: Any, reactor: Any = None, **overrides: Any
+) -> Any:
+    """
+    As L{startExternalLineWorld}, but the provider record-routes
+    (L{RecordRoutingProvider}) and the phones echo Record-Route
+    (C{scenarios/uas_rr.xml}).
+    """
+    if reactor is None:
+        from twisted.internet import reactor  # type: ignore[no-redef]
+    directory = Path(testCase.mktemp())
+    directory.mkdir(parents=True)
+    uas = SippUAS(str(directory), RR_UAS_SCENARIO, reactor=reactor, lifetime=120)
+    testCase.addCleanup(
+        lambda: logProcessOutput(uas, testCase.id()) if uas.pid else None
+    )
+    testCase.addCleanup(uas.stop)
+    yield uas.start()
+    provider = RecordRoutingProvider(
+        str(directory), uas.port, reactor=reactor, lifetime=120
+    )
+    testCase.addCleanup(
+        lambda: logProcessOutput(provider, testCase.id()) if provider.pid else None
+    )
+    testCase.addCleanup(provider.stop)
+    yield provider.start()
+    client = ASClient(reactor)
+    client.start()
+    testCase.addCleanup(client.stop)
+    line = {
+        "registrar": f"{LOOPBACK}:{provider.port}",
+        "proxy": "",
+        "username": "line1",
+        "password": "pw1",
+        "number": "5551000",
+        "register": True,
+        "expires": 3600,
+    }
+    overrides.setdefault("outbound_peer", "")
+    server = ExternalLineServer(
+        str(directory), uas.port, client.port, line, reactor=reactor, **overrides
+    )
+    client.defaultTarget = server.iifAddress
+    testCase.addCleanup(
+        lambda: logProcessOutput(server, testCase.id()) if server.pid else None
+    )
+    testCase.addCleanup(server.stop)
+    yield server.start()
+    return ExternalLineWorld(server, provider, uas, client)
