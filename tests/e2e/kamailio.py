@@ -99,6 +99,9 @@ class KamailioProvider(_ChildProcess):
     @ivar events: every L{KamEvent} so far, in order.
     """
 
+    #: the configuration template rendered for each run
+    template = CONFIG_TEMPLATE
+
     stopGrace = 5.0
 
     def __init__(
@@ -131,7 +134,7 @@ class KamailioProvider(_ChildProcess):
 
     def render(self) -> Path:
         """Write the configuration for this account and ports."""
-        text = CONFIG_TEMPLATE.read_text()
+        text = self.template.read_text()
         values = {
             "LISTEN_PORT": self.port,
             "UAS_PORT": self.uasPort,
@@ -143,7 +146,7 @@ class KamailioProvider(_ChildProcess):
             text = text.replace(f"@@{name}@@", str(value))
         left = re.findall(r"@@[A-Z_]+@@", text)
         if left:
-            raise ValueError(f"{CONFIG_TEMPLATE}: {left[0]} was not replaced")
+            raise ValueError(f"{self.template}: {left[0]} was not replaced")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.runDirectory.mkdir(parents=True, exist_ok=True)
         self.configPath.write_text(text)
@@ -343,24 +346,7 @@ class RecordRoutingProvider(KamailioProvider):
     then C{routed} or C{unrouted}.
     """
 
-    def render(self) -> Path:
-        text = RR_CONFIG_TEMPLATE.read_text()
-        values = {
-            "LISTEN_PORT": self.port,
-            "UAS_PORT": self.uasPort,
-            "USERNAME": self.username,
-            "PASSWORD": self.password,
-            "MAX_EXPIRES": self.maxExpires,
-        }
-        for name, value in values.items():
-            text = text.replace(f"@@{name}@@", str(value))
-        left = re.findall(r"@@[A-Z_]+@@", text)
-        if left:
-            raise ValueError(f"{RR_CONFIG_TEMPLATE}: {left[0]} was not replaced")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.runDirectory.mkdir(parents=True, exist_ok=True)
-        self.configPath.write_text(text)
-        return self.configPath
+    template = RR_CONFIG_TEMPLATE
 
 
 @defer.inlineCallbacks
