@@ -59,6 +59,9 @@ class FakeLeg:
         self.updates.append((sdp, d))
         return d
 
+    def detach(self) -> None:
+        self.detached = True
+
     # what the far end does
     def answer(self, sdp: str) -> None:
         self.state = "answered"

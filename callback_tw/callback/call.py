@@ -361,8 +361,11 @@ class CallbackCall:
         self._finish(CallResult(real, cause))
 
     def _finish(self, result: CallResult) -> None:
+        for leg in self._legs.values():
+            leg.detach()
         for observer in self.onEnd:
             observer(self)
+        self.onEnd = []
         self.finished.callback(result)
 
     def _stopMedia(self) -> None:

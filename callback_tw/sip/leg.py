@@ -93,6 +93,27 @@ class _Try(CCEventTry):
             uac.lUri.getUrl().host = self.fromDomain
 
 
+class _NoListener:
+    """Where a detached leg's events go: nowhere."""
+
+    def legRinging(self, leg: Any) -> None:
+        pass
+
+    def legAnswered(self, leg: Any, sdp: str) -> None:
+        pass
+
+    def legEnded(self, leg: Any, end: Any) -> None:
+        pass
+
+    def legUpdateRequested(self, leg: Any, sdp: str) -> Deferred:
+        d: Deferred = Deferred()
+        d.errback(LegUpdateFailed(481, "Call/Transaction Does Not Exist"))
+        return d
+
+
+_NO_LISTENER = _NoListener()
+
+
 class _DialogUA(UA):
     """
     sippy's UA, whose in-dialog requests follow the dialog's route set.
@@ -139,6 +160,18 @@ class _DialogUA(UA):
                     ]
                 )
         super().recvResponse(resp, tr)
+
+    def recvRequest(self, req: Any, sip_t: Any) -> Any:
+        """
+        sippy hangs a C{sendResponse} closure on each request it hands a UA;
+        the closure refers to the request and to the UA, a reference cycle
+        that keeps the whole dialog alive until a full garbage collection.
+        It is only used while the request is handled, so drop it after.
+        """
+        try:
+            return super().recvRequest(req, sip_t)
+        finally:
+            req.__dict__.pop("sendResponse", None)
 
 
 class LegUpdateFailed(Exception):
@@ -299,6 +332,15 @@ class Leg:
             else LegEnd(487, "cancelled", False, False)
         )
         ua.recvEvent(event)
+
+    def detach(self) -> None:
+        """
+        Stop telling the owner anything: a finished callback detaches its
+        legs, so that the leg (kept by sippy until its dialog is dead) does
+        not keep the callback alive, and no reference cycle is left for the
+        garbage collector.
+        """
+        self._listener = _NO_LISTENER
 
     def update(self, sdp: str) -> Deferred:
         """
@@ -488,6 +530,9 @@ class UnreachableLeg:
 
     def hangUp(self, code: int | None = None, text: str | None = None) -> None:
         self.state = "ended"
+
+    def detach(self) -> None:
+        self._listener = _NO_LISTENER
 
     def update(self, sdp: str) -> Deferred:
         raise RuntimeError(f"{self.name}: not answered")
