@@ -151,6 +151,8 @@ class CallbackConfig:
         repeated REQUEST is answered again instead of calling twice.
     @ivar shutdownTimeout: the bound, in seconds, on releasing every callback
         when the service stops.
+    @ivar maxLag: overload guard: while the reactor runs later than this
+        (seconds) new callbacks are refused; 0 turns the guard off.
     """
 
     listenAddress: str = "0.0.0.0"
@@ -163,6 +165,7 @@ class CallbackConfig:
     maxCalls: int = 1000
     requestMemory: float = 3600.0
     shutdownTimeout: float = 5.0
+    maxLag: float = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -441,6 +444,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "max_calls",
         "request_memory",
         "shutdown_timeout",
+        "max_lag",
     ),
     "sip": ("address", "port", "advertised_address", "trace"),
     "peer_servers": (),
@@ -740,6 +744,7 @@ def _readCallback(s: _Section, resolve: Resolver) -> CallbackConfig:
         maxCalls=s.integer("max_calls", 1000, 1),
         requestMemory=s.number("request_memory", 3600.0),
         shutdownTimeout=s.number("shutdown_timeout", 5.0),
+        maxLag=s.number("max_lag", 0.1, allowZero=True),
     )
 
 

@@ -20,6 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from callback_tw.callback.announcer import Announcer
+from callback_tw.callback.load import LagMonitor
 from callback_tw.callback.manager import CallbackManager
 from callback_tw.config import Config
 from callback_tw.iif.protocol import IIFProtocol
@@ -106,6 +107,7 @@ class CallbackService(MultiService):
             on, off = config.media.ringbackCadence
             ringback = (config.media.ringbackFrequency, on, off)
         self.announcer = Announcer(prompts, self.scheduler, config.media.defaultAnnId1, ringback)
+        self.load = LagMonitor(reactor, config.callback.maxLag)
         self.manager = CallbackManager(
             self.dialer,
             self.media,
@@ -114,6 +116,7 @@ class CallbackService(MultiService):
             reactor,
             announcer=self.announcer,
             checkRequest=self.announcer.checkRequest,
+            load=self.load,
         )
         self.iif = IIFProtocol(
             self.manager,
@@ -131,6 +134,7 @@ class CallbackService(MultiService):
         self._collector.clock = self._reactor
         self._collector.start(FULL_COLLECTION_INTERVAL, now=False)
         super().startService()  # SIP binds here
+        self.load.start()
         cb = self.config.callback
         self.iifPort = self._reactor.listenUDP(cb.listenPort, self.iif, interface=cb.listenAddress)
         if hasattr(self.iifPort, "socket"):
@@ -148,6 +152,7 @@ class CallbackService(MultiService):
     def stopService(self) -> Any:
         if self._collector is not None and self._collector.running:
             self._collector.stop()
+        self.load.stop()
         timeout = self.config.callback.shutdownTimeout
         drained = self.manager.releaseAll("server shutting down")
         timer = self._reactor.callLater(timeout, drained.cancel)

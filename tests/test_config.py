@@ -413,6 +413,7 @@ class CallbackSectionTests(_ConfigTestMixin, SynchronousTestCase):
                     "max_calls": "20",
                     "request_memory": "10",
                     "shutdown_timeout": "0.5",
+                    "max_lag": "0.25",
                 }
             }
         )
@@ -429,6 +430,7 @@ class CallbackSectionTests(_ConfigTestMixin, SynchronousTestCase):
                 maxCalls=20,
                 requestMemory=10.0,
                 shutdownTimeout=0.5,
+                maxLag=0.25,
             ),
         )
 
@@ -465,6 +467,19 @@ class CallbackSectionTests(_ConfigTestMixin, SynchronousTestCase):
                     {"callback": {key: bad}},
                     f"[callback] {key}: must be a number of seconds > 0, got {bad!r}",
                 )
+
+    def test_maxLag(self) -> None:
+        """
+        max_lag (the overload guard) is seconds >= 0, 0 turning it off;
+        0.1 by default.
+        """
+        for bad in ("-0.1", "soon", "nan"):
+            self.assertConfigError(
+                {"callback": {"max_lag": bad}},
+                f"[callback] max_lag: must be a number of seconds >= 0, got {bad!r}",
+            )
+        self.assertEqual(self.load({"callback": {"max_lag": "0"}}).callback.maxLag, 0)
+        self.assertEqual(self.load({}).callback.maxLag, 0.1)
 
     def test_listenPort(self) -> None:
         """

@@ -23,6 +23,8 @@ class CallbackManager:
     @param maxDuration: the cap on C{duration}; C{duration=0} means this cap.
     @param checkRequest: optional extra admission check (e.g. that the
         announcements a request names exist); raises L{CallbackRefused}.
+    @param load: the overload guard (L{callback_tw.callback.load.LagMonitor});
+        while it says C{overloaded}, new callbacks are refused.
     """
 
     _log = Logger()
@@ -36,6 +38,7 @@ class CallbackManager:
         reactor: Any,
         announcer: Any = None,
         checkRequest: Callable[[Any], None] | None = None,
+        load: Any = None,
     ) -> None:
         self._dialer = dialer
         self._media = media
@@ -44,6 +47,7 @@ class CallbackManager:
         self._reactor = reactor
         self._announcer = announcer
         self._checkRequest = checkRequest
+        self._load = load
         self._calls: dict[str, CallbackCall] = {}
         self._stopping = False
 
@@ -65,6 +69,8 @@ class CallbackManager:
             raise CallbackRefused(f"callback {request.callbackId} is running already")
         if len(self._calls) >= self._maxCalls:
             raise CallbackRefused(f"max_calls ({self._maxCalls}) reached")
+        if self._load is not None and self._load.overloaded:
+            raise CallbackRefused(f"overloaded (reactor {self._load.lag * 1000:.0f} ms late)")
         if self._checkRequest is not None:
             self._checkRequest(request)
         duration = request.duration if request.duration > 0 else self._maxDuration
