@@ -191,6 +191,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         no_answer_timeout=30,
         shutdown_timeout=5,
         request_memory=options.request_memory,
+        max_lag=options.max_lag,
     )
     client.server = server.iifAddress
     server.maxOutput = 500_000_000
@@ -432,6 +433,13 @@ def main(argv: list[str] | None = None) -> int:
         "--drain", type=float, default=15.0, help="seconds to wait for stragglers (15)"
     )
     parser.add_argument("--max-calls", type=int, default=100000, dest="max_calls")
+    parser.add_argument(
+        "--max-lag",
+        type=float,
+        default=0.1,
+        dest="max_lag",
+        help="the server's overload guard, [callback] max_lag (default 0.1 as shipped; 0: off)",
+    )
     parser.add_argument(
         "--request-memory",
         type=float,
