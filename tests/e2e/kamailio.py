@@ -265,6 +265,8 @@ def startExternalLineWorld(
     password: str = "pw1",
     maxExpires: int = 8,
     line: Mapping[str, Any] | None = None,
+    providerClass: type[KamailioProvider] | None = None,
+    scenario: Path | None = None,
     **overrides: Any,
 ) -> Any:
     """
@@ -275,19 +277,22 @@ def startExternalLineWorld(
 
     @param line: C{[external_line]} values replacing the defaults (registrar
         and proxy = Kamailio, username line1, number 5551000).
+    @param providerClass: the Kamailio to run (default L{KamailioProvider}).
+    @param scenario: the phones' SIPp scenario (default the phone farm).
     @param overrides: other server config values, as for L{ServerProcess}.
     """
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
     directory = Path(testCase.mktemp())
     directory.mkdir(parents=True)
-    uas = SippUAS(str(directory), reactor=reactor, lifetime=150)
+    uasArgs = {} if scenario is None else {"scenario": scenario}
+    uas = SippUAS(str(directory), reactor=reactor, lifetime=150, **uasArgs)
     testCase.addCleanup(
         lambda: logProcessOutput(uas, testCase.id()) if uas.pid else None
     )
     testCase.addCleanup(uas.stop)
     yield uas.start()
-    provider = KamailioProvider(
+    provider = (providerClass or KamailioProvider)(
         str(directory), uas.port, maxExpires=maxExpires, reactor=reactor
     )
     testCase.addCleanup(
@@ -349,53 +354,16 @@ class RecordRoutingProvider(KamailioProvider):
     template = RR_CONFIG_TEMPLATE
 
 
-@defer.inlineCallbacks
-def startRecordRoutingWorld(
-    testCase: Any, reactor: Any = None, **overrides: Any
-) -> Any:
+def startRecordRoutingWorld(testCase: Any, reactor: Any = None, **overrides: Any) -> Deferred:
     """
     As L{startExternalLineWorld}, but the provider record-routes
     (L{RecordRoutingProvider}) and the phones echo Record-Route
     (C{scenarios/uas_rr.xml}).
     """
-    if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
-    directory = Path(testCase.mktemp())
-    directory.mkdir(parents=True)
-    uas = SippUAS(str(directory), RR_UAS_SCENARIO, reactor=reactor, lifetime=120)
-    testCase.addCleanup(
-        lambda: logProcessOutput(uas, testCase.id()) if uas.pid else None
+    return startExternalLineWorld(
+        testCase,
+        reactor,
+        providerClass=RecordRoutingProvider,
+        scenario=RR_UAS_SCENARIO,
+        **overrides,
     )
-    testCase.addCleanup(uas.stop)
-    yield uas.start()
-    provider = RecordRoutingProvider(
-        str(directory), uas.port, reactor=reactor, lifetime=120
-    )
-    testCase.addCleanup(
-        lambda: logProcessOutput(provider, testCase.id()) if provider.pid else None
-    )
-    testCase.addCleanup(provider.stop)
-    yield provider.start()
-    client = ASClient(reactor)
-    client.start()
-    testCase.addCleanup(client.stop)
-    line = {
-        "registrar": f"{LOOPBACK}:{provider.port}",
-        "proxy": "",
-        "username": "line1",
-        "password": "pw1",
-        "number": "5551000",
-        "register": True,
-        "expires": 3600,
-    }
-    overrides.setdefault("outbound_peer", "")
-    server = ExternalLineServer(
-        str(directory), uas.port, client.port, line, reactor=reactor, **overrides
-    )
-    client.defaultTarget = server.iifAddress
-    testCase.addCleanup(
-        lambda: logProcessOutput(server, testCase.id()) if server.pid else None
-    )
-    testCase.addCleanup(server.stop)
-    yield server.start()
-    return ExternalLineWorld(server, provider, uas, client)
