@@ -27,9 +27,9 @@ from callback_tw.iif.protocol import IIFProtocol
 from callback_tw.media.player import RTPScheduler
 from callback_tw.media.prompts import PromptCatalogue
 from callback_tw.media.rtp import RTPPortAllocator
+from callback_tw.sip.reactor import setBuffers
 from callback_tw.sip.registrar import Registrar
 from callback_tw.sip.registration import LineRegistration
-from callback_tw.sip.reactor import setBuffers
 from callback_tw.sip.stack import Route, Router, SipStack
 
 
@@ -44,7 +44,12 @@ class CallbackService(MultiService):
 
     _log = Logger()
 
-    def __init__(self, config: Config, reactor: Any = None, prompts: PromptCatalogue | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any = None,
+        prompts: PromptCatalogue | None = None,
+    ) -> None:
         """
         @param prompts: the announcements, loaded already (the twistd options
             load them so that a bad prompt is a one-line start-up error);
@@ -57,7 +62,9 @@ class CallbackService(MultiService):
         self._reactor = reactor
         self.config = config
         sip = config.sip
-        self.sip = SipStack(sip.address, sip.port, sip.sipHost, sip.trace, reactor=reactor)
+        self.sip = SipStack(
+            sip.address, sip.port, sip.sipHost, sip.trace, reactor=reactor
+        )
         self.sip.setServiceParent(self)
         #: the external line's registration; None unless external line mode
         #: with register = yes.
@@ -94,10 +101,15 @@ class CallbackService(MultiService):
             self.registrar = Registrar(config.users, sip.sipHost, reactor=reactor)
             self.sip.registrar = self.registrar
         self.dialer = Router(
-            self.sip, defaultRoute, config.callback.noAnswerTimeout, locator=self.registrar
+            self.sip,
+            defaultRoute,
+            config.callback.noAnswerTimeout,
+            locator=self.registrar,
         )
         bindHost = sip.address if sip.address not in ("", "0.0.0.0") else "0.0.0.0"
-        self.media = RTPPortAllocator(sip.sipHost, config.media.rtpPorts, reactor, bindHost=bindHost)
+        self.media = RTPPortAllocator(
+            sip.sipHost, config.media.rtpPorts, reactor, bindHost=bindHost
+        )
         if prompts is None:
             prompts = loadPrompts(config)
         self.prompts = prompts
@@ -106,7 +118,9 @@ class CallbackService(MultiService):
         if config.media.ringbackFrequency:
             on, off = config.media.ringbackCadence
             ringback = (config.media.ringbackFrequency, on, off)
-        self.announcer = Announcer(prompts, self.scheduler, config.media.defaultAnnId1, ringback)
+        self.announcer = Announcer(
+            prompts, self.scheduler, config.media.defaultAnnId1, ringback
+        )
         self.load = LagMonitor(reactor, config.callback.maxLag)
         self.manager = CallbackManager(
             self.dialer,
@@ -136,7 +150,9 @@ class CallbackService(MultiService):
         super().startService()  # SIP binds here
         self.load.start()
         cb = self.config.callback
-        self.iifPort = self._reactor.listenUDP(cb.listenPort, self.iif, interface=cb.listenAddress)
+        self.iifPort = self._reactor.listenUDP(
+            cb.listenPort, self.iif, interface=cb.listenAddress
+        )
         if hasattr(self.iifPort, "socket"):
             setBuffers(self.iifPort.socket)
         iifHost = self.iifPort.getHost()
@@ -159,7 +175,9 @@ class CallbackService(MultiService):
         try:
             yield drained
         except Exception:
-            self._log.warn("shutdown: callbacks did not all finish within {t} s", t=timeout)
+            self._log.warn(
+                "shutdown: callbacks did not all finish within {t} s", t=timeout
+            )
         finally:
             if timer.active():
                 timer.cancel()
@@ -214,7 +232,9 @@ def collectGarbage() -> int:
     """
     found = gc.collect()
     if found:
-        CallbackService._log.info("garbage collector freed {n} objects in cycles", n=found)
+        CallbackService._log.info(
+            "garbage collector freed {n} objects in cycles", n=found
+        )
     return found
 
 

@@ -29,7 +29,11 @@ class Sent:
     @property
     def method(self) -> str:
         first = self.firstLine
-        return first.split(" ", 2)[1] if first.startswith("SIP/2.0") else first.split(" ", 1)[0]
+        return (
+            first.split(" ", 2)[1]
+            if first.startswith("SIP/2.0")
+            else first.split(" ", 1)[0]
+        )
 
     def header(self, name: str) -> str | None:
         return headerOf(self.data, name)
@@ -122,7 +126,14 @@ class FarEnd:
     transportParam: str = "UDP"
     tags: dict[str, str] = field(default_factory=dict)
 
-    def response(self, request: str, code: int, reason: str, sdp: str | None = None, tag: str = "far1") -> str:
+    def response(
+        self,
+        request: str,
+        code: int,
+        reason: str,
+        sdp: str | None = None,
+        tag: str = "far1",
+    ) -> str:
         callId = headerOf(request, "call-id")
         self.tags.setdefault(callId, tag)
         to = headerOf(request, "to")
@@ -143,7 +154,16 @@ class FarEnd:
         lines.append(f"Content-Length: {len(body)}")
         return "\r\n".join(lines) + "\r\n\r\n" + body
 
-    def request(self, method: str, dialogFrom: str, dialogTo: str, callId: str, cseq: int, target: str, sdp: str = "") -> str:
+    def request(
+        self,
+        method: str,
+        dialogFrom: str,
+        dialogTo: str,
+        callId: str,
+        cseq: int,
+        target: str,
+        sdp: str = "",
+    ) -> str:
         """An in-dialog request from the far end (From/To swapped by the caller)."""
         lines = [
             f"{method} {target} SIP/2.0",
@@ -161,7 +181,12 @@ class FarEnd:
         return "\r\n".join(lines) + "\r\n\r\n" + sdp
 
 
-def farSdp(port: int = 6000, codec: tuple[int, str] = (0, "PCMU"), version: int = 1, host: str = "127.0.0.1") -> str:
+def farSdp(
+    port: int = 6000,
+    codec: tuple[int, str] = (0, "PCMU"),
+    version: int = 1,
+    host: str = "127.0.0.1",
+) -> str:
     pt, name = codec
     return (
         "v=0\r\n"

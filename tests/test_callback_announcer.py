@@ -20,7 +20,9 @@ from tests.siphelpers import farSdp
 from tests.test_callback_call import FakeDialer, request
 from tests.test_media_player import parse
 
-PROMPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "prompts")
+PROMPTS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "prompts"
+)
 _catalogue: PromptCatalogue | None = None
 
 
@@ -74,7 +76,9 @@ class AnnouncerTests(SynchronousTestCase):
         )
 
     def start(self, **kw) -> CallbackCall:
-        call = CallbackCall(request(**kw), self.dialer, self.media, 60, self.clock, self.announcer)
+        call = CallbackCall(
+            request(**kw), self.dialer, self.media, 60, self.clock, self.announcer
+        )
         call.start()
         return call
 
@@ -102,7 +106,10 @@ class AnnouncerTests(SynchronousTestCase):
         self.assertEqual([p["payload"] for p in packets[: len(ann)]], list(ann))
         self.assertEqual(packets[0]["marker"], 1)
         self.assertEqual(packets[len(ann)]["marker"], 1)
-        self.assertEqual([p["payload"] for p in packets[len(ann):]], list(ring[: len(packets) - len(ann)]))
+        self.assertEqual(
+            [p["payload"] for p in packets[len(ann) :]],
+            list(ring[: len(packets) - len(ann)]),
+        )
 
     def test_requestAnnId1(self) -> None:
         """ann_id1 in the REQUEST replaces the default."""
@@ -124,7 +131,9 @@ class AnnouncerTests(SynchronousTestCase):
         leg1.answer(USER1)
         leg2 = self.dialer.legs[1]
         leg2.answer(USER2_PCMU)
-        expected = list(catalogue().announcement("00080003", "PCMU")) + list(catalogue().digits("42", "PCMU"))
+        expected = list(catalogue().announcement("00080003", "PCMU")) + list(
+            catalogue().digits("42", "PCMU")
+        )
         self.elapse(len(expected) * 0.02 - 0.1)
         self.assertEqual(leg1.updates, [])
         self.assertEqual(call.state, "joining")
@@ -132,7 +141,9 @@ class AnnouncerTests(SynchronousTestCase):
         self.assertEqual(len(leg1.updates), 1)
         packets = [p for _, p, _ in self.media.ports[1].sent]
         self.assertEqual([p["payload"] for p in packets], expected)
-        self.assertEqual({addr for _, _, addr in self.media.ports[1].sent}, {("127.0.0.1", 7000)})
+        self.assertEqual(
+            {addr for _, _, addr in self.media.ports[1].sent}, {("127.0.0.1", 7000)}
+        )
         lastToUser1 = max(t for t, _, _ in self.media.ports[0].sent)
         lastToUser2 = max(t for t, _, _ in self.media.ports[1].sent)
         self.assertGreaterEqual(lastToUser1, lastToUser2 - 0.021)
@@ -146,9 +157,14 @@ class AnnouncerTests(SynchronousTestCase):
         self.start(annId2="00080003")
         self.dialer.legs[0].answer(farSdp(port=6000, codec=(8, "PCMA")))
         self.elapse(0.2)
-        self.assertEqual({p["payloadType"] for _, p, _ in self.media.ports[0].sent}, {8})
+        self.assertEqual(
+            {p["payloadType"] for _, p, _ in self.media.ports[0].sent}, {8}
+        )
         payloads = [p["payload"] for _, p, _ in self.media.ports[0].sent]
-        self.assertEqual(payloads, list(catalogue().announcement("00080002", "PCMA")[: len(payloads)]))
+        self.assertEqual(
+            payloads,
+            list(catalogue().announcement("00080002", "PCMA")[: len(payloads)]),
+        )
 
     def test_hangUpDuringAnnouncement(self) -> None:
         """
@@ -185,19 +201,31 @@ class AnnouncerTests(SynchronousTestCase):
 
     def test_noDefault(self) -> None:
         """With no default and no ann_id1, user1 hears only ringback."""
-        self.announcer = Announcer(catalogue(), RTPScheduler(self.clock), "", ringback=(425, 1.0, 4.0))
+        self.announcer = Announcer(
+            catalogue(), RTPScheduler(self.clock), "", ringback=(425, 1.0, 4.0)
+        )
         self.start()
         self.dialer.legs[0].answer(USER1)
         self.elapse(0.2)
         payloads = [p["payload"] for _, p, _ in self.media.ports[0].sent]
-        self.assertEqual(payloads, list(catalogue().ringback(425, 1.0, 4.0, "PCMU")[: len(payloads)]))
+        self.assertEqual(
+            payloads, list(catalogue().ringback(425, 1.0, 4.0, "PCMU")[: len(payloads)])
+        )
 
     def test_unknownAnnouncementRefused(self) -> None:
         """A REQUEST naming an announcement without a file is refused; no call."""
         manager = CallbackManager(
-            self.dialer, self.media, 10, 100, self.clock, self.announcer, self.announcer.checkRequest
+            self.dialer,
+            self.media,
+            10,
+            100,
+            self.clock,
+            self.announcer,
+            self.announcer.checkRequest,
         )
         for kw in ({"annId1": "12345678"}, {"annId2": "99999999"}):
-            exc = self.assertRaises(CallbackRefused, manager.startCallback, request(**kw))
+            exc = self.assertRaises(
+                CallbackRefused, manager.startCallback, request(**kw)
+            )
             self.assertIn("no such announcement", exc.reason)
         self.assertEqual(self.dialer.legs, [])

@@ -110,11 +110,15 @@ class CallbackCallTests(SynchronousTestCase):
         self.media = FakeMedia()
 
     def start(self, duration: float = 60, **kw) -> CallbackCall:
-        call = CallbackCall(request(**kw), self.dialer, self.media, duration, self.clock)
+        call = CallbackCall(
+            request(**kw), self.dialer, self.media, duration, self.clock
+        )
         call.start()
         return call
 
-    def joinedCall(self, duration: float = 60, user2At: float = 0.0) -> tuple[CallbackCall, FakeLeg, FakeLeg]:
+    def joinedCall(
+        self, duration: float = 60, user2At: float = 0.0
+    ) -> tuple[CallbackCall, FakeLeg, FakeLeg]:
         call = self.start(duration)
         leg1 = self.dialer.legs[0]
         leg1.answer(PCMU1)
@@ -134,7 +138,10 @@ class CallbackCallTests(SynchronousTestCase):
         call = self.start()
         self.assertIsNone(self.successResultOf(call.accepted))
         self.assertEqual([leg.user for leg in self.dialer.legs], ["100"])
-        self.assertIn(f"m=audio {self.media.ports[0].port} RTP/AVP 0 8 101", self.dialer.legs[0].offer)
+        self.assertIn(
+            f"m=audio {self.media.ports[0].port} RTP/AVP 0 8 101",
+            self.dialer.legs[0].offer,
+        )
         self.assertNoResult(call.finished)
 
     def test_user2CalledAfterUser1Answers(self) -> None:
@@ -278,7 +285,9 @@ class CallbackCallTests(SynchronousTestCase):
         self.clock.advance(5)
         self.assertEqual(leg1.hangUps, [(None, None)])
         self.assertEqual(leg2.hangUps, [(None, None)])
-        self.assertEqual(self.successResultOf(call.finished), CallResult(0, "duration limit"))
+        self.assertEqual(
+            self.successResultOf(call.finished), CallResult(0, "duration limit")
+        )
 
     def test_noCommonCodec(self) -> None:
         """
@@ -341,11 +350,17 @@ class CallbackCallTests(SynchronousTestCase):
         other party, and that party's answer returns under our origin.
         """
         call, leg1, leg2 = self.joinedCall()
-        hold = farSdp(port=6004, version=3).replace("a=rtpmap:0 PCMU/8000\r\n", "a=rtpmap:0 PCMU/8000\r\na=sendonly\r\n")
+        hold = farSdp(port=6004, version=3).replace(
+            "a=rtpmap:0 PCMU/8000\r\n", "a=rtpmap:0 PCMU/8000\r\na=sendonly\r\n"
+        )
         d = call.legUpdateRequested(leg1, hold)
         offer, inner = leg2.updates[-1]
         self.assertIn("a=sendonly", offer)
-        inner.callback(farSdp(port=7000, version=4).replace("PCMU/8000\r\n", "PCMU/8000\r\na=recvonly\r\n"))
+        inner.callback(
+            farSdp(port=7000, version=4).replace(
+                "PCMU/8000\r\n", "PCMU/8000\r\na=recvonly\r\n"
+            )
+        )
         answer = self.successResultOf(d)
         self.assertIn("a=recvonly", answer)
         self.assertEqual(originVersion(answer)[0], originVersion(leg1.offer)[0])
@@ -354,7 +369,10 @@ class CallbackCallTests(SynchronousTestCase):
         """If user1 cannot even be dialled, C{accepted} fails and the result is 0."""
         self.dialer.fail = True
         call = self.start()
-        self.assertIn("SIP stack down", self.failureResultOf(call.accepted, CallbackRefused).value.reason)
+        self.assertIn(
+            "SIP stack down",
+            self.failureResultOf(call.accepted, CallbackRefused).value.reason,
+        )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(self.successResultOf(call.finished).realDuration, 0)
         self.assertTrue(all(p.closed for p in self.media.ports))
@@ -373,13 +391,17 @@ class CallbackManagerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.dialer = FakeDialer()
-        self.manager = CallbackManager(self.dialer, FakeMedia(), maxCalls=2, maxDuration=100, reactor=self.clock)
+        self.manager = CallbackManager(
+            self.dialer, FakeMedia(), maxCalls=2, maxDuration=100, reactor=self.clock
+        )
 
     def test_maxCalls(self) -> None:
         """One callback over max_calls is refused; a slot frees when one ends."""
         self.manager.startCallback(request(callbackId="a"))
         self.manager.startCallback(request(callbackId="b"))
-        self.assertRaises(CallbackRefused, self.manager.startCallback, request(callbackId="c"))
+        self.assertRaises(
+            CallbackRefused, self.manager.startCallback, request(callbackId="c")
+        )
         self.dialer.legs[0].fail(486, "Busy Here")
         self.manager.startCallback(request(callbackId="c"))
         self.assertEqual(sorted(self.manager.active), ["b", "c"])
@@ -387,14 +409,22 @@ class CallbackManagerTests(SynchronousTestCase):
     def test_runningIdRefused(self) -> None:
         """A second callback with a running id is refused."""
         self.manager.startCallback(request(callbackId="a"))
-        self.assertRaises(CallbackRefused, self.manager.startCallback, request(callbackId="a", user2="102"))
+        self.assertRaises(
+            CallbackRefused,
+            self.manager.startCallback,
+            request(callbackId="a", user2="102"),
+        )
 
     def test_durationCapped(self) -> None:
         """duration=0 means the cap (max_duration); larger values are capped."""
         for duration in (0, 500):
-            call = self.manager.startCallback(request(callbackId=f"d{duration}", duration=duration))
+            call = self.manager.startCallback(
+                request(callbackId=f"d{duration}", duration=duration)
+            )
             call.legs["leg1"].answer(PCMU1)
-            self.assertEqual(max(c.getTime() for c in self.clock.getDelayedCalls()), 100)
+            self.assertEqual(
+                max(c.getTime() for c in self.clock.getDelayedCalls()), 100
+            )
             call.cancel("test")
 
     def test_cancelCallback(self) -> None:
@@ -416,4 +446,6 @@ class CallbackManagerTests(SynchronousTestCase):
         self.successResultOf(done)
         self.assertEqual(self.successResultOf(a.finished).cause, "server shutting down")
         self.successResultOf(b.finished)
-        self.assertRaises(CallbackRefused, self.manager.startCallback, request(callbackId="c"))
+        self.assertRaises(
+            CallbackRefused, self.manager.startCallback, request(callbackId="c")
+        )

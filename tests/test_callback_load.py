@@ -80,7 +80,9 @@ class ManagerGuardTests(SynchronousTestCase):
         manager = CallbackManager(dialer, FakeMedia(), 10, 100, clock, load=monitor)
         running = manager.startCallback(request(callbackId="a"))
         clock.advance(0.5)
-        exc = self.assertRaises(CallbackRefused, manager.startCallback, request(callbackId="b"))
+        exc = self.assertRaises(
+            CallbackRefused, manager.startCallback, request(callbackId="b")
+        )
         self.assertIn("overloaded", exc.reason)
         self.assertEqual(len(dialer.legs), 1)
         self.assertEqual(running.state, "calling1")

@@ -17,7 +17,14 @@ from callback_tw.callback.call import CallbackCall
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
 from tests.siphelpers import FarEnd, farSdp, headerOf, runUntil, useFakeReactor
-from tests.test_callback_call import PCMU1, PCMU2, FakeDialer, FakeLeg, FakeMedia, request
+from tests.test_callback_call import (
+    PCMU1,
+    PCMU2,
+    FakeDialer,
+    FakeLeg,
+    FakeMedia,
+    request,
+)
 
 
 class _Detaching(FakeLeg):
@@ -85,7 +92,9 @@ class NoCyclesTests(SynchronousTestCase):
         self.addCleanup(stack.stopService)
         far = FarEnd()
         offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
-        leg = stack.dial("100", "1000", ("127.0.0.1", 5099), offer, _Listener(), 60, "t/leg1")
+        leg = stack.dial(
+            "100", "1000", ("127.0.0.1", 5099), offer, _Listener(), 60, "t/leg1"
+        )
         invite = clock.sent[0].data
         clock.deliver(far.response(invite, 200, "OK", farSdp()))
         clock.settle()

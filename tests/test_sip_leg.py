@@ -70,7 +70,9 @@ class LegTests(SynchronousTestCase):
         first = self.invite.split("\r\n", 1)[0]
         self.assertEqual(first, "INVITE sip:100@127.0.0.1:5099 SIP/2.0")
         self.assertIn("<sip:1000@127.0.0.1>", headerOf(self.invite, "from"))
-        self.assertEqual(headerOf(self.invite, "contact"), f"<sip:1000@127.0.0.1:{self.stack.port}>")
+        self.assertEqual(
+            headerOf(self.invite, "contact"), f"<sip:1000@127.0.0.1:{self.stack.port}>"
+        )
         self.assertEqual(bodyOf(self.invite), self.offer)
         self.assertEqual(self.sent("INVITE")[0].addr, ("127.0.0.1", 5099))
 
@@ -85,8 +87,10 @@ class LegTests(SynchronousTestCase):
         """A 486 ends the leg: code 486, by the far end, not answered."""
         self.clock.deliver(self.far.response(self.invite, 486, "Busy Here"))
         self.clock.settle()
-        (kind, end), = self.listener.events
-        self.assertEqual((kind, end.code, end.byRemote, end.answered), ("ended", 486, True, False))
+        ((kind, end),) = self.listener.events
+        self.assertEqual(
+            (kind, end.code, end.byRemote, end.answered), ("ended", 486, True, False)
+        )
 
     def test_cancelWithReason(self) -> None:
         """Hanging up a ringing leg sends CANCEL, carrying the Reason given."""
@@ -94,7 +98,7 @@ class LegTests(SynchronousTestCase):
         self.clock.settle()
         self.leg.hangUp(486, "Busy Here")
         cancel = self.sent("CANCEL")[0]
-        self.assertEqual(reasonOf(cancel), "SIP;cause=486;text=\"Busy Here\"")
+        self.assertEqual(reasonOf(cancel), 'SIP;cause=486;text="Busy Here"')
         self.clock.settle()
         self.assertEqual(self.listener.events[-1][1].code, 487)
 
@@ -103,7 +107,7 @@ class LegTests(SynchronousTestCase):
         self.answer()
         self.leg.hangUp(486, "Busy Here")
         bye = self.sent("BYE")[0]
-        self.assertEqual(reasonOf(bye), "SIP;cause=486;text=\"Busy Here\"")
+        self.assertEqual(reasonOf(bye), 'SIP;cause=486;text="Busy Here"')
         # The Contact said transport=UDP (upper case): sippy would raise here.
         self.assertEqual(bye.addr, ("127.0.0.1", 5099))
         self.clock.settle()
@@ -116,7 +120,9 @@ class LegTests(SynchronousTestCase):
         callId = headerOf(self.invite, "call-id")
         bye = self.far.request(
             "BYE",
-            dialogFrom=self.far.response(self.invite, 200, "OK").split("To: ")[1].split("\r\n")[0],
+            dialogFrom=self.far.response(self.invite, 200, "OK")
+            .split("To: ")[1]
+            .split("\r\n")[0],
             dialogTo=headerOf(self.invite, "from"),
             callId=callId,
             cseq=1,
@@ -164,7 +170,9 @@ class LegTests(SynchronousTestCase):
         """A re-INVITE answered 488 fails the update with that status."""
         self.answer()
         d = self.leg.update(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
-        self.clock.deliver(self.far.response(self.sent("INVITE")[-1].data, 488, "Not Acceptable Here"))
+        self.clock.deliver(
+            self.far.response(self.sent("INVITE")[-1].data, 488, "Not Acceptable Here")
+        )
         self.clock.settle()
         self.assertEqual(self.failureResultOf(d, LegUpdateFailed).value.code, 488)
         self.assertEqual(self.leg.state, "answered")
@@ -176,7 +184,9 @@ class LegTests(SynchronousTestCase):
         """
         self.answer()
         self.listener.answerWith = "v=0\r\no=x 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n"
-        toHeader = self.far.response(self.invite, 200, "OK").split("To: ")[1].split("\r\n")[0]
+        toHeader = (
+            self.far.response(self.invite, 200, "OK").split("To: ")[1].split("\r\n")[0]
+        )
         reinvite = self.far.request(
             "INVITE",
             dialogFrom=toHeader,
@@ -188,6 +198,8 @@ class LegTests(SynchronousTestCase):
         )
         self.clock.deliver(reinvite)
         self.clock.settle()
-        self.assertEqual(self.listener.events[-1], ("update", farSdp(port=6100, version=3)))
+        self.assertEqual(
+            self.listener.events[-1], ("update", farSdp(port=6100, version=3))
+        )
         ok = [s for s in self.clock.sent if s.firstLine == "SIP/2.0 200 OK"][-1]
         self.assertEqual(bodyOf(ok.data), self.listener.answerWith)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 import threading
 
+from sippy.Time.MonoTime import MonoTime
+from sippy.Time.Timeout import Timeout, TimeoutAbsMono, TimeoutInact
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -15,8 +17,6 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from callback_tw.sip import reactor as sipreactor
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
-from sippy.Time.MonoTime import MonoTime
-from sippy.Time.Timeout import Timeout, TimeoutAbsMono, TimeoutInact
 from tests.siphelpers import FakeSipReactor, runUntil, useFakeReactor
 
 
@@ -170,7 +170,9 @@ class RetransmissionTests(SynchronousTestCase):
 
     def dial(self, timeout: float = 120):
         offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
-        return self.stack.dial("100", "1000", ("127.0.0.1", 5099), offer, self.listener, timeout, "t/leg1")
+        return self.stack.dial(
+            "100", "1000", ("127.0.0.1", 5099), offer, self.listener, timeout, "t/leg1"
+        )
 
     def test_timerAandB(self) -> None:
         """
@@ -180,7 +182,9 @@ class RetransmissionTests(SynchronousTestCase):
         self.dial()
         runUntil(self.clock, 40)
         invites = [s.time for s in self.clock.sent if s.method == "INVITE"]
-        self.assertEqual([round(t, 1) for t in invites], [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5])
+        self.assertEqual(
+            [round(t, 1) for t in invites], [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+        )
         self.assertEqual([e.code for e in self.listener.ended], [408])
 
     def test_timerEcapped(self) -> None:
@@ -200,7 +204,9 @@ class RetransmissionTests(SynchronousTestCase):
         leg.hangUp()
         runUntil(self.clock, start + 40)
         byes = [round(s.time - start, 1) for s in self.clock.sent if s.method == "BYE"]
-        self.assertEqual(byes, [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5])
+        self.assertEqual(
+            byes, [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+        )
 
     def test_noAnswerCancels(self) -> None:
         """
@@ -222,7 +228,9 @@ class RetransmissionTests(SynchronousTestCase):
         cancels = [s for s in self.clock.sent if s.method == "CANCEL"]
         self.assertEqual(len(cancels), 1)
         self.assertEqual(cancels[0].header("call-id"), leg.callId)
-        self.assertEqual([(e.code, e.answered) for e in self.listener.ended], [(408, False)])
+        self.assertEqual(
+            [(e.code, e.answered) for e in self.listener.ended], [(408, False)]
+        )
 
 
 class RealReactorTests(TestCase):
@@ -248,7 +256,10 @@ class RealReactorTests(TestCase):
         client = reactor.listenUDP(0, Client(), interface="127.0.0.1")
         port = client.getHost().port
         try:
-            for method, expected in (("OPTIONS", "SIP/2.0 200 OK"), ("INVITE", "SIP/2.0 403 Forbidden")):
+            for method, expected in (
+                ("OPTIONS", "SIP/2.0 200 OK"),
+                ("INVITE", "SIP/2.0 403 Forbidden"),
+            ):
                 request = (
                     f"{method} sip:cb@127.0.0.1:{stack.port} SIP/2.0\r\n"
                     f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{method}\r\n"

@@ -60,7 +60,7 @@ class RouterTests(SynchronousTestCase):
         leg = self.router.dial("101", self.offer, self.listener, "t/leg1")
         self.assertEqual(self.listener.events, [])
         self.clock.advance(0)
-        (kind, end), = self.listener.events
+        ((kind, end),) = self.listener.events
         self.assertEqual((kind, end.code, end.answered), ("ended", 480, False))
         self.assertEqual(leg.state, "ended")
         self.assertEqual(self.invites(), [])
@@ -80,9 +80,13 @@ class RouterTests(SynchronousTestCase):
         )
         Router(self.stack, line, 60).dial("555", self.offer, self.listener, "t/leg1")
         (invite,) = self.invites()
-        self.assertEqual(invite.firstLine, "INVITE sip:555@sip.provider.example SIP/2.0")
+        self.assertEqual(
+            invite.firstLine, "INVITE sip:555@sip.provider.example SIP/2.0"
+        )
         self.assertEqual(invite.addr, ("127.0.0.1", 5080))
-        self.assertIn("<sip:4930123@sip.provider.example>", headerOf(invite.data, "from"))
+        self.assertIn(
+            "<sip:4930123@sip.provider.example>", headerOf(invite.data, "from")
+        )
 
 
 class PolicyTests(SynchronousTestCase):
@@ -117,7 +121,10 @@ class PolicyTests(SynchronousTestCase):
         self.assertEqual(self.answer("INVITE"), "SIP/2.0 403 Forbidden")
         self.assertEqual(self.answer("REGISTER"), "SIP/2.0 403 Forbidden")
         self.assertEqual(self.answer("OPTIONS"), "SIP/2.0 200 OK")
-        self.assertEqual(self.answer("BYE", toTag="zz"), "SIP/2.0 481 Call/Transaction Does Not Exist")
+        self.assertEqual(
+            self.answer("BYE", toTag="zz"),
+            "SIP/2.0 481 Call/Transaction Does Not Exist",
+        )
 
     def test_garbage(self) -> None:
         """Bytes that are not SIP are dropped and logged; the stack keeps working."""

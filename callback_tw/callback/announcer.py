@@ -81,7 +81,9 @@ class Announcer:
         try:
             audio = parseAudio(sdp)
         except SdpError as e:
-            self._log.warn("callback {id}: no announcement, {error}", id=call.callbackId, error=e)
+            self._log.warn(
+                "callback {id}: no announcement, {error}", id=call.callbackId, error=e
+            )
             return None, ""
         first = audio.firstVoiceCodec()
         if first is None or first[0] not in _PLAYABLE or audio.port == 0:
@@ -92,7 +94,13 @@ class Announcer:
             )
             return None, ""
         codec, pt = first
-        stream = RTPStream(self._scheduler, rtp, (audio.address, audio.port), pt, choosePtime(audio.ptime))
+        stream = RTPStream(
+            self._scheduler,
+            rtp,
+            (audio.address, audio.port),
+            pt,
+            choosePtime(audio.ptime),
+        )
         return stream, codec
 
     def announceUser1(self, call: Any, leg: Any, rtp: Any, sdp: str) -> Playback:
@@ -103,7 +111,9 @@ class Announcer:
         annId = call.request.annId1 or self._defaultAnnId1
         done: Deferred = succeed(None)
         if annId:
-            self._log.info("callback {id} playing {ann} to user1", id=call.callbackId, ann=annId)
+            self._log.info(
+                "callback {id} playing {ann} to user1", id=call.callbackId, ann=annId
+            )
             done = stream.play(self._catalogue.announcement(annId, codec))
         if self._ringback is not None:
             frequency, on, off = self._ringback
@@ -120,9 +130,17 @@ class Announcer:
             return Playback(None, succeed(None))
         done: Deferred = succeed(None)
         if request.annId2 is not None:
-            self._log.info("callback {id} playing {ann} to user2", id=call.callbackId, ann=request.annId2)
+            self._log.info(
+                "callback {id} playing {ann} to user2",
+                id=call.callbackId,
+                ann=request.annId2,
+            )
             done = stream.play(self._catalogue.announcement(request.annId2, codec))
         if request.annDigit2 is not None:
-            self._log.info("callback {id} speaking {digits} to user2", id=call.callbackId, digits=request.annDigit2)
+            self._log.info(
+                "callback {id} speaking {digits} to user2",
+                id=call.callbackId,
+                digits=request.annDigit2,
+            )
             done = stream.play(self._catalogue.digits(request.annDigit2, codec))
         return Playback(stream, done)

@@ -19,8 +19,9 @@ nearest second (halves up); 0 when user2 never answered.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -168,7 +169,9 @@ class CallbackCall:
         session = SdpSession(self._dialer.sdpHost)
         self._sessions[name] = session
         offer = session.offer(rtp.host, rtp.port)
-        self._legs[name] = self._dialer.dial(user, offer, self, f"{self.callbackId}/{name}")
+        self._legs[name] = self._dialer.dial(
+            user, offer, self, f"{self.callbackId}/{name}"
+        )
 
     def _nameOf(self, leg: Any) -> str | None:
         for name, known in self._legs.items():
@@ -177,7 +180,9 @@ class CallbackCall:
         return None
 
     def legRinging(self, leg: Any) -> None:
-        self._log.info("callback {id} {leg} ringing", id=self.callbackId, leg=self._nameOf(leg))
+        self._log.info(
+            "callback {id} {leg} ringing", id=self.callbackId, leg=self._nameOf(leg)
+        )
 
     def legAnswered(self, leg: Any, sdp: str) -> None:
         name = self._nameOf(leg)
@@ -191,7 +196,9 @@ class CallbackCall:
     def _user1Answered(self, sdp: str) -> None:
         now = self._reactor.seconds()
         self._answered1At = now
-        self._durationCall = self._reactor.callLater(self._duration, self._durationExpired)
+        self._durationCall = self._reactor.callLater(
+            self._duration, self._durationExpired
+        )
         self._log.info(
             "callback {id} user1 answered; duration timer {duration} s started, calling user2",
             id=self.callbackId,
@@ -199,21 +206,31 @@ class CallbackCall:
         )
         self.state = "calling2"
         if self._announcer is not None:
-            self._playing.append(self._announcer.announceUser1(self, self._legs["leg1"], self._rtp["leg1"], sdp))
+            self._playing.append(
+                self._announcer.announceUser1(
+                    self, self._legs["leg1"], self._rtp["leg1"], sdp
+                )
+            )
         try:
             self._dial("leg2", self.request.user2)
         except Exception as e:
             self._log.failure("callback {id}: cannot call user2", id=self.callbackId)
-            self._release(f"cannot call user2: {e}", reason=(500, "Server Internal Error"))
+            self._release(
+                f"cannot call user2: {e}", reason=(500, "Server Internal Error")
+            )
 
     def _user2Answered(self, sdp: str) -> None:
         self._answered2At = self._reactor.seconds()
         self._log.info("callback {id} user2 answered", id=self.callbackId)
         leg1 = self._legs["leg1"]
         try:
-            shared = sharedVoiceCodecs(parseAudio(leg1.remoteSdp or ""), parseAudio(sdp))
+            shared = sharedVoiceCodecs(
+                parseAudio(leg1.remoteSdp or ""), parseAudio(sdp)
+            )
         except SdpError as e:
-            self._release(f"unusable SDP: {e}", reason=(488, "Not Acceptable Here"), both=True)
+            self._release(
+                f"unusable SDP: {e}", reason=(488, "Not Acceptable Here"), both=True
+            )
             return
         if not shared:
             self._release(
@@ -224,7 +241,9 @@ class CallbackCall:
             return
         self.state = "joining"
         if self._announcer is not None:
-            playback = self._announcer.announceUser2(self, self._legs["leg2"], self._rtp["leg2"], sdp)
+            playback = self._announcer.announceUser2(
+                self, self._legs["leg2"], self._rtp["leg2"], sdp
+            )
             self._playing.append(playback)
             ready = playback.done
         else:
@@ -251,21 +270,32 @@ class CallbackCall:
         self._stopMedia()
         leg1, leg2 = self._legs["leg1"], self._legs["leg2"]
         offer2 = leg2.remoteSdp or ""
-        self._log.info("callback {id} joining: re-INVITE user1 with user2's media", id=self.callbackId)
+        self._log.info(
+            "callback {id} joining: re-INVITE user1 with user2's media",
+            id=self.callbackId,
+        )
         d = leg1.update(self._sessions["leg1"].relay(offer2))
 
         def user1Answered(answer1: str) -> Deferred | None:
             if self.state != "joining":
                 return None
-            self._log.info("callback {id} joining: re-INVITE user2 with user1's media", id=self.callbackId)
+            self._log.info(
+                "callback {id} joining: re-INVITE user2 with user1's media",
+                id=self.callbackId,
+            )
             return leg2.update(self._sessions["leg2"].relay(answer1))
 
         def user2Answered(answer2: str | None) -> Deferred | None:
             if self.state != "joining" or answer2 is None:
                 return None
             if _mediaMoved(offer2, answer2):
-                self._log.info("callback {id} user2 moved its media: updating user1", id=self.callbackId)
-                return leg1.update(self._sessions["leg1"].relay(answer2)).addCallback(lambda _: answer2)
+                self._log.info(
+                    "callback {id} user2 moved its media: updating user1",
+                    id=self.callbackId,
+                )
+                return leg1.update(self._sessions["leg1"].relay(answer2)).addCallback(
+                    lambda _: answer2
+                )
             return answer2
 
         def joined(result: Any) -> None:
@@ -289,7 +319,11 @@ class CallbackCall:
             self._release(f"join failed: {code} {text}", reason=(code, text), both=True)
         else:
             self._log.failure("callback {id}: join failed", failure, id=self.callbackId)
-            self._release("join failed: internal error", reason=(500, "Server Internal Error"), both=True)
+            self._release(
+                "join failed: internal error",
+                reason=(500, "Server Internal Error"),
+                both=True,
+            )
 
     def legUpdateRequested(self, leg: Any, sdp: str) -> Deferred:
         """
@@ -324,10 +358,16 @@ class CallbackCall:
 
     def _durationExpired(self) -> None:
         self._durationCall = None
-        self._log.info("callback {id} duration of {d} s reached", id=self.callbackId, d=self._duration)
+        self._log.info(
+            "callback {id} duration of {d} s reached",
+            id=self.callbackId,
+            d=self._duration,
+        )
         self._release("duration limit")
 
-    def _release(self, cause: str, reason: tuple[int, str] | None = None, both: bool = False) -> None:
+    def _release(
+        self, cause: str, reason: tuple[int, str] | None = None, both: bool = False
+    ) -> None:
         """
         End the callback: hang up every leg still up (BYE or CANCEL), stop
         the timer, free the media, report once.

@@ -30,7 +30,9 @@ class LagMonitor:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, maxLag: float, interval: float = 0.05, window: float = 1.0) -> None:
+    def __init__(
+        self, reactor: Any, maxLag: float, interval: float = 0.05, window: float = 1.0
+    ) -> None:
         self._reactor = reactor
         self.maxLag = maxLag
         self._interval = interval

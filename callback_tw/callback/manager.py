@@ -6,7 +6,8 @@ and the drain at shutdown.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
@@ -70,12 +71,16 @@ class CallbackManager:
         if len(self._calls) >= self._maxCalls:
             raise CallbackRefused(f"max_calls ({self._maxCalls}) reached")
         if self._load is not None and self._load.overloaded:
-            raise CallbackRefused(f"overloaded (reactor {self._load.lag * 1000:.0f} ms late)")
+            raise CallbackRefused(
+                f"overloaded (reactor {self._load.lag * 1000:.0f} ms late)"
+            )
         if self._checkRequest is not None:
             self._checkRequest(request)
         duration = request.duration if request.duration > 0 else self._maxDuration
         duration = min(duration, self._maxDuration)
-        call = CallbackCall(request, self._dialer, self._media, duration, self._reactor, self._announcer)
+        call = CallbackCall(
+            request, self._dialer, self._media, duration, self._reactor, self._announcer
+        )
         self._calls[call.callbackId] = call
         call.onEnd.append(self._ended)
         call.start()
@@ -101,7 +106,9 @@ class CallbackManager:
         calls = list(self._calls.values())
         if not calls:
             return succeed(None)
-        self._log.info("releasing {n} active callbacks: {cause}", n=len(calls), cause=cause)
+        self._log.info(
+            "releasing {n} active callbacks: {cause}", n=len(calls), cause=cause
+        )
         finished = [c.finished for c in calls]
         # Observe without consuming: the IIF side holds its own callbacks.
         waits = []

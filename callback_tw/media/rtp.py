@@ -103,4 +103,6 @@ class RTPPortAllocator:
             rtp.port = listening.getHost().port
             self.open.add(rtp)
             return rtp
-        raise CannotListenError(self._bindHost, self._range, "no free RTP port in range")
+        raise CannotListenError(
+            self._bindHost, self._range, "no free RTP port in range"
+        )

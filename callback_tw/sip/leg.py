@@ -17,10 +17,6 @@ import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
-from twisted.logger import Logger
-
-from callback_tw.sip import reactor as _reactor  # noqa: F401  (sippy import order)
 from sippy.CCEvents import (
     CCEventConnect,
     CCEventDisconnect,
@@ -32,17 +28,21 @@ from sippy.CCEvents import (
     CCEventUpdate,
 )
 from sippy.MsgBody import MsgBody
+from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
 from sippy.SipConf import SipConf
 from sippy.SipContact import SipContact
 from sippy.SipHeader import SipHeader
 from sippy.SipReason import SipReason
+from sippy.SipURL import SipURL
 from sippy.UA import UA
 from sippy.UacStateCancelling import UacStateCancelling
 from sippy.UacStateTrying import UacStateTrying
 from sippy.UacStateUpdating import UacStateUpdating
-from sippy.SipAddress import SipAddress
-from sippy.SipURL import SipURL
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from callback_tw.sip import reactor as _reactor  # noqa: F401  (sippy import order)
 
 USER_AGENT = "callback_tw"
 
@@ -285,7 +285,11 @@ class Leg:
         ua.local_ua = USER_AGENT
         contact = SipContact(
             address=SipAddress(
-                url=SipURL(username=self.callerId, host=SipConf.my_address, port=SipConf.my_port)
+                url=SipURL(
+                    username=self.callerId,
+                    host=SipConf.my_address,
+                    port=SipConf.my_port,
+                )
             )
         )
         ua.lContact = contact
@@ -293,7 +297,9 @@ class Leg:
         callId = SipCallId()
         self.callId = str(callId)
         self.state = "calling"
-        self._noAnswerCall = self._reactor.callLater(self._noAnswerTimeout, self._noAnswer)
+        self._noAnswerCall = self._reactor.callLater(
+            self._noAnswerTimeout, self._noAnswer
+        )
         self._log.info(
             "{leg} INVITE sip:{user}@{host}:{port} from {caller} (Call-ID {callId})",
             leg=self.name,
@@ -303,7 +309,9 @@ class Leg:
             caller=self.callerId,
             callId=self.callId,
         )
-        event = _Try((callId, self.callerId, self.user, MsgBody(self._offer), None, None))
+        event = _Try(
+            (callId, self.callerId, self.user, MsgBody(self._offer), None, None)
+        )
         event.fromDomain = self._fromDomain
         ua.recvEvent(event)
 
@@ -328,7 +336,8 @@ class Leg:
         )
         ua = self._ua
         self._finish(
-            LegEnd(200, "hung up", False, True) if answered
+            LegEnd(200, "hung up", False, True)
+            if answered
             else LegEnd(487, "cancelled", False, False)
         )
         ua.recvEvent(event)
@@ -387,7 +396,9 @@ class Leg:
             try:
                 self._handle(event)
             except Exception:
-                self._log.failure("{leg} failed to handle {event}", leg=self.name, event=event)
+                self._log.failure(
+                    "{leg} failed to handle {event}", leg=self.name, event=event
+                )
 
     def _handle(self, event: Any) -> None:
         if isinstance(event, _Ended):
@@ -413,12 +424,19 @@ class Leg:
                 self._localSdp = self._updateSdp or self._localSdp
                 if sdp is not None:
                     self.remoteSdp = sdp
-                self._log.debug("{leg} re-INVITE answered {code}", leg=self.name, code=code)
+                self._log.debug(
+                    "{leg} re-INVITE answered {code}", leg=self.name, code=code
+                )
                 d.callback(sdp or "")
         elif isinstance(event, (CCEventFail, CCEventRedirect)):
             code, reason = event.getData()[:2]
             if self.state in ("calling", "ringing"):
-                self._log.info("{leg} failed: {code} {reason}", leg=self.name, code=code, reason=reason)
+                self._log.info(
+                    "{leg} failed: {code} {reason}",
+                    leg=self.name,
+                    code=code,
+                    reason=reason,
+                )
                 self._finish(LegEnd(int(code), str(reason), True, False))
             elif self.state == "answered" and self._update is not None:
                 if self._ua is not None and self._ua.lSDP is None:
@@ -433,12 +451,19 @@ class Leg:
                     self._retryCall = self._reactor.callLater(delay, self._sendUpdate)
                     return
                 d, self._update = self._update, None
-                self._log.info("{leg} re-INVITE failed: {code} {reason}", leg=self.name, code=code, reason=reason)
+                self._log.info(
+                    "{leg} re-INVITE failed: {code} {reason}",
+                    leg=self.name,
+                    code=code,
+                    reason=reason,
+                )
                 d.errback(LegUpdateFailed(int(code), str(reason)))
         elif isinstance(event, CCEventDisconnect):
             if self.state != "ended":
                 self._log.info("{leg} hung up by the far end", leg=self.name)
-                self._finish(LegEnd(200, "remote hang-up", True, self.state == "answered"))
+                self._finish(
+                    LegEnd(200, "remote hang-up", True, self.state == "answered")
+                )
         elif isinstance(event, CCEventUpdate):
             self._remoteUpdate(event)
         elif isinstance(event, CCEventPreConnect):
@@ -466,14 +491,18 @@ class Leg:
                 ua.recvEvent(CCEventFail((code, reason)))
 
         d.addCallbacks(answer, refuse)
-        d.addErrback(lambda f: self._log.failure("{leg} answering a re-INVITE", f, leg=self.name))
+        d.addErrback(
+            lambda f: self._log.failure("{leg} answering a re-INVITE", f, leg=self.name)
+        )
 
     def _noAnswer(self) -> None:
         self._noAnswerCall = None
         if self.state not in ("calling", "ringing"):
             return
         self._log.info(
-            "{leg} no answer within {t} s: CANCEL", leg=self.name, t=self._noAnswerTimeout
+            "{leg} no answer within {t} s: CANCEL",
+            leg=self.name,
+            t=self._noAnswerTimeout,
         )
         ua = self._ua
         self._finish(LegEnd(408, "no answer", True, False))
@@ -512,7 +541,14 @@ class UnreachableLeg:
     anything.
     """
 
-    def __init__(self, listener: ILegListener, reactor: Any, code: int, reason: str, name: str = "") -> None:
+    def __init__(
+        self,
+        listener: ILegListener,
+        reactor: Any,
+        code: int,
+        reason: str,
+        name: str = "",
+    ) -> None:
         self.name = name
         self.state = "calling"
         self.remoteSdp: str | None = None
@@ -525,7 +561,12 @@ class UnreachableLeg:
         if self.state == "ended":
             return
         self.state = "ended"
-        Leg._log.info("{leg} failed at once: {code} {reason}", leg=self.name, code=self._end.code, reason=self._end.reason)
+        Leg._log.info(
+            "{leg} failed at once: {code} {reason}",
+            leg=self.name,
+            code=self._end.code,
+            reason=self._end.reason,
+        )
         self._listener.legEnded(self, self._end)
 
     def hangUp(self, code: int | None = None, text: str | None = None) -> None:

@@ -30,7 +30,8 @@ import errno
 import socket
 import sys
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import abstract
 from twisted.internet.protocol import DatagramProtocol
@@ -198,14 +199,18 @@ class ReactorDispatcher:
         try:
             callback(*params)
         except Exception:
-            _log.failure("sippy call-from-thread {callback!r} failed", callback=callback)
+            _log.failure(
+                "sippy call-from-thread {callback!r} failed", callback=callback
+            )
 
     def breakLoop(self, rval: int = 0) -> None:
         """sippy's way to stop its loop; the reactor is stopped by its owner."""
         _log.debug("sippy asked to break its loop (ignored: the reactor owns the loop)")
 
     def loop(self, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("sippy's own loop must not run: callback_tw runs sippy on the reactor")
+        raise RuntimeError(
+            "sippy's own loop must not run: callback_tw runs sippy on the reactor"
+        )
 
     def regSignal(self, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("sippy signal handlers are not supported on the reactor")
@@ -247,7 +252,9 @@ def _installDispatcher() -> None:
         )
     import sippy.Core  # the package only; its __init__ loads nothing else
 
-    module = types.ModuleType(name, "callback_tw stand-in: sippy timers on the Twisted reactor")
+    module = types.ModuleType(
+        name, "callback_tw stand-in: sippy timers on the Twisted reactor"
+    )
     module.ED2 = ED2  # type: ignore[attr-defined]
     module.EventDispatcher2 = ReactorDispatcher  # type: ignore[attr-defined]
     module.EventListener = ReactorTimer  # type: ignore[attr-defined]
@@ -273,7 +280,10 @@ def dumpException(msg: str, f: Any = None, extra: Any = None) -> None:
     C{twisted.logger} (where trial and operators see it) instead of stdout.
     """
     _log.failure(
-        "sippy: {msg}{extra}", Failure(), msg=msg, extra="" if extra is None else f"\n{extra}"
+        "sippy: {msg}{extra}",
+        Failure(),
+        msg=msg,
+        extra="" if extra is None else f"\n{extra}",
     )
 
 
@@ -397,7 +407,9 @@ class ReactorUdpServer:
         except Exception:
             _log.failure("SIP message from {addr} could not be handled", addr=addr)
 
-    def send_to(self, data: bytes | str, address: tuple[str, int], delayed: bool = False) -> None:
+    def send_to(
+        self, data: bytes | str, address: tuple[str, int], delayed: bool = False
+    ) -> None:
         """Send one SIP message; never blocks, never raises into sippy."""
         if not isinstance(data, bytes):
             data = data.encode("utf-8")
@@ -411,7 +423,9 @@ class ReactorUdpServer:
         d.addCallback(lambda ip: self._write(data, (ip, port), self._retries))
         d.addErrback(
             lambda f: _log.warn(
-                "cannot resolve SIP destination {host}: {error}", host=host, error=f.value
+                "cannot resolve SIP destination {host}: {error}",
+                host=host,
+                error=f.value,
             )
         )
 
@@ -422,10 +436,15 @@ class ReactorUdpServer:
             self._port.write(data, address)
             self.stats[0] += 1
         except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS) and retries > 0:
+            if (
+                e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
+                and retries > 0
+            ):
                 self._reactor.callLater(0.01, self._write, data, address, retries - 1)
                 return
-            _log.warn("SIP message to {address} not sent: {error}", address=address, error=e)
+            _log.warn(
+                "SIP message to {address} not sent: {error}", address=address, error=e
+            )
 
     def shutdown(self) -> None:
         """Stop listening; L{stopped} is the Deferred of the port closing."""

@@ -15,9 +15,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from callback_tw.sip import reactor as _reactor  # noqa: F401  (sippy import order)
 from sippy.SdpBody import SdpBody
 from sippy.SdpMedia import MTAudio
+
+from callback_tw.sip import reactor as _reactor  # noqa: F401  (sippy import order)
 
 #: Static payload types we offer, with their rtpmap names.
 STATIC_CODECS = {0: "PCMU", 8: "PCMA"}
@@ -59,7 +60,15 @@ class AudioStream:
         return None
 
 
-_STATIC_NAMES = {0: "PCMU", 3: "GSM", 4: "G723", 8: "PCMA", 9: "G722", 13: "CN", 18: "G729"}
+_STATIC_NAMES = {
+    0: "PCMU",
+    3: "GSM",
+    4: "G723",
+    8: "PCMA",
+    9: "G722",
+    13: "CN",
+    18: "G729",
+}
 
 
 def parseAudio(text: str) -> AudioStream:
@@ -77,7 +86,9 @@ def parseAudio(text: str) -> AudioStream:
         media = section.m_header
         if media is None or media.type is not MTAudio:
             continue
-        address = section.c_header.addr if section.c_header is not None else sessionAddress
+        address = (
+            section.c_header.addr if section.c_header is not None else sessionAddress
+        )
         if address is None:
             raise SdpError("audio stream without a connection address")
         names: dict[int, str] = {}
@@ -95,7 +106,9 @@ def parseAudio(text: str) -> AudioStream:
                 except ValueError:
                     pass
         payloadTypes = tuple(int(x) for x in media.formats)
-        codecs = tuple(names.get(pt, _STATIC_NAMES.get(pt, f"PT{pt}")) for pt in payloadTypes)
+        codecs = tuple(
+            names.get(pt, _STATIC_NAMES.get(pt, f"PT{pt}")) for pt in payloadTypes
+        )
         return AudioStream(address, int(media.port), codecs, payloadTypes, ptime)
     raise SdpError("no audio stream in SDP")
 
@@ -118,11 +131,15 @@ class SdpSession:
 
     def __init__(self, address: str, sessionId: int | None = None) -> None:
         self.address = address
-        self.sessionId = sessionId if sessionId is not None else random.randrange(1, 2**31)
+        self.sessionId = (
+            sessionId if sessionId is not None else random.randrange(1, 2**31)
+        )
         self.version = self.sessionId
 
     def _origin(self) -> str:
-        return f"o=callback_tw {self.sessionId} {self.version} IN IP4 {self.address}\r\n"
+        return (
+            f"o=callback_tw {self.sessionId} {self.version} IN IP4 {self.address}\r\n"
+        )
 
     def offer(self, rtpAddress: str, rtpPort: int) -> str:
         """Our own media: PCMU, PCMA and telephone-event on C{rtpPort}."""
@@ -135,7 +152,9 @@ class SdpSession:
             "t=0 0\r\n",
             f"m=audio {rtpPort} RTP/AVP {pts} {TELEPHONE_EVENT_PT}\r\n",
         ]
-        lines += [f"a=rtpmap:{pt} {name}/8000\r\n" for pt, name in STATIC_CODECS.items()]
+        lines += [
+            f"a=rtpmap:{pt} {name}/8000\r\n" for pt, name in STATIC_CODECS.items()
+        ]
         lines += [
             f"a=rtpmap:{TELEPHONE_EVENT_PT} telephone-event/8000\r\n",
             f"a=fmtp:{TELEPHONE_EVENT_PT} 0-15\r\n",

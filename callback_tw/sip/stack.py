@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sippy.SipConf import SipConf
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from callback_tw.sip import reactor as sipreactor
 from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg, UnreachableLeg
-from sippy.SipConf import SipConf
 
 
 class _SipTraceLogger:
@@ -82,7 +82,9 @@ class SipStack(Service):
             "_reactor": self._reactor,
             "_sip_advertised": self.host,
         }
-        self._tm = sipreactor.ReactorTransactionManager(self._globalConfig, self._incomingRequest)
+        self._tm = sipreactor.ReactorTransactionManager(
+            self._globalConfig, self._incomingRequest
+        )
         self._globalConfig["_sip_tm"] = self._tm
         sipreactor.routeSippyErrors()
         self.port = self._tm.servers()[0].port
@@ -170,9 +172,15 @@ class SipStack(Service):
         if method == "OPTIONS":
             return (req.genResponse(200, "OK"), None, None)
         if req.getHFBody("to").getTag() is not None:
-            self._log.info("{method} from {source} for an unknown dialog: 481", method=method, source=source)
+            self._log.info(
+                "{method} from {source} for an unknown dialog: 481",
+                method=method,
+                source=source,
+            )
             return (req.genResponse(481, "Call/Transaction Does Not Exist"), None, None)
-        self._log.info("{method} from {source} refused: 403", method=method, source=source)
+        self._log.info(
+            "{method} from {source} refused: 403", method=method, source=source
+        )
         return (req.genResponse(403, "Forbidden"), None, None)
 
 
@@ -241,11 +249,15 @@ class Router:
             return Route(contact, self._localCallerId, "local user")
         return self._default
 
-    def dial(self, user: str, offer: str, listener: ILegListener, name: str = "") -> Any:
+    def dial(
+        self, user: str, offer: str, listener: ILegListener, name: str = ""
+    ) -> Any:
         """Call C{user} by its route."""
         route = self.route(user)
         if route is None:
-            return UnreachableLeg(listener, self._stack.reactor, 480, "Temporarily Unavailable", name)
+            return UnreachableLeg(
+                listener, self._stack.reactor, 480, "Temporarily Unavailable", name
+            )
         self._log.debug("{name}: {user} via {via}", name=name, user=user, via=route.via)
         return self._stack.dial(
             user,

@@ -354,7 +354,9 @@ class RecordRoutingProvider(KamailioProvider):
     template = RR_CONFIG_TEMPLATE
 
 
-def startRecordRoutingWorld(testCase: Any, reactor: Any = None, **overrides: Any) -> Deferred:
+def startRecordRoutingWorld(
+    testCase: Any, reactor: Any = None, **overrides: Any
+) -> Deferred:
     """
     As L{startExternalLineWorld}, but the provider record-routes
     (L{RecordRoutingProvider}) and the phones echo Record-Route

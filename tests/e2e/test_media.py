@@ -21,7 +21,13 @@ from twisted.trial.unittest import TestCase
 
 from callback_tw.media.prompts import PromptCatalogue
 from tests.e2e import harness
-from tests.e2e.harness import ASClient, ServerProcess, SippUAS, logProcessOutput, requestsOf
+from tests.e2e.harness import (
+    ASClient,
+    ServerProcess,
+    SippUAS,
+    logProcessOutput,
+    requestsOf,
+)
 
 PROMPTS = harness.REPO_ROOT / "etc" / "prompts"
 SCENARIO = Path(__file__).parent / "scenarios" / "uas_media.xml"
@@ -86,7 +92,9 @@ class MediaEndToEndTests(TestCase):
             scenario=SCENARIO,
             extraArgs=["-key", "rtp1", str(ports[0]), "-key", "rtp2", str(ports[1])],
         )
-        self.addCleanup(lambda: logProcessOutput(self.uas, self.id()) if self.uas.pid else None)
+        self.addCleanup(
+            lambda: logProcessOutput(self.uas, self.id()) if self.uas.pid else None
+        )
         self.addCleanup(self.uas.stop)
         yield self.uas.start()
         self.client = ASClient(reactor)
@@ -102,7 +110,11 @@ class MediaEndToEndTests(TestCase):
         )
         self.server.sections["media"]["ringback_cadence"] = f"{on},{off}"
         self.client.defaultTarget = self.server.iifAddress
-        self.addCleanup(lambda: logProcessOutput(self.server, self.id()) if self.server.pid else None)
+        self.addCleanup(
+            lambda: (
+                logProcessOutput(self.server, self.id()) if self.server.pid else None
+            )
+        )
         self.addCleanup(self.server.stop)
         yield self.server.start()
 
@@ -138,7 +150,9 @@ class MediaEndToEndTests(TestCase):
         then ann_digit2 digit by digit; the join re-INVITEs go out after
         the last digit, and no RTP is sent after them.
         """
-        self.client.request("m1", "media1", "media2", duration=30, ann_id2="00080003", ann_digit2="42")
+        self.client.request(
+            "m1", "media1", "media2", duration=30, ann_id2="00080003", ann_digit2="42"
+        )
         self.assertEqual((yield self.client.expectAck("m1")), "ok")
         yield harness.sleep(reactor, 9)
         self.client.send("CANCEL: id=m1;")
@@ -155,16 +169,22 @@ class MediaEndToEndTests(TestCase):
         self.assertGreater(len(one), len(ann1) + 50)
         self.assertOneStream(one)
         self.assertEqual([p["payload"] for p in one[: len(ann1)]], ann1)
-        self.assertSounds([p["payload"] for p in one[: len(ann1)]], PROMPTS / "00080002.wav")
-        rest = [p["payload"] for p in one[len(ann1):]]
-        self.assertEqual(rest, (ringback * (len(rest) // len(ringback) + 1))[: len(rest)])
+        self.assertSounds(
+            [p["payload"] for p in one[: len(ann1)]], PROMPTS / "00080002.wav"
+        )
+        rest = [p["payload"] for p in one[len(ann1) :]]
+        self.assertEqual(
+            rest, (ringback * (len(rest) // len(ringback) + 1))[: len(rest)]
+        )
         self.assertEqual([i for i, p in enumerate(one) if p["marker"]], [0, len(ann1)])
         self.assertPaced([t for t, _ in self.rtp1.packets][: len(ann1)])
 
         # user2: ann_id2, then the digits.
         self.assertOneStream(two)
         self.assertEqual([p["payload"] for p in two], ann2 + digits)
-        self.assertSounds([p["payload"] for p in two[: len(ann2)]], PROMPTS / "00080003.wav")
+        self.assertSounds(
+            [p["payload"] for p in two[: len(ann2)]], PROMPTS / "00080003.wav"
+        )
         self.assertPaced([t for t, _ in self.rtp2.packets])
 
         # Order: user1's announcement, user2's announcement, then the join.
