@@ -203,3 +203,34 @@ class LegTests(SynchronousTestCase):
         )
         ok = [s for s in self.clock.sent if s.firstLine == "SIP/2.0 200 OK"][-1]
         self.assertEqual(bodyOf(ok.data), self.listener.answerWith)
+
+    def test_updateGets501(self) -> None:
+        """
+        An in-dialog method the UA has no handler for (UPDATE) is answered
+        501 Not Implemented, not left unanswered; the call goes on.
+        """
+        self.answer()
+        toHeader = (
+            self.far.response(self.invite, 200, "OK").split("To: ")[1].split("\r\n")[0]
+        )
+        update = self.far.request(
+            "UPDATE",
+            dialogFrom=toHeader,
+            dialogTo=headerOf(self.invite, "from"),
+            callId=headerOf(self.invite, "call-id"),
+            cseq=2,
+            target=f"sip:1000@127.0.0.1:{self.stack.port}",
+        )
+        self.clock.deliver(update)
+        self.clock.settle()
+        answer = self.clock.sent[-1]
+        self.assertEqual(answer.firstLine, "SIP/2.0 501 Not Implemented")
+        self.assertEqual(answer.header("cseq"), "2 UPDATE")
+        self.assertEqual(self.leg.state, "answered")
+        # Still answered: a BYE from the far end ends it normally.
+        self.clock.deliver(
+            update.replace("UPDATE", "BYE").replace("CSeq: 2", "CSeq: 3")
+        )
+        self.clock.settle()
+        self.assertTrue(self.clock.sent[-1].firstLine.startswith("SIP/2.0 200 OK"))
+        self.assertEqual(self.listener.events[-1][0], "ended")

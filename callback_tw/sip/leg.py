@@ -163,15 +163,29 @@ class _DialogUA(UA):
 
     def recvRequest(self, req: Any, sip_t: Any) -> Any:
         """
-        sippy hangs a C{sendResponse} closure on each request it hands a UA;
-        the closure refers to the request and to the UA, a reference cycle
-        that keeps the whole dialog alive until a full garbage collection.
-        It is only used while the request is handled, so drop it after.
+        Two fixes around sippy's handling of an in-dialog request:
+
+          - sippy hangs a C{sendResponse} closure on each request it hands a
+            UA; the closure refers to the request and to the UA, a reference
+            cycle that keeps the whole dialog alive until a full garbage
+            collection. It is only used while the request is handled, so it
+            is dropped after.
+          - a method the UA's state has no handler for (UPDATE, NOTIFY,
+            MESSAGE, PRACK ...) gets no answer at all from sippy: the phone
+            retransmits for 32 s and may then end the call. It gets
+            C{501 Not Implemented} instead (RFC 3261 8.2.1).
         """
         try:
-            return super().recvRequest(req, sip_t)
+            result = super().recvRequest(req, sip_t)
         finally:
             req.__dict__.pop("sendResponse", None)
+        if result is None and sip_t.data is None and req.getMethod() != "ACK":
+            return (
+                req.genResponse(501, "Not Implemented", server=self.local_ua),
+                None,
+                None,
+            )
+        return result
 
 
 class LegUpdateFailed(Exception):
