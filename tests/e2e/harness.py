@@ -448,6 +448,33 @@ class _ChildProcess(ProcessProtocol):
         )
         self.pid = self.transport.pid
         self.running = True
+
+    def _spawnUntilBound(
+        self,
+        argv: Sequence[str],
+        cwd: str,
+        env: Mapping[str, str],
+        port: int,
+        timeout: float,
+        details: Callable[[], str] = lambda: "",
+    ) -> Deferred:
+        """
+        Spawn, then fire with C{self} once UDP C{port} is bound; fail with
+        the output (and C{details()}) if the process exits first.
+        """
+        self._spawn(argv, cwd, env)
+
+        def bound() -> bool:
+            if not self.running:
+                raise RuntimeError(
+                    f"{self.name} exited at start-up ({self.exitStatus.value}):\n"
+                    f"{self.output[-3000:]}\n{details()}"
+                )
+            return _portIsBound(port)
+
+        d = _pollUntil(self._reactor, bound, timeout)
+        d.addCallback(lambda _: self)
+        return d
         _log.info(
             "{name}: started pid {pid}: {argv}",
             name=self.name,
@@ -808,19 +835,9 @@ class SippUAS(_ChildProcess):
         self.directory.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.setdefault("TERM", "dumb")
-        self._spawn(self.argv(), str(self.directory), env)
-
-        def bound() -> bool:
-            if not self.running:
-                raise RuntimeError(
-                    f"sipp exited at start-up ({self.exitStatus.value});\n"
-                    f"{self.output[-3000:]}\n{self.errors()}"
-                )
-            return _portIsBound(self.port)
-
-        d = _pollUntil(self._reactor, bound, timeout)
-        d.addCallback(lambda _: self)
-        return d
+        return self._spawnUntilBound(
+            self.argv(), str(self.directory), env, self.port, timeout, self.errors
+        )
 
     def stop(self) -> Deferred:
         """

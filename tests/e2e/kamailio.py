@@ -38,8 +38,6 @@ from tests.e2e.harness import (
     SippUAS,
     _ChildProcess,
     _iniValue,
-    _pollUntil,
-    _portIsBound,
     freePort,
     logProcessOutput,
 )
@@ -174,19 +172,9 @@ class KamailioProvider(_ChildProcess):
     def start(self, timeout: float = 10.0) -> Deferred:
         """Start Kamailio; fire with C{self} once its SIP port is bound."""
         self.render()
-        self._spawn(self.argv(), str(self.directory), dict(os.environ))
-
-        def bound() -> bool:
-            if not self.running:
-                raise RuntimeError(
-                    f"kamailio exited at start-up ({self.exitStatus.value}):\n"
-                    f"{self.output[-3000:]}"
-                )
-            return _portIsBound(self.port)
-
-        d = _pollUntil(self._reactor, bound, timeout)
-        d.addCallback(lambda _: self)
-        return d
+        return self._spawnUntilBound(
+            self.argv(), str(self.directory), dict(os.environ), self.port, timeout
+        )
 
     def stop(self) -> Deferred:
         return self.terminate(self.stopGrace)
