@@ -149,8 +149,8 @@ class CallbackConfig:
     @ivar maxCalls: how many callbacks may run at once.
     @ivar requestMemory: seconds a finished callback id is remembered, so a
         repeated REQUEST is answered again instead of calling twice.
-    @ivar shutdownTimeout: the bound, in seconds, on releasing every callback
-        when the service stops.
+    @ivar shutdownTimeout: when the service stops, how long (seconds) to
+        wait for the BYE/CANCEL of the released callbacks to be answered.
     @ivar maxLag: overload guard: while the reactor runs later than this
         (seconds) new callbacks are refused; 0 turns the guard off.
     """

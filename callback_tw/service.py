@@ -169,20 +169,18 @@ class CallbackService(MultiService):
         if self._collector is not None and self._collector.running:
             self._collector.stop()
         self.load.stop()
+        # Each release is synchronous: BYE/CANCEL are sent and every
+        # RESPONSE is out when releaseAll returns. Then wait (bounded) for
+        # those requests to be answered, so a lost one is retransmitted.
+        self.manager.releaseAll("server shutting down")
         timeout = self.config.callback.shutdownTimeout
-        drained = self.manager.releaseAll("server shutting down")
-        timer = self._reactor.callLater(timeout, drained.cancel)
-        try:
-            yield drained
-        except Exception:
+        settled = yield self.sip.settle(timeout)
+        if not settled:
             self._log.warn(
-                "shutdown: callbacks did not all finish within {t} s", t=timeout
+                "shutdown: {n} SIP requests still unanswered after {t} s",
+                n=self.sip.pendingTransactions,
+                t=timeout,
             )
-        finally:
-            if timer.active():
-                timer.cancel()
-        # Let the BYE/CANCEL and RESPONSE datagrams leave before ports close.
-        yield _sleep(self._reactor, 0.2)
         if self.iifPort is not None:
             yield self.iifPort.stopListening()
             self.iifPort = None
@@ -248,9 +246,3 @@ def loadPrompts(config: Config) -> PromptCatalogue:
     media = config.media
     required = [media.defaultAnnId1] if media.defaultAnnId1 else []
     return PromptCatalogue.load(media.prompts, required=required)
-
-
-def _sleep(reactor: Any, seconds: float) -> Deferred:
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, seconds, lambda: None)

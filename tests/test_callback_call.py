@@ -437,13 +437,13 @@ class CallbackManagerTests(SynchronousTestCase):
 
     def test_releaseAll(self) -> None:
         """
-        releaseAll hangs up every callback, fires when all reported, and
-        refuses new ones afterwards.
+        releaseAll hangs up every callback, each has reported its result
+        when it returns, and new ones are refused afterwards.
         """
         a = self.manager.startCallback(request(callbackId="a"))
         b = self.manager.startCallback(request(callbackId="b"))
-        done = self.manager.releaseAll()
-        self.successResultOf(done)
+        self.assertEqual(self.manager.releaseAll(), 2)
+        self.assertEqual(self.dialer.legs[0].hangUps, [(None, None)])
         self.assertEqual(self.successResultOf(a.finished).cause, "server shutting down")
         self.successResultOf(b.finished)
         self.assertRaises(

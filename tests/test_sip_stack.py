@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import Route, Router, SipStack
-from tests.siphelpers import bodyOf, headerOf, useFakeReactor
+from tests.siphelpers import FarEnd, bodyOf, farSdp, headerOf, useFakeReactor
 from tests.test_sip_leg import Listener
 
 
@@ -132,3 +132,46 @@ class PolicyTests(SynchronousTestCase):
         self.clock.deliver("INVITE nonsense\r\n\r\n" + "y" * 40)
         self.flushLoggedErrors()
         self.assertEqual(self.answer("OPTIONS"), "SIP/2.0 200 OK")
+
+
+class SettleTests(SynchronousTestCase):
+    """SipStack.settle: waiting, bounded, for our requests to be answered."""
+
+    def setUp(self) -> None:
+        self.clock = useFakeReactor(self)
+        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
+        self.stack.startService()
+        self.addCleanup(self.stack.stopService)
+        offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
+        self.leg = self.stack.dial(
+            "100", "1000", ("127.0.0.1", 5099), offer, Listener(), 60, "t/leg1"
+        )
+        self.invite = self.clock.sent[0].data
+        self.far = FarEnd()
+        self.clock.deliver(self.far.response(self.invite, 200, "OK", farSdp()))
+        self.clock.settle()
+
+    def test_answeredBye(self) -> None:
+        """
+        After a BYE the stack is settled as soon as the BYE is answered;
+        a lost BYE is retransmitted meanwhile.
+        """
+        self.leg.hangUp()
+        self.assertEqual(self.stack.pendingTransactions, 1)
+        d = self.stack.settle(5)
+        self.clock.advance(0.5)
+        byes = [s for s in self.clock.sent if s.method == "BYE"]
+        self.assertEqual(len(byes), 2)
+        self.assertNoResult(d)
+        self.clock.deliver(self.far.response(byes[-1].data, 200, "OK"))
+        self.clock.advance(0.05)
+        self.assertIs(self.successResultOf(d), True)
+
+    def test_unansweredBounded(self) -> None:
+        """A far end that never answers is waited for C{timeout} seconds only."""
+        self.leg.hangUp()
+        d = self.stack.settle(2)
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.2)
+        self.assertIs(self.successResultOf(d), False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from callback_tw.callback.call import CallbackCall, IDialer, IMediaPorts
@@ -97,25 +96,20 @@ class CallbackManager:
         if self._calls.get(call.callbackId) is call:
             del self._calls[call.callbackId]
 
-    def releaseAll(self, cause: str = "server shutting down") -> Deferred:
+    def releaseAll(self, cause: str = "server shutting down") -> int:
         """
-        Refuse new callbacks and release every running one; fires when all
-        have reported their result (their RESPONSEs are sent by then).
+        Refuse new callbacks and release every running one. A release is
+        synchronous: each callback has hung up its legs and reported its
+        result (its RESPONSE is sent) when this returns.
+
+        @return: how many callbacks were released.
         """
         self._stopping = True
         calls = list(self._calls.values())
-        if not calls:
-            return succeed(None)
-        self._log.info(
-            "releasing {n} active callbacks: {cause}", n=len(calls), cause=cause
-        )
-        finished = [c.finished for c in calls]
-        # Observe without consuming: the IIF side holds its own callbacks.
-        waits = []
-        for d in finished:
-            w: Deferred = Deferred()
-            d.addBoth(lambda r, w=w: (w.callback(None), r)[1])
-            waits.append(w)
+        if calls:
+            self._log.info(
+                "releasing {n} active callbacks: {cause}", n=len(calls), cause=cause
+            )
         for call in calls:
             call.cancel(cause)
-        return DeferredList(waits).addCallback(lambda _: None)
+        return len(calls)

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from sippy.SipConf import SipConf
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from callback_tw.sip import reactor as sipreactor
@@ -112,6 +113,27 @@ class SipStack(Service):
         self._log.info("SIP stopped ({n} sippy timers cancelled)", n=cancelled)
         stopped = [s.stopped for s in servers if s.stopped is not None]
         return DeferredList(stopped, consumeErrors=True).addCallback(lambda _: None)
+
+    @property
+    def pendingTransactions(self) -> int:
+        """Our requests (INVITE, BYE, CANCEL...) still waiting for a final answer."""
+        return 0 if self._tm is None else len(self._tm.tclient)
+
+    @inlineCallbacks
+    def settle(self, timeout: float, interval: float = 0.05) -> Any:
+        """
+        Wait until every request we sent has its final answer, at most
+        C{timeout} seconds: at shutdown the BYEs and CANCELs just sent are
+        retransmitted until answered, instead of dying with the process.
+
+        @return: a Deferred firing True when settled, False on timeout.
+        """
+        deadline = self._reactor.seconds() + timeout
+        while self.pendingTransactions:
+            if self._reactor.seconds() >= deadline:
+                return False
+            yield deferLater(self._reactor, interval, lambda: None)
+        return True
 
     def dial(
         self,
