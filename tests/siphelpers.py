@@ -154,6 +154,25 @@ class FarEnd:
         lines.append(f"Content-Length: {len(body)}")
         return "\r\n".join(lines) + "\r\n\r\n" + body
 
+    def inDialog(
+        self, method: str, invite: str, cseq: int, target: str, sdp: str = ""
+    ) -> str:
+        """
+        A request of the far end in the dialog our C{invite} created (after
+        this far end answered it): From/To swapped, its tag on From.
+        """
+        ourFrom = headerOf(invite, "from")
+        theirTo = self.response(invite, 200, "OK").split("To: ")[1].split("\r\n")[0]
+        return self.request(
+            method,
+            dialogFrom=theirTo,
+            dialogTo=ourFrom,
+            callId=headerOf(invite, "call-id"),
+            cseq=cseq,
+            target=target,
+            sdp=sdp,
+        )
+
     def request(
         self,
         method: str,
@@ -217,3 +236,39 @@ def runUntil(clock: Clock, until: float) -> None:
             clock.advance(max(until - clock.seconds(), 0))
             return
         clock.advance(max(nextTime - clock.seconds(), 0))
+
+
+class RecordingListener:
+    """
+    A leg's owner that records what it is told, as (kind, data) tuples;
+    re-INVITEs from the far end are answered with C{answerWith}, or refused
+    488 when it is None.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.answerWith: str | None = None
+
+    @property
+    def ends(self) -> list:
+        """The L{LegEnd}s reported, in order."""
+        return [event[1] for event in self.events if event[0] == "ended"]
+
+    def legRinging(self, leg) -> None:
+        self.events.append(("ringing",))
+
+    def legAnswered(self, leg, sdp) -> None:
+        self.events.append(("answered", sdp))
+
+    def legEnded(self, leg, end) -> None:
+        self.events.append(("ended", end))
+
+    def legUpdateRequested(self, leg, sdp):
+        from twisted.internet import defer
+
+        from callback_tw.sip.leg import LegUpdateFailed
+
+        self.events.append(("update", sdp))
+        if self.answerWith is None:
+            return defer.fail(LegUpdateFailed(488, "Not Acceptable Here"))
+        return defer.succeed(self.answerWith)

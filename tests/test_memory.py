@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from callback_tw.callback.call import CallbackCall
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
-from tests.siphelpers import FarEnd, farSdp, headerOf, runUntil, useFakeReactor
+from tests.siphelpers import FarEnd, RecordingListener, farSdp, runUntil, useFakeReactor
 from tests.test_callback_call import (
     PCMU1,
     PCMU2,
@@ -39,20 +39,6 @@ class _DetachingDialer(FakeDialer):
         leg = _Detaching(user, offer, listener, name)
         self.legs.append(leg)
         return leg
-
-
-class _Listener:
-    def legRinging(self, leg) -> None:
-        pass
-
-    def legAnswered(self, leg, sdp) -> None:
-        pass
-
-    def legEnded(self, leg, end) -> None:
-        pass
-
-    def legUpdateRequested(self, leg, sdp):
-        raise AssertionError("not expected")
 
 
 class NoCyclesTests(SynchronousTestCase):
@@ -93,21 +79,13 @@ class NoCyclesTests(SynchronousTestCase):
         far = FarEnd()
         offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         leg = stack.dial(
-            "100", "1000", ("127.0.0.1", 5099), offer, _Listener(), 60, "t/leg1"
+            "100", "1000", ("127.0.0.1", 5099), offer, RecordingListener(), 60, "t/leg1"
         )
         invite = clock.sent[0].data
         clock.deliver(far.response(invite, 200, "OK", farSdp()))
         clock.settle()
-        toHeader = far.response(invite, 200, "OK").split("To: ")[1].split("\r\n")[0]
         clock.deliver(
-            far.request(
-                "BYE",
-                dialogFrom=toHeader,
-                dialogTo=headerOf(invite, "from"),
-                callId=headerOf(invite, "call-id"),
-                cseq=7,
-                target=f"sip:1000@127.0.0.1:{stack.port}",
-            )
+            far.inDialog("BYE", invite, 7, f"sip:1000@127.0.0.1:{stack.port}")
         )
         clock.settle()
         self.assertEqual(leg.state, "ended")

@@ -5,39 +5,24 @@ far end played by the test through a fake UDP port and a Clock.
 
 from __future__ import annotations
 
-from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.leg import GLARE_BACKOFF, LegUpdateFailed
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
-from tests.siphelpers import FarEnd, bodyOf, farSdp, headerOf, useFakeReactor
+from tests.siphelpers import (
+    FarEnd,
+    RecordingListener,
+    bodyOf,
+    farSdp,
+    headerOf,
+    useFakeReactor,
+)
 
 
 def reasonOf(sent) -> str:
     """The Reason header with the optional white space around ';' removed."""
     return ";".join(part.strip() for part in sent.header("reason").split(";"))
-
-
-class Listener:
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-        self.answerWith: str | None = None
-
-    def legRinging(self, leg) -> None:
-        self.events.append(("ringing",))
-
-    def legAnswered(self, leg, sdp) -> None:
-        self.events.append(("answered", sdp))
-
-    def legEnded(self, leg, end) -> None:
-        self.events.append(("ended", end))
-
-    def legUpdateRequested(self, leg, sdp):
-        self.events.append(("update", sdp))
-        if self.answerWith is None:
-            return defer.fail(LegUpdateFailed(488, "Not Acceptable Here"))
-        return defer.succeed(self.answerWith)
 
 
 class LegTests(SynchronousTestCase):
@@ -46,13 +31,15 @@ class LegTests(SynchronousTestCase):
         self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
         self.stack.startService()
         self.addCleanup(self.stack.stopService)
-        self.listener = Listener()
+        self.listener = RecordingListener()
         self.far = FarEnd()
         self.offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         self.leg = self.stack.dial(
             "100", "1000", ("127.0.0.1", 5099), self.offer, self.listener, 60, "t/leg1"
         )
         self.invite = self.sent("INVITE")[0].data
+        #: where the far end sends in-dialog requests: our Contact
+        self.target = f"sip:1000@127.0.0.1:{self.stack.port}"
 
     def sent(self, method: str):
         return [s for s in self.clock.sent if s.method == method]
@@ -117,17 +104,7 @@ class LegTests(SynchronousTestCase):
     def test_remoteBye(self) -> None:
         """A BYE from the far end is answered 200 and ends the leg as remote."""
         self.answer()
-        callId = headerOf(self.invite, "call-id")
-        bye = self.far.request(
-            "BYE",
-            dialogFrom=self.far.response(self.invite, 200, "OK")
-            .split("To: ")[1]
-            .split("\r\n")[0],
-            dialogTo=headerOf(self.invite, "from"),
-            callId=callId,
-            cseq=1,
-            target=f"sip:1000@127.0.0.1:{self.stack.port}",
-        )
+        bye = self.far.inDialog("BYE", self.invite, 1, self.target)
         self.clock.deliver(bye)
         self.clock.settle()
         self.assertTrue(self.clock.sent[-1].data.startswith("SIP/2.0 200 OK"))
@@ -184,17 +161,8 @@ class LegTests(SynchronousTestCase):
         """
         self.answer()
         self.listener.answerWith = "v=0\r\no=x 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n"
-        toHeader = (
-            self.far.response(self.invite, 200, "OK").split("To: ")[1].split("\r\n")[0]
-        )
-        reinvite = self.far.request(
-            "INVITE",
-            dialogFrom=toHeader,
-            dialogTo=headerOf(self.invite, "from"),
-            callId=headerOf(self.invite, "call-id"),
-            cseq=2,
-            target=f"sip:1000@127.0.0.1:{self.stack.port}",
-            sdp=farSdp(port=6100, version=3),
+        reinvite = self.far.inDialog(
+            "INVITE", self.invite, 2, self.target, sdp=farSdp(port=6100, version=3)
         )
         self.clock.deliver(reinvite)
         self.clock.settle()
@@ -210,17 +178,7 @@ class LegTests(SynchronousTestCase):
         501 Not Implemented, not left unanswered; the call goes on.
         """
         self.answer()
-        toHeader = (
-            self.far.response(self.invite, 200, "OK").split("To: ")[1].split("\r\n")[0]
-        )
-        update = self.far.request(
-            "UPDATE",
-            dialogFrom=toHeader,
-            dialogTo=headerOf(self.invite, "from"),
-            callId=headerOf(self.invite, "call-id"),
-            cseq=2,
-            target=f"sip:1000@127.0.0.1:{self.stack.port}",
-        )
+        update = self.far.inDialog("UPDATE", self.invite, 2, self.target)
         self.clock.deliver(update)
         self.clock.settle()
         answer = self.clock.sent[-1]

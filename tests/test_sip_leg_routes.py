@@ -9,12 +9,11 @@ record-routing provider adds are written into the test's own 2xx.
 
 from __future__ import annotations
 
-from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
-from tests.siphelpers import FarEnd, farSdp, headerOf, useFakeReactor
+from tests.siphelpers import FarEnd, RecordingListener, farSdp, headerOf, useFakeReactor
 
 #: Where the leg's INVITE goes: the provider's proxy.
 PROXY = ("127.0.0.1", 5070)
@@ -25,23 +24,6 @@ CONTACT = "sip:127.0.0.1:5099;transport=UDP"
 #: Two record-routing proxies, as they appear in the 2xx: the one nearest
 #: the phone first, the provider's edge (our outbound proxy) last.
 RECORD_ROUTE = "<sip:127.0.0.1:5072;lr>, <sip:127.0.0.1:5070;lr;ftag=abc>"
-
-
-class Listener:
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-
-    def legRinging(self, leg) -> None:
-        self.events.append(("ringing",))
-
-    def legAnswered(self, leg, sdp) -> None:
-        self.events.append(("answered", sdp))
-
-    def legEnded(self, leg, end) -> None:
-        self.events.append(("ended", end))
-
-    def legUpdateRequested(self, leg, sdp):
-        return defer.fail(AssertionError("no re-INVITE expected"))
 
 
 def withRecordRoute(response: str, recordRoute: str) -> str:
@@ -78,7 +60,7 @@ class RouteSetTests(SynchronousTestCase):
         self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
         self.stack.startService()
         self.addCleanup(self.stack.stopService)
-        self.listener = Listener()
+        self.listener = RecordingListener()
         self.far = FarEnd()
         self.offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         self.leg = self.stack.dial(

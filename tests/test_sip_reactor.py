@@ -17,7 +17,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from callback_tw.sip import reactor as sipreactor
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
-from tests.siphelpers import FakeSipReactor, runUntil, useFakeReactor
+from tests.siphelpers import (
+    FakeSipReactor,
+    RecordingListener,
+    runUntil,
+    useFakeReactor,
+)
 
 
 class DispatcherInstallTests(SynchronousTestCase):
@@ -137,24 +142,6 @@ class TimerTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
-class _Listener:
-    def __init__(self) -> None:
-        self.ended = []
-        self.answered = []
-
-    def legRinging(self, leg) -> None:
-        pass
-
-    def legAnswered(self, leg, sdp) -> None:
-        self.answered.append(sdp)
-
-    def legEnded(self, leg, end) -> None:
-        self.ended.append(end)
-
-    def legUpdateRequested(self, leg, sdp):
-        return defer.succeed(sdp)
-
-
 class RetransmissionTests(SynchronousTestCase):
     """
     sippy's transaction timers driven by a Clock, through the stack and a
@@ -166,7 +153,7 @@ class RetransmissionTests(SynchronousTestCase):
         self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
         self.stack.startService()
         self.addCleanup(self.stack.stopService)
-        self.listener = _Listener()
+        self.listener = RecordingListener()
 
     def dial(self, timeout: float = 120):
         offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
@@ -185,7 +172,7 @@ class RetransmissionTests(SynchronousTestCase):
         self.assertEqual(
             [round(t, 1) for t in invites], [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
         )
-        self.assertEqual([e.code for e in self.listener.ended], [408])
+        self.assertEqual([e.code for e in self.listener.ends], [408])
 
     def test_timerEcapped(self) -> None:
         """
@@ -229,7 +216,7 @@ class RetransmissionTests(SynchronousTestCase):
         self.assertEqual(len(cancels), 1)
         self.assertEqual(cancels[0].header("call-id"), leg.callId)
         self.assertEqual(
-            [(e.code, e.answered) for e in self.listener.ended], [(408, False)]
+            [(e.code, e.answered) for e in self.listener.ends], [(408, False)]
         )
 
 

@@ -20,8 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from callback_tw.sip.registrar import Registrar
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import Route, Router, SipStack
-from tests.siphelpers import Sent, useFakeReactor
-from tests.test_sip_leg import Listener
+from tests.siphelpers import RecordingListener, Sent, useFakeReactor
 
 REALM = "127.0.0.1"
 USERS = {"100": "secret100", "101": "secret101"}
@@ -600,7 +599,7 @@ class PolicyWithRegistrarTests(RegistrarTestMixin, SynchronousTestCase):
 class RoutingToLocalUsersTests(RegistrarTestMixin, SynchronousTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.listener = Listener()
+        self.listener = RecordingListener()
         self.offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         peer = Route(("127.0.0.1", 5070), "1000", "peer pss")
         self.router = Router(self.stack, peer, 60, locator=self.registrar)

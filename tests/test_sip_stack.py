@@ -9,8 +9,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import Route, Router, SipStack
-from tests.siphelpers import FarEnd, bodyOf, farSdp, headerOf, useFakeReactor
-from tests.test_sip_leg import Listener
+from tests.siphelpers import (
+    FarEnd,
+    RecordingListener,
+    bodyOf,
+    farSdp,
+    headerOf,
+    useFakeReactor,
+)
 
 
 class Locator:
@@ -30,7 +36,7 @@ class RouterTests(SynchronousTestCase):
         self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
         self.stack.startService()
         self.addCleanup(self.stack.stopService)
-        self.listener = Listener()
+        self.listener = RecordingListener()
         self.offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         peer = Route(("127.0.0.1", 5070), "1000", "peer pss")
         locator = Locator({"100": ("127.0.0.1", 5071), "101": None})
@@ -144,7 +150,7 @@ class SettleTests(SynchronousTestCase):
         self.addCleanup(self.stack.stopService)
         offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         self.leg = self.stack.dial(
-            "100", "1000", ("127.0.0.1", 5099), offer, Listener(), 60, "t/leg1"
+            "100", "1000", ("127.0.0.1", 5099), offer, RecordingListener(), 60, "t/leg1"
         )
         self.invite = self.clock.sent[0].data
         self.far = FarEnd()
