@@ -21,10 +21,8 @@ from twisted.logger import Logger
 
 from callback_tw.callback.errors import CallbackRefused
 from callback_tw.media.player import RTPScheduler, RTPStream, choosePtime
-from callback_tw.media.prompts import PromptCatalogue
+from callback_tw.media.prompts import PAYLOAD_TYPES, PromptCatalogue
 from callback_tw.sip.sdp import SdpError, parseAudio
-
-_PLAYABLE = {"PCMU": 0, "PCMA": 8}
 
 
 class Playback:
@@ -86,7 +84,7 @@ class Announcer:
             )
             return None, ""
         first = audio.firstVoiceCodec()
-        if first is None or first[0] not in _PLAYABLE or audio.port == 0:
+        if first is None or first[0] not in PAYLOAD_TYPES or audio.port == 0:
             self._log.warn(
                 "callback {id}: no announcement, answer chose {codec}",
                 id=call.callbackId,

@@ -42,13 +42,12 @@ class RTPPort(DatagramProtocol):
         self.received += 1
 
     def write(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Send one RTP packet; losing one under pressure beats blocking."""
-        if self.transport is None:
-            return
-        try:
+        """
+        Send one RTP packet. A send error (EAGAIN...) is raised to the
+        player, which counts the packet as dropped and goes on.
+        """
+        if self.transport is not None:
             self.transport.write(data, addr)
-        except OSError:
-            pass
 
     def close(self) -> None:
         """Release the port (idempotent)."""

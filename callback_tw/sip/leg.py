@@ -42,8 +42,6 @@ from sippy.UacStateUpdating import UacStateUpdating
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from callback_tw.sip import reactor as _reactor  # noqa: F401  (sippy import order)
-
 USER_AGENT = "callback_tw"
 
 #: RFC 3261 14.1: after a 491 the owner of the Call-ID waits 2.1 to 4 s.

@@ -34,7 +34,6 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from callback_tw.sip import reactor as _sipreactor  # noqa: F401  (sippy import order)
 from sippy.SipContact import SipContact
 from sippy.SipGenericHF import SipGenericHF
 from sippy.SipHeader import SipHeader

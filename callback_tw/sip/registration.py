@@ -23,14 +23,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
-
-# isort: off
-# callback_tw.sip.reactor must be imported before any sippy module.
-from callback_tw.sip import reactor as _sipreactor  # noqa: F401
-from callback_tw.sip.leg import USER_AGENT
 from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
 from sippy.SipContact import SipContact
@@ -40,8 +32,11 @@ from sippy.SipHeader import SipHeader
 from sippy.SipRequest import SipRequest
 from sippy.SipTo import SipTo
 from sippy.SipURL import SipURL
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
 
-# isort: on
+from callback_tw.sip.leg import USER_AGENT
 
 __all__ = ["LineRegistration", "BACKOFF_FIRST", "BACKOFF_MAX"]
 

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from sippy.SdpBody import SdpBody
 from sippy.SdpMedia import MTAudio
 
-from callback_tw.sip import reactor as _reactor  # noqa: F401  (sippy import order)
-
 #: Static payload types we offer, with their rtpmap names.
 STATIC_CODECS = {0: "PCMU", 8: "PCMA"}
 TELEPHONE_EVENT_PT = 101
