@@ -410,9 +410,8 @@ class CallbackCall:
 
     def _stopMedia(self) -> None:
         playing, self._playing = self._playing, []
-        for play in playing:
-            if play is not None and hasattr(play, "stop"):
-                play.stop()
+        for playback in playing:
+            playback.stop()
 
     def _closeMedia(self) -> None:
         rtp, self._rtp = self._rtp, {}
