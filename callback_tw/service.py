@@ -30,7 +30,8 @@ from callback_tw.media.rtp import RTPPortAllocator
 from callback_tw.sip.reactor import setBuffers
 from callback_tw.sip.registrar import Registrar
 from callback_tw.sip.registration import LineRegistration
-from callback_tw.sip.stack import Route, Router, SipStack
+from callback_tw.sip.routing import Router, defaultRoute
+from callback_tw.sip.stack import SipStack
 
 
 class CallbackService(MultiService):
@@ -70,31 +71,12 @@ class CallbackService(MultiService):
         #: with register = yes.
         self.lineRegistration: LineRegistration | None = None
         line = config.externalLine
-        if config.callback.externalLineMode and line is not None:
-            # Every leg to the provider: R-URI at its domain, sent to its
-            # proxy, From the line's number (default_caller only when the
-            # line has none), 401/407 answered with the line's credentials.
-            defaultRoute = Route(
-                (line.registrarHost, line.registrarPort),
-                line.number or config.callback.defaultCaller,
-                "external line",
-                credentials=(line.username, line.password),
-                outboundProxy=line.sendTo,
-                fromDomain=line.registrarHost,
-            )
-            if line.register:
-                # A child after the SIP stack: started once SIP is bound.
-                # Stopped explicitly in stopService, before SIP, so the
-                # unregistration is answered while SIP is still up.
-                self.lineRegistration = LineRegistration(self.sip, line, reactor)
-                self.lineRegistration.setServiceParent(self)
-        else:
-            outbound = config.outboundPeer
-            defaultRoute = Route(
-                (outbound.host, outbound.sipPort),
-                config.callback.defaultCaller,
-                f"peer {outbound.name}",
-            )
+        if config.callback.externalLineMode and line is not None and line.register:
+            # A child after the SIP stack: started once SIP is bound.
+            # Stopped explicitly in stopService, before SIP, so the
+            # unregistration is answered while SIP is still up.
+            self.lineRegistration = LineRegistration(self.sip, line, reactor)
+            self.lineRegistration.setServiceParent(self)
         #: the registrar of the local users ([users]); None without any.
         self.registrar: Registrar | None = None
         if config.users:
@@ -102,7 +84,7 @@ class CallbackService(MultiService):
             self.sip.registrar = self.registrar
         self.dialer = Router(
             self.sip,
-            defaultRoute,
+            defaultRoute(config),
             config.callback.noAnswerTimeout,
             locator=self.registrar,
         )

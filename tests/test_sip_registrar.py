@@ -19,7 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.registrar import Registrar
 from callback_tw.sip.sdp import SdpSession
-from callback_tw.sip.stack import Route, Router, SipStack
+from callback_tw.sip.routing import Route, Router
+from callback_tw.sip.stack import SipStack
 from tests.siphelpers import RecordingListener, Sent, useFakeReactor
 
 REALM = "127.0.0.1"

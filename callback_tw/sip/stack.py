@@ -10,8 +10,7 @@ default caller as From user (the spec: some providers reject a NULL caller).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sippy.SipConf import SipConf
 from twisted.application.service import Service
@@ -20,7 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from callback_tw.sip import reactor as sipreactor
-from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg, UnreachableLeg
+from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg
 
 
 class _SipTraceLogger:
@@ -204,92 +203,3 @@ class SipStack(Service):
             "{method} from {source} refused: 403", method=method, source=source
         )
         return (req.genResponse(403, "Forbidden"), None, None)
-
-
-@dataclass(frozen=True)
-class Route:
-    """
-    Where and how one leg goes.
-
-    @ivar target: (host, port) of the R-URI.
-    @ivar callerId: the From user.
-    @ivar via: a label for logs ("peer pss", "external line", "local user").
-    """
-
-    target: tuple[str, int]
-    callerId: str
-    via: str
-    credentials: tuple[str, str] | None = None
-    outboundProxy: tuple[str, int] | None = None
-    fromDomain: str | None = None
-
-
-class ILocator(Protocol):
-    """Local users (the registrar): who is local, and where they are."""
-
-    def isLocal(self, user: str) -> bool: ...
-
-    def contactFor(self, user: str) -> tuple[str, int] | None: ...
-
-
-class Router:
-    """
-    Decides where each leg goes, in this order: a local user (to the
-    contact it registered; a local user who is not registered fails at once
-    with 480); otherwise the default route — the external line in external
-    line mode, the outbound peer server otherwise.
-
-    @ivar sdpHost: the address this server puts in its SDP origin.
-    """
-
-    _log = Logger()
-
-    def __init__(
-        self,
-        stack: SipStack,
-        defaultRoute: Route,
-        noAnswerTimeout: float,
-        locator: ILocator | None = None,
-        localCallerId: str | None = None,
-    ) -> None:
-        self._stack = stack
-        self._default = defaultRoute
-        self._noAnswerTimeout = noAnswerTimeout
-        self._locator = locator
-        self._localCallerId = localCallerId or defaultRoute.callerId
-
-    @property
-    def sdpHost(self) -> str:
-        return self._stack.host
-
-    def route(self, user: str) -> Route | None:
-        """The route for C{user}; None for a local user not registered."""
-        if self._locator is not None and self._locator.isLocal(user):
-            contact = self._locator.contactFor(user)
-            if contact is None:
-                return None
-            return Route(contact, self._localCallerId, "local user")
-        return self._default
-
-    def dial(
-        self, user: str, offer: str, listener: ILegListener, name: str = ""
-    ) -> Any:
-        """Call C{user} by its route."""
-        route = self.route(user)
-        if route is None:
-            return UnreachableLeg(
-                listener, self._stack.reactor, 480, "Temporarily Unavailable", name
-            )
-        self._log.debug("{name}: {user} via {via}", name=name, user=user, via=route.via)
-        return self._stack.dial(
-            user,
-            route.callerId,
-            route.target,
-            offer,
-            listener,
-            self._noAnswerTimeout,
-            name,
-            credentials=route.credentials,
-            outboundProxy=route.outboundProxy,
-            fromDomain=route.fromDomain,
-        )
