@@ -27,11 +27,11 @@ from callback_tw.iif.protocol import IIFProtocol
 from callback_tw.media.player import RTPScheduler
 from callback_tw.media.prompts import PromptCatalogue
 from callback_tw.media.rtp import RTPPortAllocator
-from callback_tw.sip.reactor import setBuffers
 from callback_tw.sip.registrar import Registrar
 from callback_tw.sip.registration import LineRegistration
 from callback_tw.sip.routing import Router, defaultRoute
 from callback_tw.sip.stack import SipStack
+from callback_tw.sockets import setBuffers
 
 
 class CallbackService(MultiService):
@@ -63,8 +63,17 @@ class CallbackService(MultiService):
         self._reactor = reactor
         self.config = config
         sip = config.sip
+        #: the registrar of the local users ([users]); None without any.
+        self.registrar: Registrar | None = None
+        if config.users:
+            self.registrar = Registrar(config.users, sip.sipHost, reactor=reactor)
         self.sip = SipStack(
-            sip.address, sip.port, sip.sipHost, sip.trace, reactor=reactor
+            sip.address,
+            sip.port,
+            sip.sipHost,
+            sip.trace,
+            reactor=reactor,
+            registrar=self.registrar,
         )
         self.sip.setServiceParent(self)
         #: the external line's registration; None unless external line mode
@@ -77,11 +86,6 @@ class CallbackService(MultiService):
             # unregistration is answered while SIP is still up.
             self.lineRegistration = LineRegistration(self.sip, line, reactor)
             self.lineRegistration.setServiceParent(self)
-        #: the registrar of the local users ([users]); None without any.
-        self.registrar: Registrar | None = None
-        if config.users:
-            self.registrar = Registrar(config.users, sip.sipHost, reactor=reactor)
-            self.sip.registrar = self.registrar
         self.dialer = Router(
             self.sip,
             defaultRoute(config),

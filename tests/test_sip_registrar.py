@@ -18,8 +18,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.registrar import Registrar
-from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.routing import Route, Router
+from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
 from tests.siphelpers import RecordingListener, Sent, useFakeReactor
 

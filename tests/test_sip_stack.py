@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.routing import Route, Router
+from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
 from tests.siphelpers import (
     FarEnd,

@@ -38,6 +38,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from callback_tw.sockets import setBuffers
+
 _log = Logger(namespace="callback_tw.sip")
 
 
@@ -323,22 +325,6 @@ class _SipDatagramProtocol(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         self._server.datagramReceived(datagram, addr)
-
-
-#: Socket buffer asked for on SIP and IIF sockets. The default (~200 KiB)
-#: overflows during a short reactor stall at a few hundred messages per
-#: second, and every datagram the kernel drops costs a retransmission
-#: 0.5 s later (or a callback). The kernel caps it at net.core.rmem_max.
-SOCKET_BUFFER = 4 * 1024 * 1024
-
-
-def setBuffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> None:
-    """Ask for large receive and send buffers; the kernel may give less."""
-    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, option, size)
-        except OSError:
-            pass
 
 
 class ReactorUdpServer:

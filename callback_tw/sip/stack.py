@@ -52,7 +52,13 @@ class SipStack(Service):
         advertisedAddress: str = "",
         trace: bool = False,
         reactor: Any = None,
+        registrar: Any = None,
     ) -> None:
+        """
+        @param registrar: answers REGISTER for local users
+            (L{callback_tw.sip.registrar.Registrar}); None: REGISTER gets
+            403 like anything else nobody asked for.
+        """
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
         self._reactor = reactor
@@ -63,9 +69,7 @@ class SipStack(Service):
         self._tm: sipreactor.ReactorTransactionManager | None = None
         self._globalConfig: dict[str, Any] = {}
         self.port: int | None = None
-        #: answers REGISTER (local users); None: REGISTER gets 403 like
-        #: anything else nobody asked for.
-        self.registrar: Any = None
+        self.registrar = registrar
 
     @property
     def reactor(self) -> Any:
