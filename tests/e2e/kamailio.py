@@ -31,14 +31,13 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from tests.e2e.harness import (
-    LOOPBACK,
-    ASClient,
+from tests.e2e.loopback import LOOPBACK, freePort
+from tests.e2e.peers import ASClient
+from tests.e2e.processes import (
+    ChildProcess,
     ServerProcess,
     SippUAS,
-    _ChildProcess,
-    _iniValue,
-    freePort,
+    iniValue,
     logProcessOutput,
 )
 
@@ -86,7 +85,7 @@ class KamEvent:
         )
 
 
-class KamailioProvider(_ChildProcess):
+class KamailioProvider(ChildProcess):
     """
     Kamailio playing the provider of one account.
 
@@ -232,7 +231,7 @@ class ExternalLineServer(ServerProcess):
         for section in ("callback", "sip", "peer_servers", "external_line", "media"):
             lines.append(f"[{section}]")
             for key, value in self.sections[section].items():
-                lines.append(f"{key} = {_iniValue(value)}")
+                lines.append(f"{key} = {iniValue(value)}")
             lines.append("")
         self.configPath.write_text("\n".join(lines))
         return self.configPath

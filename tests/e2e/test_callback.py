@@ -1,7 +1,7 @@
 """
 End-to-end tests: the real server (C{twistd -n callback}, real UDP ports)
 against a SIPp UAS that plays every far-end phone (C{scenarios/uas.xml}) and
-an application server on loopback (L{harness.ASClient}).
+an application server on loopback (L{ASClient}).
 
 Each test checks the wire: the SIP messages SIPp logged (what the peer
 server, and so the phones, received and sent, with timestamps) and the IIF
@@ -22,15 +22,16 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.e2e import harness
-from tests.e2e.harness import (
-    ASClient,
+from tests.e2e.harness import startCallbackWorld
+from tests.e2e.loopback import pollUntil, portIsBound, sleep
+from tests.e2e.peers import ASClient
+from tests.e2e.processes import SIPP
+from tests.e2e.siplog import (
     SipMessage,
     describeMessages,
     distinct,
     requestsOf,
     responsesOf,
-    startCallbackWorld,
 )
 
 REASON = re.compile(r'^SIP\s*;\s*cause\s*=\s*(\d{3})\s*;\s*text\s*=\s*"[^"]*"', re.I)
@@ -70,7 +71,7 @@ class CallbackEndToEndTests(TestCase):
 
     timeout = 60
 
-    if harness.SIPP is None:
+    if SIPP is None:
         skip = "sipp is not installed (Debian package sip-tester)"
 
     @defer.inlineCallbacks
@@ -115,7 +116,7 @@ class CallbackEndToEndTests(TestCase):
             except AssertionError:
                 return False
 
-        d = harness._pollUntil(reactor, check, timeout, 0.05)
+        d = pollUntil(reactor, check, timeout, 0.05)
 
         def timedOut(failure: Any) -> None:
             failure.trap(defer.TimeoutError)
@@ -320,7 +321,7 @@ class CallbackEndToEndTests(TestCase):
                 ["INVITE", "100", str(status), "ACK"],
                 describeMessages(leg1),
             )
-        yield harness.sleep(reactor, 0.3)
+        yield sleep(reactor, 0.3)
         self.assertNoCallTo(*[f"answer2{c}" for c, _, _ in cases])
 
     @defer.inlineCallbacks
@@ -541,7 +542,7 @@ class CallbackEndToEndTests(TestCase):
         self.client.send("HELLO")
         got = yield self.client.expect("ACK", timeout=3)
         self.assertEqual(got, "ACK: id=;code=fail;")
-        yield harness.sleep(reactor, 0.5)
+        yield sleep(reactor, 0.5)
         self.assertEqual(self.uas.messages(), [])
 
     @defer.inlineCallbacks
@@ -580,8 +581,8 @@ class CallbackEndToEndTests(TestCase):
         )
         # While user2 rings, the server holds the RTP port its offer named.
         offer = requestsOf(self.call("ring4"), "INVITE", "received")[0]
-        self.assertTrue(harness._portIsBound(offer.mediaAddress()[1]), offer.body)
-        yield harness.sleep(reactor, 1.0)
+        self.assertTrue(portIsBound(offer.mediaAddress()[1]), offer.body)
+        yield sleep(reactor, 1.0)
         self.client.send("CANCEL: id=x1;")
         self.client.send("CANCEL: id=x2;")
         codes = yield defer.gatherResults(

@@ -17,9 +17,10 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.e2e import harness
-from tests.e2e.harness import describeMessages, distinct, requestsOf
 from tests.e2e.kamailio import KAMAILIO, startExternalLineWorld
+from tests.e2e.loopback import pollUntil
+from tests.e2e.processes import SIPP
+from tests.e2e.siplog import describeMessages, distinct, requestsOf
 
 
 class ExternalLineTests(TestCase):
@@ -30,7 +31,7 @@ class ExternalLineTests(TestCase):
 
     timeout = 60
 
-    if harness.SIPP is None:
+    if SIPP is None:
         skip = "sipp is not installed (Debian package sip-tester)"
     elif KAMAILIO is None:
         skip = "kamailio is not installed (Debian package kamailio)"
@@ -60,7 +61,7 @@ class ExternalLineTests(TestCase):
                 + "\n".join(self.server.logLines("external line"))
             )
 
-        return harness._pollUntil(reactor, predicate, timeout).addErrback(timedOut)
+        return pollUntil(reactor, predicate, timeout).addErrback(timedOut)
 
     def registers(self, **match: str) -> list[Any]:
         return self.provider.of("req", method="REGISTER", **match)

@@ -18,23 +18,24 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.e2e import harness
-from tests.e2e.harness import (
-    ASClient,
+from tests.e2e.loopback import pollUntil, sleep
+from tests.e2e.peers import ASClient
+from tests.e2e.processes import (
+    SCENARIOS,
+    SIPP,
+    ServerProcess,
     SippUAS,
-    describeMessages,
-    distinct,
-    requestsOf,
-    responsesOf,
+    logProcessOutput,
 )
+from tests.e2e.siplog import describeMessages, distinct, requestsOf, responsesOf
 
 USERS = {"100": "secret100", "101": "secret101"}
-REGISTER_SCENARIO = harness.SCENARIOS / "phone_register.xml"
-PHONE_UAS_SCENARIO = harness.SCENARIOS / "phone_uas.xml"
+REGISTER_SCENARIO = SCENARIOS / "phone_register.xml"
+PHONE_UAS_SCENARIO = SCENARIOS / "phone_uas.xml"
 
 
-class LocalUsersServer(harness.ServerProcess):
-    """L{harness.ServerProcess} whose INI file also has a C{[users]} section."""
+class LocalUsersServer(ServerProcess):
+    """L{ServerProcess} whose INI file also has a C{[users]} section."""
 
     def __init__(self, *args: Any, users: dict[str, str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -101,7 +102,7 @@ class LocalUsersEndToEndTests(TestCase):
 
     timeout = 60
 
-    if harness.SIPP is None:
+    if SIPP is None:
         skip = "sipp is not installed (Debian package sip-tester)"
 
     @defer.inlineCallbacks
@@ -130,7 +131,7 @@ class LocalUsersEndToEndTests(TestCase):
 
     def _logOutput(self, process: Any) -> None:
         if process.pid:
-            harness.logProcessOutput(process, self.id())
+            logProcessOutput(process, self.id())
 
     @defer.inlineCallbacks
     def startPhone(self, number: str, password: str) -> Any:
@@ -143,7 +144,7 @@ class LocalUsersEndToEndTests(TestCase):
         self.addCleanup(phone.stop)
         yield phone.start()
         try:
-            yield harness._pollUntil(reactor, phone.registerAnswer, 10.0)
+            yield pollUntil(reactor, phone.registerAnswer, 10.0)
         except defer.TimeoutError:
             self.fail(
                 f"phone {number}: no answer to its REGISTER; log:\n"
@@ -201,7 +202,7 @@ class LocalUsersEndToEndTests(TestCase):
                 for p in (phone100, phone101)
             )
 
-        yield harness._pollUntil(reactor, ended, 10.0)
+        yield pollUntil(reactor, ended, 10.0)
         leg1, leg2 = distinct(phone100.messages()), distinct(phone101.messages())
         log = describeMessages(leg1 + leg2)
         invites1, invites2 = phone100.invites(), phone101.invites()
@@ -250,7 +251,7 @@ class LocalUsersEndToEndTests(TestCase):
         realDuration, _ = yield self.client.expectResponse("lu2", timeout=5)
         self.assertEqual(realDuration, 0)
         # Give a stray INVITE the time to arrive, then check there was none.
-        yield harness.sleep(reactor, 0.5)
+        yield sleep(reactor, 0.5)
         self.assertEqual(phone100.invites(), [], describeMessages(phone100.messages()))
         self.assertEqual(phone101.invites(), [], describeMessages(phone101.messages()))
         self.assertNothingAtPeer()

@@ -20,16 +20,18 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
 from callback_tw.media.prompts import PromptCatalogue
-from tests.e2e import harness
-from tests.e2e.harness import (
-    ASClient,
+from tests.e2e.loopback import sleep
+from tests.e2e.peers import ASClient
+from tests.e2e.processes import (
+    REPO_ROOT,
+    SIPP,
     ServerProcess,
     SippUAS,
     logProcessOutput,
-    requestsOf,
 )
+from tests.e2e.siplog import describeMessages, requestsOf
 
-PROMPTS = harness.REPO_ROOT / "etc" / "prompts"
+PROMPTS = REPO_ROOT / "etc" / "prompts"
 SCENARIO = Path(__file__).parent / "scenarios" / "uas_media.xml"
 RINGBACK = (425, 1.0, 4.0)
 
@@ -76,7 +78,7 @@ class MediaEndToEndTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Any:
-        if harness.SIPP is None:
+        if SIPP is None:
             raise self.skipTest("sipp is not installed (Debian package sip-tester)")
         self.catalogue = PromptCatalogue.load(str(PROMPTS))
         self.rtp1, self.rtp2 = RTPReceiver(), RTPReceiver()
@@ -154,7 +156,7 @@ class MediaEndToEndTests(TestCase):
             "m1", "media1", "media2", duration=30, ann_id2="00080003", ann_digit2="42"
         )
         self.assertEqual((yield self.client.expectAck("m1")), "ok")
-        yield harness.sleep(reactor, 9)
+        yield sleep(reactor, 9)
         self.client.send("CANCEL: id=m1;")
         realDuration, _ = yield self.client.expectResponse("m1", timeout=10)
 
@@ -190,7 +192,7 @@ class MediaEndToEndTests(TestCase):
         # Order: user1's announcement, user2's announcement, then the join.
         call1 = self.uas.callTo("media1")
         reinvites1 = requestsOf(call1, "INVITE", "received")
-        self.assertEqual(len(reinvites1), 2, harness.describeMessages(call1))
+        self.assertEqual(len(reinvites1), 2, describeMessages(call1))
         join = reinvites1[1].time
         lastTo2 = self.rtp2.packets[-1][0]
         self.assertLess(self.rtp1.packets[0][0], self.rtp2.packets[0][0])
@@ -206,6 +208,6 @@ class MediaEndToEndTests(TestCase):
         """A REQUEST naming an announcement with no file: code=fail, no INVITE."""
         self.client.request("m2", "media1", "media2", duration=30, ann_id1="12345678")
         self.assertEqual((yield self.client.expectAck("m2")), "fail")
-        yield harness.sleep(reactor, 1)
+        yield sleep(reactor, 1)
         self.assertEqual(requestsOf(self.uas.messages(), "INVITE"), [])
         self.assertEqual(self.rtp1.packets, [])

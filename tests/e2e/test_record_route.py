@@ -20,15 +20,10 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.e2e import harness
-from tests.e2e.harness import (
-    LOOPBACK,
-    describeMessages,
-    distinct,
-    requestsOf,
-    responsesOf,
-)
 from tests.e2e.kamailio import KAMAILIO, startRecordRoutingWorld
+from tests.e2e.loopback import LOOPBACK, pollUntil
+from tests.e2e.processes import SIPP
+from tests.e2e.siplog import describeMessages, distinct, requestsOf, responsesOf
 
 
 def normalRoutes(value: str) -> list[str]:
@@ -52,7 +47,7 @@ class RecordRouteTests(TestCase):
 
     timeout = 60
 
-    if harness.SIPP is None:
+    if SIPP is None:
         skip = "sipp is not installed (Debian package sip-tester)"
     elif KAMAILIO is None:
         skip = "kamailio is not installed (Debian package kamailio)"
@@ -73,7 +68,7 @@ class RecordRouteTests(TestCase):
                 f"{describeMessages(self.uas.messages())}"
             )
 
-        return harness._pollUntil(reactor, predicate, timeout).addErrback(timedOut)
+        return pollUntil(reactor, predicate, timeout).addErrback(timedOut)
 
     @defer.inlineCallbacks
     def test_callbackThroughRecordRoutingProvider(self) -> None:

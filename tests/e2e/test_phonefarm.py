@@ -1,33 +1,27 @@
 """
-Tests of the end-to-end harness itself, with no callback server: the SIPp
-phone farm (C{scenarios/uas.xml}) driven by a small scripted UAC, the SIPp
-message-log parser, the datagram peers and the process wrapper.
+The SIPp phone farm (C{scenarios/uas.xml}) driven by a small scripted UAC,
+with no callback server.
 
-They prove the harness right before the end-to-end tests rely on it: if a
-phone kind misbehaves here, a failing end-to-end test would blame the server.
+They prove the farm right before the end-to-end tests rely on it: if a phone
+kind misbehaves here, a failing end-to-end test would blame the server.
 """
 
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import TestCase
 
-from tests.e2e import harness
-from tests.e2e.harness import (
-    ASClient,
-    DatagramPeer,
-    ServerProcess,
+from tests.e2e.loopback import sleep
+from tests.e2e.peers import DatagramPeer
+from tests.e2e.processes import SIPP, SippUAS, logProcessOutput
+from tests.e2e.siplog import (
     SipMessage,
-    SippUAS,
     distinct,
-    parseIIF,
-    parseMessageLog,
     parseSipMessage,
     requestsOf,
     responsesOf,
@@ -189,7 +183,7 @@ class PhoneFarmTests(TestCase):
 
     timeout = 30
 
-    if harness.SIPP is None:
+    if SIPP is None:
         skip = "sipp is not installed (Debian package sip-tester)"
 
     @defer.inlineCallbacks
@@ -197,7 +191,7 @@ class PhoneFarmTests(TestCase):
         directory = Path(self.mktemp())
         directory.mkdir(parents=True)
         self.uas = SippUAS(str(directory), lifetime=60)
-        self.addCleanup(lambda: harness.logProcessOutput(self.uas, self.id()))
+        self.addCleanup(lambda: logProcessOutput(self.uas, self.id()))
         self.addCleanup(self.uas.stop)
         yield self.uas.start()
         self.uac = MiniUAC(("127.0.0.1", self.uas.port))
@@ -288,7 +282,7 @@ class PhoneFarmTests(TestCase):
         ok = yield self._answered("hangup2")
         answeredAt = time.time()
         self.assertEqual(ok.mediaAddress(), ("127.0.0.1", self.uas.mediaPort + 2))
-        yield harness.sleep(reactor, 0.5)
+        yield sleep(reactor, 0.5)
         reinvited = yield self._reinvited()
         self.assertEqual(
             reinvited.mediaAddress(), ("127.0.0.1", self.uas.mediaPort + 2)
@@ -302,7 +296,7 @@ class PhoneFarmTests(TestCase):
             bye.firstLine,
         )
         # From the farm's own log: 200 sent -> BYE sent.
-        yield harness.sleep(reactor, 0.2)
+        yield sleep(reactor, 0.2)
         log = distinct(self.uas.callTo("hangup2"))
         sent200 = responsesOf(log, "INVITE", 200, "sent")[0]
         sentBye = requestsOf(log, "BYE", "sent")[0]
@@ -399,7 +393,7 @@ class PhoneFarmTests(TestCase):
         """
         self.uac.invite("late3")
         yield self.uac.expectStatus(180)
-        yield harness.sleep(reactor, 0.5)
+        yield sleep(reactor, 0.5)
         self.uac.cancel()
         yield self.uac.expectStatus(200, "CANCEL")
         terminated = yield self.uac.expectStatus(487)
@@ -480,7 +474,7 @@ class PhoneFarmTests(TestCase):
         yield self.uac.expectStatus(200, "CANCEL")
         terminated = yield self.uac.expectStatus(487)
         self.uac.ack(terminated)
-        yield harness.sleep(reactor, 0.3)
+        yield sleep(reactor, 0.3)
         self.assertNotIn("Aborting call", self.uas.errors())
         # One response per transaction (INVITE, re-INVITE, BYE), retransmissions aside.
         self.assertEqual(
@@ -520,329 +514,3 @@ class PhoneFarmTests(TestCase):
             log = self.uas.callTo(f"answer{index}")
             self.assertEqual({m.callId for m in log}, {uac.callId})
             self.assertEqual(distinct(log)[-1].methodOrStatus, "200")
-
-
-SAMPLE_LOG = (
-    "----------------------------------------------- 2026-11-27 04:00:36.897641\n"
-    "UDP message received [330] bytes :\n"
-    "\n"
-    "INVITE sip:answer1@127.0.0.1:56376 SIP/2.0\r\n"
-    "v: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\r\n"
-    "f: <sip:1000@127.0.0.1>;tag=a\r\n"
-    "t: <sip:answer1@127.0.0.1>\r\n"
-    "i: call-1\r\n"
-    "CSeq: 1 INVITE\r\n"
-    "Subject: folded\r\n"
-    "  header\r\n"
-    "Content-Type: application/sdp\r\n"
-    "Content-Length: 42\r\n"
-    "\r\n"
-    "c=IN IP4 1.2.3.4\r\n"
-    "m=audio 4000 RTP/AVP 0\r\n"
-    "\n\n"
-    "----------------------------------------------- 2026-11-27 04:00:37.000001\n"
-    "UDP message sent (120 bytes):\n"
-    "\n"
-    "SIP/2.0 200 OK\n"
-    "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\n"
-    "Call-ID: call-1\n"
-    "CSeq: 1 INVITE\n"
-    "Content-Length: 0\n"
-    "\n"
-    "\n"
-    "----------------------------------------------- 2026-11-27 04:00:38.500000\n"
-    "UDP message received [90] bytes :\n"
-    "\n"
-    "ACK sip:answer1@127.0.0.1:56376 SIP/2.0\n"
-    "Call-ID: call-1\n"
-    "CSeq: 1 ACK\n"
-    "Content-Length: 0\n"
-    "\n"
-    "Unexpected UDP message received:\n"
-    "\n"
-    "ACK sip:answer1@127.0.0.1:56376 SIP/2.0\n"
-    "Call-ID: call-1\n"
-    "\n"
-)
-
-
-class MessageLogParserTests(SynchronousTestCase):
-    """
-    L{parseMessageLog} and L{parseSipMessage} read SIPp's message file.
-    """
-
-    def test_entries(self) -> None:
-        """
-        Each logged message becomes one L{SipMessage} with its direction,
-        first line, method or status, time, headers and body; a message SIPp
-        also logged as unexpected is returned once.
-        """
-        messages = parseMessageLog(SAMPLE_LOG)
-        self.assertEqual(
-            [(m.direction, m.methodOrStatus, m.firstLine) for m in messages],
-            [
-                ("received", "INVITE", "INVITE sip:answer1@127.0.0.1:56376 SIP/2.0"),
-                ("sent", "200", "SIP/2.0 200 OK"),
-                ("received", "ACK", "ACK sip:answer1@127.0.0.1:56376 SIP/2.0"),
-            ],
-        )
-        self.assertAlmostEqual(messages[1].time - messages[0].time, 0.10236, places=5)
-        self.assertAlmostEqual(messages[2].time - messages[0].time, 1.602359, places=5)
-        invite, ok, ack = messages
-        self.assertEqual(invite.method, "INVITE")
-        self.assertIsNone(invite.status)
-        self.assertEqual(ok.status, 200)
-        self.assertIsNone(ok.method)
-        self.assertEqual(ack.body, "")
-
-    def test_headers(self) -> None:
-        """
-        Header names are lower-case with compact forms expanded; folded lines
-        are joined; the body is cut at Content-Length.
-        """
-        invite = parseMessageLog(SAMPLE_LOG)[0]
-        self.assertEqual(invite.callId, "call-1")
-        self.assertEqual(
-            invite.headers["via"], ["SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1"]
-        )
-        self.assertEqual(invite.header("FROM"), "<sip:1000@127.0.0.1>;tag=a")
-        self.assertEqual(invite.header("subject"), "folded header")
-        self.assertEqual(invite.cseqMethod, "INVITE")
-        self.assertEqual(invite.requestUser, "answer1")
-        self.assertEqual(invite.body, "c=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 0\r\n")
-        self.assertEqual(invite.mediaAddress(), ("1.2.3.4", 4000))
-        self.assertEqual(invite.payloadTypes(), [0])
-        self.assertIsNone(invite.header("contact"))
-
-    def test_repeatedHeaders(self) -> None:
-        """
-        A header that appears twice keeps both values, in order.
-        """
-        message = parseSipMessage(
-            b"SIP/2.0 180 Ringing\r\nVia: a\r\nVia: b\r\nCSeq: 7 INVITE\r\n\r\n",
-            "sent",
-            5.0,
-        )
-        self.assertEqual(message.headers["via"], ["a", "b"])
-        self.assertEqual(message.status, 180)
-        self.assertEqual(message.cseqMethod, "INVITE")
-        self.assertEqual(message.time, 5.0)
-
-    def test_distinctDropsRetransmissions(self) -> None:
-        """
-        L{distinct} drops a repeated message (same direction, first line,
-        Call-ID, CSeq, Via), keeping the first.
-        """
-        text = "SIP/2.0 200 OK\r\nVia: v\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"
-        first = parseSipMessage(text, "sent", 1.0)
-        again = parseSipMessage(text, "sent", 1.5)
-        other = parseSipMessage(text.replace("1 INVITE", "2 INVITE"), "sent", 2.0)
-        self.assertEqual(distinct([first, again, other]), [first, other])
-
-    def test_iif(self) -> None:
-        """
-        L{parseIIF} splits an IIF datagram into method and parameters.
-        """
-        self.assertEqual(
-            parseIIF("ACK: id=1234;code=ok;\r\n"), ("ACK", {"id": "1234", "code": "ok"})
-        )
-        self.assertEqual(
-            parseIIF("RESPONSE: id=7;real_duration=0"),
-            ("RESPONSE", {"id": "7", "real_duration": "0"}),
-        )
-
-
-class DatagramPeerTests(TestCase):
-    """
-    L{ASClient} and L{DatagramPeer} over real loopback UDP.
-    """
-
-    timeout = 10
-
-    def setUp(self) -> None:
-        self.server = DatagramPeer(reactor).start()
-        self.addCleanup(self.server.stop)
-        self.client = ASClient(reactor, server=("127.0.0.1", self.server.port)).start()
-        self.addCleanup(self.client.stop)
-
-    @defer.inlineCallbacks
-    def test_requestAndExpect(self) -> Any:
-        """
-        C{request} sends the spec's REQUEST text from the client's own port;
-        C{expectAck} and C{expectResponse} pick the datagrams of their id,
-        even when they arrived before the test asked.
-        """
-        self.client.request("77", "100", "101", duration=30)
-        text = yield self.server.expect("REQUEST")
-        self.assertEqual(text, "REQUEST: id=77;user1=100;user2=101;duration=30;")
-        source = self.server.received[-1][2]
-        self.assertEqual(source, ("127.0.0.1", self.client.port))
-        self.server.send("RESPONSE: id=77;real_duration=12;", source)
-        self.server.send("ACK: id=78;code=fail;", source)
-        self.server.send("ACK: id=77;code=ok;", source)
-        code = yield self.client.expectAck("77")
-        self.assertEqual(code, "ok")
-        duration, when = yield self.client.expectResponse("77")
-        self.assertEqual(duration, 12)
-        self.assertLess(abs(when - time.time()), 5)
-        code = yield self.client.expectAck("78")
-        self.assertEqual(code, "fail")
-
-    @defer.inlineCallbacks
-    def test_eachDatagramClaimedOnce(self) -> Any:
-        """
-        Two C{expect}s for the same prefix get two different datagrams; a
-        third times out with L{defer.TimeoutError} listing what arrived.
-        """
-        self.client.send("A 1")
-        self.client.send("A 2")
-        first = yield self.server.expect("A")
-        second = yield self.server.expect("A")
-        self.assertEqual({first, second}, {"A 1", "A 2"})
-        failure = yield self.assertFailure(
-            self.server.expect("A", timeout=0.3), defer.TimeoutError
-        )
-        self.assertIn("'A 1'", str(failure))
-
-    @defer.inlineCallbacks
-    def test_expectNone(self) -> Any:
-        """
-        C{expectNone} succeeds when nothing matching arrives in time and fails
-        with C{AssertionError} when something does.
-        """
-        self.client.send("B")
-        yield self.server.expectNone("A", 0.3)
-        later = self.server.expectNone("C", 2)
-        self.client.send("C now")
-        yield self.assertFailure(later, AssertionError)
-
-
-class _FakeServer(ServerProcess):
-    """
-    A stand-in server process: a Python one-liner that prints the ready
-    marker after a delay and then behaves as told.
-    """
-
-    script = (
-        "import time; time.sleep(0.2);"
-        " print('callback_tw ready: test', flush=True); time.sleep(60)"
-    )
-
-    def argv(self) -> list[str]:
-        return [sys.executable, "-c", self.script]
-
-
-class ServerProcessTests(TestCase):
-    """
-    L{ServerProcess}: the config it writes, readiness, failure output, stop.
-    """
-
-    timeout = 30
-
-    def _server(self, cls: type = ServerProcess, **overrides: Any) -> ServerProcess:
-        directory = self.mktemp()
-        server = cls(directory, 5070, [6000, 6001], reactor=reactor, **overrides)
-        self.addCleanup(server.stop)
-        return server
-
-    def test_config(self) -> None:
-        """
-        The INI file has the four sections with the e2e defaults, the peers
-        pss/as1/as2 on loopback, fresh IIF and SIP ports, and the overrides.
-        """
-        server = self._server(no_answer_timeout=3, trace=False)
-        path = server.writeConfig()
-        text = path.read_text()
-        import configparser
-
-        parser = configparser.ConfigParser()
-        parser.read_string(text)
-        self.assertEqual(
-            parser.sections(), ["callback", "sip", "peer_servers", "media"]
-        )
-        self.assertEqual(parser["callback"]["no_answer_timeout"], "3")
-        self.assertEqual(parser["callback"]["default_caller"], "1000")
-        self.assertEqual(parser["callback"]["listen_port"], str(server.iifPort))
-        self.assertEqual(parser["sip"]["port"], str(server.sipPort))
-        self.assertEqual(parser["sip"]["trace"], "no")
-        self.assertEqual(
-            dict(parser["peer_servers"]),
-            {"pss": "127.0.0.1:5070", "as1": "127.0.0.1:6000", "as2": "127.0.0.1:6001"},
-        )
-        self.assertEqual(parser["media"]["default_ann_id1"], "")
-        self.assertNotEqual(server.iifPort, server.sipPort)
-        self.assertEqual(server.iifAddress, ("127.0.0.1", server.iifPort))
-
-    def test_unknownKey(self) -> None:
-        """
-        An override that is no config key is a C{TypeError} (a typo in a test
-        must not silently test the default).
-        """
-        self.assertRaises(
-            TypeError,
-            ServerProcess,
-            self.mktemp(),
-            5070,
-            6000,
-            reactor=reactor,
-            no_such_key=1,
-        )
-
-    @defer.inlineCallbacks
-    def test_readyAndStop(self) -> Any:
-        """
-        C{start} fires once the ready marker is printed; C{stop} ends the
-        process with SIGTERM and fires.
-        """
-        server = self._server(_FakeServer)
-        result = yield server.start()
-        self.assertIs(result, server)
-        self.assertTrue(server.running)
-        self.assertIn("callback_tw ready", server.output)
-        yield server.stop()
-        self.assertFalse(server.running)
-        self.assertEqual(server.exitSignal, 15)
-
-    @defer.inlineCallbacks
-    def test_exitBeforeReady(self) -> Any:
-        """
-        A server that exits before it is ready fails C{start} with its output.
-        """
-        server = self._server(_FakeServer)
-        server.script = (
-            "import sys; print('config: [callback] max_calls: bad'); sys.exit(1)"
-        )
-        failure = yield self.assertFailure(server.start(), RuntimeError)
-        self.assertIn("exited before it was ready", str(failure))
-        self.assertIn("max_calls: bad", str(failure))
-
-    @defer.inlineCallbacks
-    def test_notReadyInTime(self) -> Any:
-        """
-        A server that never prints the marker fails C{start} after the
-        timeout, with its output, and is killed.
-        """
-        server = self._server(_FakeServer)
-        server.script = "import time; print('starting', flush=True); time.sleep(60)"
-        failure = yield self.assertFailure(server.start(timeout=1), RuntimeError)
-        self.assertIn("not ready within 1 s", str(failure))
-        self.assertIn("starting", str(failure))
-        yield server.ended
-        self.assertFalse(server.running)
-
-    @defer.inlineCallbacks
-    def test_sigkillAfterGrace(self) -> Any:
-        """
-        A process that ignores SIGTERM is killed when the grace time is over.
-        """
-        server = self._server(_FakeServer)
-        server.script = (
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-            " print('callback_tw ready', flush=True); time.sleep(60)"
-        )
-        server.stopGrace = 0.5
-        yield server.start()
-        start = time.time()
-        yield server.stop()
-        self.assertEqual(server.exitSignal, 9)
-        self.assertLess(time.time() - start, 5)

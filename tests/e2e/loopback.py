@@ -1,0 +1,111 @@
+# -*- test-case-name: tests.e2e.test_peers,tests.e2e.test_processes -*-
+"""
+Loopback ports and bounded waiting, shared by every part of the end-to-end
+harness.
+
+Every port a test uses is found here (L{freePort}), and every wait is a
+Deferred with a bound (L{pollUntil}, L{sleep}): a test never sleeps the
+reactor, and a process that never gets ready fails the test instead of
+hanging it.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+
+LOOPBACK = "127.0.0.1"
+
+# Ports handed out by this process: freePort never gives one twice, so two
+# parts of one test cannot race each other for the same port.
+_givenPorts: set[int] = set()
+
+
+def freePort(kind: int = socket.SOCK_DGRAM) -> int:
+    """
+    A loopback port that is free now (UDP by default).
+
+    The port is found by binding port 0 and closing the socket, so another
+    process could still take it before ours binds it; the start-up of each
+    process checks that it did bind.  Within this process no port is returned
+    twice.
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        if port not in _givenPorts:
+            _givenPorts.add(port)
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+def reservePort(port: int) -> None:
+    """
+    Never hand out C{port} from L{freePort}: a caller found it free by other
+    means (SIPp's media port pair) and is about to use it.
+    """
+    _givenPorts.add(port)
+
+
+def portIsBound(port: int, kind: int = socket.SOCK_DGRAM) -> bool:
+    """
+    Whether someone holds loopback C{port}: probed by trying to bind it.
+    """
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def pollUntil(
+    reactor: Any, predicate: Callable[[], Any], timeout: float, interval: float = 0.05
+) -> Deferred:
+    """
+    Fire with the first true value of C{predicate()}, polled every
+    C{interval} seconds; errback with L{defer.TimeoutError} after C{timeout}.
+    """
+    d: Deferred = Deferred()
+    deadline = reactor.seconds() + timeout
+    pending: list[Any] = []
+
+    def check() -> None:
+        pending.clear()
+        try:
+            value = predicate()
+        except BaseException:
+            d.errback()
+            return
+        if value:
+            d.callback(value)
+        elif reactor.seconds() >= deadline:
+            d.errback(defer.TimeoutError(f"condition not met within {timeout} s"))
+        else:
+            pending.append(reactor.callLater(interval, check))
+
+    def cancel(_: Deferred) -> None:
+        for call in pending:
+            if call.active():
+                call.cancel()
+
+    d.addBoth(lambda result: (cancel(d), result)[1])
+    check()
+    return d
+
+
+def sleep(reactor: Any, seconds: float) -> Deferred:
+    """
+    A Deferred that fires with C{None} after C{seconds} of C{reactor} time.
+    """
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)
