@@ -1,7 +1,7 @@
 """
 Packaging for callback_tw.
 
-Two things here are deliberate (see ARCHITECTURE.md and STYLE.md):
+Two things here are deliberate (docs/decisions.md, D60, says why in full):
 
 - C{twisted.plugins} is listed in C{packages} by hand: C{twisted/} and
   C{twisted/plugins/} have no C{__init__.py} (they are drop-ins for Twisted's
