@@ -25,6 +25,8 @@ import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from callback_tw.syntax import isSipUser
+
 __all__ = [
     "CallbackConfig",
     "Config",
@@ -41,9 +43,6 @@ __all__ = [
 #: Via, Contact or SDP, which must carry an address a peer can reach.
 WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0"})
 
-#: SIP-user-safe characters (a subset of RFC 3261 "unreserved" plus the dial
-#: characters), shared with the IIF rules for user1/user2.
-_SIP_USER = re.compile(r"[0-9A-Za-z+*#.\-_]+\Z")
 _PEER_NAME = re.compile(r"[0-9a-z_.\-]+\Z")
 _ANN_ID = re.compile(r"[0-9]{8}\Z")
 _INTEGER = re.compile(r"[+-]?[0-9]+\Z")
@@ -603,7 +602,7 @@ def _readExternalLine(s: _Section, resolve: Resolver) -> ExternalLineConfig:
     username = s.raw("username", "")
     if not username:
         raise s.error("username", "must be the provider account's user name, got ''")
-    if len(username) > 64 or not _SIP_USER.match(username):
+    if not isSipUser(username, 64):
         raise s.error(
             "username",
             "must be 1-64 characters from digits, letters and + * # . - _,"
@@ -616,7 +615,7 @@ def _readExternalLine(s: _Section, resolve: Resolver) -> ExternalLineConfig:
         raise s.error("password", "must not contain control characters")
 
     number = s.raw("number", "")
-    if number and (len(number) > 31 or not _SIP_USER.match(number)):
+    if number and not isSipUser(number):
         raise s.error(
             "number",
             "must be empty or 1-31 characters from digits, letters and"
@@ -660,7 +659,7 @@ def _readUsers(path: str, parser: configparser.ConfigParser) -> dict[str, str]:
         def error(problem: str, name: str = name) -> ConfigError:
             return ConfigError(path, problem, "users", name)
 
-        if len(name) > 31 or not _SIP_USER.match(name):
+        if not isSipUser(name):
             raise error(
                 "a local user's number must be 1-31 characters from digits,"
                 " letters and + * # . - _"
@@ -724,9 +723,7 @@ def _readCallback(s: _Section, resolve: Resolver) -> CallbackConfig:
             "must not be empty when external_line_mode = no"
             " (some VOIP providers reject a call with no caller number)",
         )
-    if defaultCaller and (
-        len(defaultCaller) > 31 or not _SIP_USER.match(defaultCaller)
-    ):
+    if defaultCaller and not isSipUser(defaultCaller):
         raise s.error(
             "default_caller",
             "must be 1-31 characters from digits, letters and + * # . - _,"
