@@ -153,14 +153,14 @@ class SampleConfigTests(SynchronousTestCase):
         Every key the loader knows is written, with a comment, in the sample
         (the optional sections commented out, as C{; key =}).
         """
-        from callback_tw.config import _SECTIONS
+        from callback_tw.config.keys import SECTIONS, keysOf
 
         with open(SAMPLE, encoding="utf-8") as f:
             text = f.read()
-        for section, keys in _SECTIONS.items():
-            self.assertIn(f"[{section}]", text)
-            for key in keys:
-                self.assertRegex(text, rf"(?m)^(; )?{key} =")
+        for section in SECTIONS:
+            self.assertIn(f"[{section.name}]", text)
+            for key in keysOf(section.name):
+                self.assertRegex(text, rf"(?m)^(; )?{key.name} =")
 
     def test_sampleOptionalSectionsLoad(self) -> None:
         """
