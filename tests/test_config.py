@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import operator
 import os
-import re
 import socket
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -92,106 +91,6 @@ class _ConfigTestMixin:
         self.assertTrue(message.startswith(error.path + ": "), message)
         self.assertIn(expected, message)
         return error
-
-
-class SampleConfigTests(SynchronousTestCase):
-    """
-    The shipped etc/callback.ini loads and means what the issue says.
-    """
-
-    def test_sampleLoads(self) -> None:
-        """
-        The sample works out of the box: SIP on 127.0.0.1:5060, IIF on 5080,
-        legs to pss = 127.0.0.1:5070, AS as1 = 127.0.0.1:6000, prompts in
-        etc/prompts.
-        """
-        config = loadConfig(SAMPLE)
-        self.assertEqual(config.path, SAMPLE)
-        self.assertEqual(
-            config.callback,
-            CallbackConfig(
-                listenAddress="0.0.0.0",
-                listenPort=5080,
-                externalLineMode=False,
-                defaultCaller="1000",
-                outboundPeer="pss",
-                noAnswerTimeout=60.0,
-                maxDuration=86400,
-                maxCalls=1000,
-                requestMemory=3600.0,
-                shutdownTimeout=5.0,
-            ),
-        )
-        self.assertEqual(
-            config.sip,
-            SipConfig(
-                address="127.0.0.1", port=5060, advertisedAddress="", trace=False
-            ),
-        )
-        self.assertEqual(config.sip.sipHost, "127.0.0.1")
-        self.assertEqual(
-            dict(config.peerServers),
-            {
-                "pss": PeerServer(name="pss", host="127.0.0.1", port=5070),
-                "as1": PeerServer(name="as1", host="127.0.0.1", port=6000),
-            },
-        )
-        self.assertEqual(config.outboundPeer.name, "pss")
-        self.assertEqual(
-            config.media,
-            MediaConfig(
-                prompts=os.path.join(_REPO, "etc", "prompts"),
-                defaultAnnId1="00080002",
-                ringbackFrequency=425,
-                ringbackCadence=(1.0, 4.0),
-                rtpPorts=None,
-            ),
-        )
-
-    def test_sampleDocumentsEveryKey(self) -> None:
-        """
-        Every key the loader knows is written, with a comment, in the sample
-        (the optional sections commented out, as C{; key =}).
-        """
-        from callback_tw.config.keys import SECTIONS, keysOf
-
-        with open(SAMPLE, encoding="utf-8") as f:
-            text = f.read()
-        for section in SECTIONS:
-            self.assertIn(f"[{section.name}]", text)
-            for key in keysOf(section.name):
-                self.assertRegex(text, rf"(?m)^(; )?{key.name} =")
-
-    def test_sampleOptionalSectionsLoad(self) -> None:
-        """
-        Uncommenting the sample's [external_line] and [users] (with a
-        registrar that resolves) gives a working external line mode.
-        """
-        with open(SAMPLE, encoding="utf-8") as f:
-            text = f.read()
-        text = text.replace("external_line_mode = no", "external_line_mode = yes")
-        head, sep, tail = text.partition("\n; [external_line]\n")
-        lines, sep, media = tail.partition("\n[media]\n")
-        lines = re.sub(r"(?m)^; (\[users\]$|[0-9a-z_]+ =)", r"\1", lines)
-        text = head + "\n[external_line]\n" + lines + sep + media
-        path = self.mktemp() + ".ini"
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text.replace("prompts = prompts", f"prompts = {_REPO}/etc/prompts"))
-        config = loadConfig(path, resolve=lambda host: "192.0.2.9")
-        self.assertEqual(
-            config.externalLine,
-            ExternalLineConfig(
-                registrarHost="sip.provider.example",
-                registrarAddress=("192.0.2.9", 5060),
-                proxy=None,
-                username="1234567",
-                password="secret",
-                number="1234567",
-                register=True,
-                expires=3600,
-            ),
-        )
-        self.assertEqual(dict(config.users), {"100": "secret100", "101": "secret101"})
 
 
 class DefaultsTests(_ConfigTestMixin, SynchronousTestCase):

@@ -178,7 +178,7 @@ KEYS: tuple[Key, ...] = (
         f"The From user of both legs in {_S2S}, where it must be set (some"
         " VoIP providers reject a call with no caller number); 1-31 characters"
         " from digits, letters and + * # . - _.  In external line mode it is"
-        " used only when [external_line] number is empty.",
+        " used only when [external_line] number is empty.  Default: empty.",
         "",
         example="1000",
     ),
@@ -189,7 +189,7 @@ KEYS: tuple[Key, ...] = (
         values.name(),
         "The name of the peer server (see [peer_servers]) that receives both"
         f" legs: INVITE sip:<user>@<its host:port>.  Must be set in {_S2S};"
-        " not needed in external line mode.",
+        " not needed in external line mode.  Default: empty.",
         "",
         example="pss",
     ),
@@ -256,7 +256,7 @@ KEYS: tuple[Key, ...] = (
         "address",
         "address",
         values.address(),
-        "SIP bind address (IPv4 literal or host name)",
+        "SIP bind address (IPv4 literal or host name).  Default: 0.0.0.0.",
         "0.0.0.0",
         example="127.0.0.1",
     ),
@@ -330,7 +330,7 @@ KEYS: tuple[Key, ...] = (
         "number",
         values.sipUser(sayEmpty=True),
         "the line's number: From user of every leg; empty = [callback]"
-        " default_caller",
+        " default_caller.  Default: empty.",
         "",
         example="1234567",
     ),
@@ -392,8 +392,8 @@ KEYS: tuple[Key, ...] = (
         "rtpPorts",
         values.portRange(),
         'Local RTP ports, "low-high" (inclusive, 1024-65535), e.g.'
-        " 10000-20000; empty = any free port.  One port is used per leg while"
-        " it is not joined.",
+        " 10000-20000; an empty value means any free port.  One port is used"
+        " per leg while it is not joined.",
         None,
     ),
 )
