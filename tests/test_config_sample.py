@@ -93,6 +93,15 @@ class SampleMatchesTableTests(SynchronousTestCase):
         with open(SAMPLE, encoding="utf-8") as f:
             self.sample = _Sample(f.read())
 
+    def written(self, section: str, name: str) -> tuple[str, str]:
+        """
+        The value and comment of C{[section] name} in the sample; fails the
+        test when it is not written.
+        """
+        if (section, name) not in self.sample.keys:
+            self.fail(f"[{section}] {name} is not in {SAMPLE}")
+        return self.sample.keys[(section, name)]
+
     def test_sections(self) -> None:
         """
         The sample shows every section, in the table's order, each with its
@@ -129,7 +138,7 @@ class SampleMatchesTableTests(SynchronousTestCase):
         contains its help text.
         """
         for key in KEYS:
-            _, comment = self.sample.keys[(key.section, key.name)]
+            _, comment = self.written(key.section, key.name)
             self.assertIn(_words(key.help), comment, f"[{key.section}] {key.name}")
 
     def test_defaults(self) -> None:
@@ -138,7 +147,7 @@ class SampleMatchesTableTests(SynchronousTestCase):
         table gives one (the help then says what the default is).
         """
         for key in KEYS:
-            value, _ = self.sample.keys[(key.section, key.name)]
+            value, _ = self.written(key.section, key.name)
             expected = key.defaultText if key.example is None else key.example
             self.assertEqual(value, expected, f"[{key.section}] {key.name}")
 

@@ -186,7 +186,7 @@ KEYS: tuple[Key, ...] = (
         "callback",
         "outbound_peer",
         "outboundPeer",
-        values.name(),
+        values.name("a name from [peer_servers]"),
         "The name of the peer server (see [peer_servers]) that receives both"
         f" legs: INVITE sip:<user>@<its host:port>.  Must be set in {_S2S};"
         " not needed in external line mode.  Default: empty.",

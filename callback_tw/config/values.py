@@ -301,9 +301,9 @@ def sipUser(
     return Parser(rule, parse)
 
 
-def name() -> Parser:
+def name(rule: str) -> Parser:
     """A name from a free-form section, case-insensitive like INI keys."""
-    return Parser("a name", lambda value, context: value.lower())
+    return Parser(rule, lambda value, context: value.lower())
 
 
 def password(
