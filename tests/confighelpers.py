@@ -9,6 +9,7 @@ import os
 
 from callback_tw.config import Config, ConfigError, loadConfig
 
+# The smallest good file: every section/key not written takes its default.
 MINIMAL = {
     "callback": {"default_caller": "1000", "outbound_peer": "pss"},
     "sip": {"address": "127.0.0.1"},
