@@ -422,6 +422,20 @@ class ExternalLineSectionTests(ConfigTestMixin, SynchronousTestCase):
                 f" 86400, got {bad!r}",
             )
 
+    def test_hostPortLikePeerServers(self) -> None:
+        """
+        registrar, proxy and the peer servers read host[:port] with one rule:
+        the same bad value gets the same reason, only the place differs.
+        """
+        for bad in (":5060", "[::1]:5060", "127.0.0.1:0", "0.0.0.0:5060"):
+            peer = self.assertConfigError({"peer_servers": {"as1": bad}}, "")
+            for name in ("registrar", "proxy"):
+                line = self.assertLineError({name: bad}, "")
+                self.assertEqual(
+                    (line.section, line.key, line.problem),
+                    ("external_line", name, peer.problem),
+                )
+
     def test_sectionWithoutMode(self) -> None:
         """
         The section is read (and checked) even when external_line_mode = no,

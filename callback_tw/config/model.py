@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from callback_tw.config.keys import key
+from callback_tw.config.keys import key as _key
 
 __all__ = [
     "CallbackConfig",
@@ -28,7 +28,7 @@ __all__ = [
 
 
 def _default(section: str, name: str) -> Any:
-    return key(section, name).default
+    return _key(section, name).default
 
 
 class ConfigError(ValueError):
