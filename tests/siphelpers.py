@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from twisted.internet.task import Clock
 
-from callback_tw.sip import reactor as sipreactor
+from callback_tw.sip import adapter
 
 
 @dataclass
@@ -107,11 +107,11 @@ class FakeSipReactor(Clock):
 def useFakeReactor(testCase) -> FakeSipReactor:
     """Install a L{FakeSipReactor} for sippy; restored after the test."""
     clock = FakeSipReactor()
-    previous = sipreactor.useReactor(clock)
+    previous = adapter.useReactor(clock)
 
     def restore():
-        sipreactor.ED2.cancelAll()
-        sipreactor.useReactor(previous)
+        adapter.ED2.cancelAll()
+        adapter.useReactor(previous)
 
     testCase.addCleanup(restore)
     return clock

@@ -24,7 +24,6 @@ from sippy.CCEvents import (
     CCEventPreConnect,
     CCEventRedirect,
     CCEventRing,
-    CCEventTry,
     CCEventUpdate,
 )
 from sippy.MsgBody import MsgBody
@@ -32,15 +31,12 @@ from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
 from sippy.SipConf import SipConf
 from sippy.SipContact import SipContact
-from sippy.SipHeader import SipHeader
 from sippy.SipReason import SipReason
 from sippy.SipURL import SipURL
-from sippy.UA import UA
-from sippy.UacStateCancelling import UacStateCancelling
-from sippy.UacStateTrying import UacStateTrying
-from sippy.UacStateUpdating import UacStateUpdating
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+
+from callback_tw.sip.adapter import DialogUA, Invite
 
 USER_AGENT = "callback_tw"
 
@@ -78,19 +74,6 @@ class _Ended:
     update: Deferred | None
 
 
-class _Try(CCEventTry):
-    """
-    sippy's INVITE event, with the From host set once the UAC is built
-    (sippy writes our own address there; a provider wants its domain).
-    """
-
-    fromDomain: str | None = None
-
-    def onUacSetupComplete(self, uac: Any) -> None:
-        if self.fromDomain:
-            uac.lUri.getUrl().host = self.fromDomain
-
-
 class _NoListener:
     """Where a detached leg's events go: nowhere."""
 
@@ -110,80 +93,6 @@ class _NoListener:
 
 
 _NO_LISTENER = _NoListener()
-
-
-class _DialogUA(UA):
-    """
-    sippy's UA, whose in-dialog requests follow the dialog's route set.
-
-    Two gaps in sippy 2.5, both seen through a record-routing Kamailio:
-
-      - With C{outbound_proxy} set, sippy sends every request to that proxy
-        and, when the 2xx carries a loose-routing Record-Route, writes the
-        first route (stripped of its parameters) as the R-URI, strict-router
-        style, with the Contact as the last Route.  Only a proxy that spots
-        its own URI in the R-URI (RFC 3261 16.4) can route that; Kamailio
-        then spirals the request through itself a second time.  RFC 3261
-        12.2.1.1 wants the remote target as R-URI and the route set as
-        Route, sent to the first route (8.1.2) — what sippy does without an
-        outbound proxy.  So the 2xx that creates the dialog with a route set
-        drops the outbound proxy.  Without a Record-Route the proxy stays:
-        the provider relays in-dialog requests by R-URI.
-      - The transaction manager builds the ACK of a 2xx from that response's
-        own Record-Route; the 2xx of a re-INVITE has none (the route set is
-        fixed when the dialog is created, 12.2.1.2), so the ACK of each join
-        re-INVITE went straight to the Contact, around the provider.  So the
-        dialog's Record-Route is put back into such a 2xx before the
-        transaction manager reads it.
-    """
-
-    #: the Record-Route of the 2xx that created the dialog, as received.
-    _dialogRecordRoute: list[Any] = []
-
-    def recvResponse(self, resp: Any, tr: Any) -> None:
-        code = resp.getSCode()[0]
-        method = resp.getHFBody("cseq").getCSeqMethod()
-        if 200 <= code < 300 and method == "INVITE":
-            if isinstance(self.state, (UacStateTrying, UacStateCancelling)):
-                recordRoute = resp.getHFBodys("record-route")
-                self._dialogRecordRoute = [x.getCopy() for x in recordRoute]
-                if self._dialogRecordRoute:
-                    self.outbound_proxy = None
-            elif isinstance(self.state, UacStateUpdating) and self._dialogRecordRoute:
-                resp.delHFs("record-route")
-                resp.appendHeaders(
-                    [
-                        SipHeader(name="record-route", body=x.getCopy())
-                        for x in self._dialogRecordRoute
-                    ]
-                )
-        super().recvResponse(resp, tr)
-
-    def recvRequest(self, req: Any, sip_t: Any) -> Any:
-        """
-        Two fixes around sippy's handling of an in-dialog request:
-
-          - sippy hangs a C{sendResponse} closure on each request it hands a
-            UA; the closure refers to the request and to the UA, a reference
-            cycle that keeps the whole dialog alive until a full garbage
-            collection. It is only used while the request is handled, so it
-            is dropped after.
-          - a method the UA's state has no handler for (UPDATE, NOTIFY,
-            MESSAGE, PRACK ...) gets no answer at all from sippy: the phone
-            retransmits for 32 s and may then end the call. It gets
-            C{501 Not Implemented} instead (RFC 3261 8.2.1).
-        """
-        try:
-            result = super().recvRequest(req, sip_t)
-        finally:
-            req.__dict__.pop("sendResponse", None)
-        if result is None and sip_t.data is None and req.getMethod() != "ACK":
-            return (
-                req.genResponse(501, "Not Implemented", server=self.local_ua),
-                None,
-                None,
-            )
-        return result
 
 
 class LegUpdateFailed(Exception):
@@ -261,14 +170,14 @@ class Leg:
         self.callId: str | None = None
         self._globalConfig = globalConfig
         self._offer = offer
-        #: the SDP the far end last agreed to from us; sippy forgets it
-        #: (lSDP = None) when a re-INVITE fails, and then crashes on the next.
+        #: the SDP the far end last agreed to from us (see
+        #: L{DialogUA.restoreLocalSdp}).
         self._localSdp = offer
         self._listener = listener
         self._reactor = reactor
         self._noAnswerTimeout = noAnswerTimeout
         self._noAnswerCall = None
-        self._ua: UA | None = None
+        self._ua: DialogUA | None = None
         self._queue: list[Any] = []
         self._drainCall = None
         self._update: Deferred | None = None
@@ -285,7 +194,7 @@ class Leg:
         """Send the INVITE."""
         assert self.state == "new", self.state
         username, password = self._credentials or (None, None)
-        ua = _DialogUA(
+        ua = DialogUA(
             self._globalConfig,
             event_cb=self._uaEvent,
             nh_address=tuple(self.target),
@@ -321,7 +230,7 @@ class Leg:
             caller=self.callerId,
             callId=self.callId,
         )
-        event = _Try(
+        event = Invite(
             (callId, self.callerId, self.user, MsgBody(self._offer), None, None)
         )
         event.fromDomain = self._fromDomain
@@ -384,8 +293,7 @@ class Leg:
             return
         self._updateTries += 1
         self._log.debug("{leg} re-INVITE (try {n})", leg=self.name, n=self._updateTries)
-        if self._ua.lSDP is None:
-            self._ua.lSDP = MsgBody(self._localSdp)
+        self._ua.restoreLocalSdp(self._localSdp)
         try:
             self._ua.recvEvent(CCEventUpdate(MsgBody(self._updateSdp)))
         except Exception as e:
@@ -395,7 +303,7 @@ class Leg:
 
     # -- sippy events ------------------------------------------------------
 
-    def _uaEvent(self, event: Any, ua: UA) -> None:
+    def _uaEvent(self, event: Any, ua: DialogUA) -> None:
         # Called from inside sippy: queue, handle on a later reactor turn.
         self._queue.append(event)
         if self._drainCall is None:
@@ -451,8 +359,8 @@ class Leg:
                 )
                 self._finish(LegEnd(int(code), str(reason), True, False))
             elif self.state == "answered" and self._update is not None:
-                if self._ua is not None and self._ua.lSDP is None:
-                    self._ua.lSDP = MsgBody(self._localSdp)
+                if self._ua is not None:
+                    self._ua.restoreLocalSdp(self._localSdp)
                 if code == 491 and self._updateTries <= GLARE_RETRIES:
                     delay = random.uniform(*GLARE_BACKOFF)
                     self._log.info(

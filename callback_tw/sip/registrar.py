@@ -22,7 +22,7 @@ Why the choices:
     stop.
 """
 
-from __future__ import annotations  # noqa: I001  (sippy after our reactor)
+from __future__ import annotations
 
 import hmac
 import re
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from hashlib import md5, sha256
 from typing import Any
 
+from sippy.SipContact import SipContact
+from sippy.SipHeader import SipHeader
 from twisted.logger import Logger
 
-from sippy.SipContact import SipContact
-from sippy.SipGenericHF import SipGenericHF
-from sippy.SipHeader import SipHeader
+from callback_tw.sip.adapter import NamedHeader
 
 #: RFC 3261 10.2.1.1: what a Contact without expires gets.
 DEFAULT_EXPIRES = 3600
@@ -53,19 +53,6 @@ MAX_BINDINGS = 10
 MAX_TRACKED_NONCES = 10000
 
 _PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
-
-
-class _Header(SipGenericHF):
-    """A response header sippy has no class for, with its canonical name."""
-
-    def __init__(self, name: str, body: str) -> None:
-        super().__init__(body)
-        self._canName = name
-        self.hf_names = (name.lower(),)
-        self.parsed = True
-
-    def getCanName(self, name: str, compact: bool = False) -> str:
-        return self._canName
 
 
 class BadRequest(ValueError):
@@ -373,7 +360,9 @@ class Registrar:
         if stale:
             value += ", stale=true"
         resp.appendHeader(
-            SipHeader(name="www-authenticate", body=_Header("WWW-Authenticate", value))
+            SipHeader(
+                name="www-authenticate", body=NamedHeader("WWW-Authenticate", value)
+            )
         )
         return resp
 
@@ -414,7 +403,7 @@ class Registrar:
                 resp.appendHeader(
                     SipHeader(
                         name="min-expires",
-                        body=_Header("Min-Expires", str(self.minExpires)),
+                        body=NamedHeader("Min-Expires", str(self.minExpires)),
                     )
                 )
                 self._log.info(
@@ -496,7 +485,7 @@ class Registrar:
             resp.appendHeader(
                 SipHeader(
                     name="contact",
-                    body=_Header("Contact", f"<{b.uri}>;expires={remaining}"),
+                    body=NamedHeader("Contact", f"<{b.uri}>;expires={remaining}"),
                 )
             )
         return resp

@@ -21,6 +21,7 @@ Life of the line::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sippy.SipAddress import SipAddress
@@ -61,6 +62,17 @@ _CHALLENGES = {
     401: ("www-authenticate", "authorization"),
     407: ("proxy-authenticate", "proxy-authorization"),
 }
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """
+    One REGISTER sent, with the expiry it asked for (what a response is
+    judged against: Expires 0 was an unregistration).
+    """
+
+    request: Any
+    expires: int
 
 
 def refreshDelay(granted: int) -> float:
@@ -109,8 +121,8 @@ class LineRegistration(Service):
         self._callId = ""
         self._fromTag = ""
         self._cseq = 0
-        #: the request in flight; a response to any other is ignored.
-        self._pending: Any = None
+        #: the REGISTER in flight; a response to any other is ignored.
+        self._pending: _Attempt | None = None
         self._challenges = 0
         self._unregistering: Deferred | None = None
         self._unregisterTimer: Any = None
@@ -211,17 +223,18 @@ class LineRegistration(Service):
         )
         if authorization is not None:
             request.appendHeader(SipHeader(body=authorization))
-        request.expiresAsked = expires
         return request
 
     def _send(self, expires: int, authorization: Any = None) -> None:
         tm = self._stack.transactionManager
-        request = self._request(expires, authorization)
-        self._pending = request
+        attempt = _Attempt(self._request(expires, authorization), expires)
+        self._pending = attempt
         try:
             if tm is None:
                 raise RuntimeError("the SIP stack is not running")
-            tm.newTransaction(request, lambda resp: self._gotResponse(request, resp))
+            tm.newTransaction(
+                attempt.request, lambda resp: self._gotResponse(attempt, resp)
+            )
         except Exception as e:
             self._log.failure("external line: REGISTER could not be sent")
             if expires == 0:
@@ -231,26 +244,26 @@ class LineRegistration(Service):
 
     # -- responses ---------------------------------------------------------
 
-    def _gotResponse(self, request: Any, response: Any) -> None:
-        if request is not self._pending:
+    def _gotResponse(self, attempt: _Attempt, response: Any) -> None:
+        if attempt is not self._pending:
             return  # an old attempt, or after stop
         code, reason = response.getSCode()
         if code < 200:
             return
-        if code in _CHALLENGES and self._answerChallenge(request, response, code):
+        if code in _CHALLENGES and self._answerChallenge(attempt, response, code):
             return
         self._pending = None
         self.lastStatus = (code, reason)
-        if request.expiresAsked == 0:
+        if attempt.expires == 0:
             self._unregistered(code, reason)
         elif 200 <= code < 300:
-            self._registered(request, response)
-        elif code == 423 and self._intervalTooBrief(request, response):
+            self._registered(attempt, response)
+        elif code == 423 and self._intervalTooBrief(attempt, response):
             return
         else:
             self._failed(code, reason)
 
-    def _answerChallenge(self, request: Any, response: Any, code: int) -> bool:
+    def _answerChallenge(self, attempt: _Attempt, response: Any, code: int) -> bool:
         """
         Send the request again with credentials for the challenge in
         C{response}; L{False} when it cannot or must not be answered (then
@@ -282,20 +295,20 @@ class LineRegistration(Service):
             self._line.username,
             self._line.password,
             "REGISTER",
-            str(request.getRURI()),
+            str(attempt.request.getRURI()),
             qop=qop,
         )
         assert authorization.hf_names[0] == authName
-        self._send(request.expiresAsked, authorization)
+        self._send(attempt.expires, authorization)
         return True
 
-    def _intervalTooBrief(self, request: Any, response: Any) -> bool:
+    def _intervalTooBrief(self, attempt: _Attempt, response: Any) -> bool:
         """423: ask again at once with the provider's Min-Expires."""
         try:
             minimum = int(str(response.getHFBody("min-expires")).strip())
         except (IndexError, ValueError):
             return False
-        if minimum <= request.expiresAsked or minimum > 86400:
+        if minimum <= attempt.expires or minimum > 86400:
             return False
         self._log.info(
             "external line: provider wants expires >= {minimum}", minimum=minimum
@@ -304,7 +317,7 @@ class LineRegistration(Service):
         self._send(expires=minimum)
         return True
 
-    def _grantedExpiry(self, request: Any, response: Any) -> int:
+    def _grantedExpiry(self, attempt: _Attempt, response: Any) -> int:
         """
         The expiry of our binding in a 2xx: the C{expires} parameter of our
         Contact (a registrar lists every binding of the AOR), else the
@@ -323,10 +336,10 @@ class LineRegistration(Service):
                 return int(response.getHFBody("expires").getNum())
             except (TypeError, ValueError):
                 pass
-        return request.expiresAsked
+        return attempt.expires
 
-    def _registered(self, request: Any, response: Any) -> None:
-        granted = self._grantedExpiry(request, response)
+    def _registered(self, attempt: _Attempt, response: Any) -> None:
+        granted = self._grantedExpiry(attempt, response)
         if granted <= 0:
             self._failed(*self.lastStatus, why="binding not kept (expires 0)")
             return

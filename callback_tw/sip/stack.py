@@ -18,21 +18,8 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succ
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from callback_tw.sip import reactor as sipreactor
+from callback_tw.sip import adapter
 from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg
-
-
-class _SipTraceLogger:
-    """sippy's C{_sip_logger}: every SIP message, to twisted.logger when asked."""
-
-    _log = Logger(namespace="callback_tw.sip.trace")
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def write(self, *args: Any, **kwargs: Any) -> None:
-        if self.enabled:
-            self._log.info("{message}", message="".join(str(a) for a in args))
 
 
 class SipStack(Service):
@@ -66,8 +53,7 @@ class SipStack(Service):
         self._requestedPort = port
         self.host = advertisedAddress or address
         self._trace = trace
-        self._tm: sipreactor.ReactorTransactionManager | None = None
-        self._globalConfig: dict[str, Any] = {}
+        self._tm: adapter.ReactorTransactionManager | None = None
         self.port: int | None = None
         self.registrar = registrar
 
@@ -77,20 +63,16 @@ class SipStack(Service):
 
     def startService(self) -> None:
         """Bind the SIP port and start sippy's transaction manager."""
-        sipreactor.useReactor(self._reactor)
+        adapter.useReactor(self._reactor)
         SipConf.my_uaname = USER_AGENT
-        self._globalConfig = {
-            "_sip_address": self._address,
-            "_sip_port": self._requestedPort,
-            "_sip_logger": _SipTraceLogger(self._trace),
-            "_reactor": self._reactor,
-            "_sip_advertised": self.host,
-        }
-        self._tm = sipreactor.ReactorTransactionManager(
-            self._globalConfig, self._incomingRequest
+        self._tm = adapter.startTransactionManager(
+            self._reactor,
+            self._address,
+            self._requestedPort,
+            self.host,
+            self._trace,
+            self._incomingRequest,
         )
-        self._globalConfig["_sip_tm"] = self._tm
-        sipreactor.routeSippyErrors()
         self.port = self._tm.servers()[0].port
         self._log.info(
             "SIP on udp {address}:{port} (advertised as {host})",
@@ -111,7 +93,7 @@ class SipStack(Service):
         if tm is None:
             return succeed(None)
         servers = tm.servers()
-        cancelled = sipreactor.ED2.cancelAll()
+        cancelled = adapter.ED2.cancelAll()
         tm.shutdown()
         self._log.info("SIP stopped ({n} sippy timers cancelled)", n=cancelled)
         stopped = [s.stopped for s in servers if s.stopped is not None]
@@ -120,7 +102,7 @@ class SipStack(Service):
     @property
     def pendingTransactions(self) -> int:
         """Our requests (INVITE, BYE, CANCEL...) still waiting for a final answer."""
-        return 0 if self._tm is None else len(self._tm.tclient)
+        return 0 if self._tm is None else self._tm.pendingClientTransactions
 
     @inlineCallbacks
     def settle(self, timeout: float, interval: float = 0.05) -> Any:
@@ -158,7 +140,7 @@ class SipStack(Service):
         if self._tm is None:
             raise RuntimeError("the SIP stack is not running")
         leg = Leg(
-            self._globalConfig,
+            self._tm.global_config,
             user,
             callerId,
             target,
@@ -176,11 +158,6 @@ class SipStack(Service):
     def transactionManager(self) -> Any:
         """sippy's transaction manager, while running (for REGISTER clients)."""
         return self._tm
-
-    @property
-    def globalConfig(self) -> dict[str, Any]:
-        """sippy's global configuration of this stack."""
-        return self._globalConfig
 
     def _incomingRequest(self, req: Any, transaction: Any) -> Any:
         """

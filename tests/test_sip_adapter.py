@@ -1,5 +1,5 @@
 """
-Tests for L{callback_tw.sip.reactor}: sippy's timers and UDP on the Twisted
+Tests for L{callback_tw.sip.adapter}: sippy's timers and UDP on the Twisted
 reactor.
 """
 
@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from callback_tw.sip import reactor as sipreactor
+from callback_tw.sip import adapter
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
 from tests.siphelpers import (
@@ -32,14 +32,14 @@ class DispatcherInstallTests(SynchronousTestCase):
         loop (and its SIGURG handling and thread) never exists.
         """
         module = sys.modules["sippy.Core.EventDispatcher"]
-        self.assertIs(module.ED2, sipreactor.ED2)
+        self.assertIs(module.ED2, adapter.ED2)
         import sippy.Time.Timeout as timeoutModule
 
-        self.assertIs(timeoutModule.ED2, sipreactor.ED2)
+        self.assertIs(timeoutModule.ED2, adapter.ED2)
 
     def test_loopRefuses(self) -> None:
         """Running sippy's own loop is an error, not a silent second loop."""
-        self.assertRaises(RuntimeError, sipreactor.ED2.loop)
+        self.assertRaises(RuntimeError, adapter.ED2.loop)
 
 
 class TimerTests(SynchronousTestCase):
@@ -69,7 +69,7 @@ class TimerTests(SynchronousTestCase):
         self.clock.advance(5)
         self.assertEqual(self.calls, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(sipreactor.ED2.armedTimers(), [])
+        self.assertEqual(adapter.ED2.armedTimers(), [])
 
     def test_periodicForever(self) -> None:
         """
@@ -136,7 +136,7 @@ class TimerTests(SynchronousTestCase):
         """cancelAll disarms every timer sippy left armed (used at shutdown)."""
         Timeout(self.record, 1.0)
         Timeout(self.record, 2.0, -1)
-        self.assertEqual(sipreactor.ED2.cancelAll(), 2)
+        self.assertEqual(adapter.ED2.cancelAll(), 2)
         self.clock.advance(10)
         self.assertEqual(self.calls, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -230,8 +230,8 @@ class RealReactorTests(TestCase):
         nobody asked for with 403, and runs no thread of its own.
         """
         threadsBefore = threading.active_count()
-        previous = sipreactor.useReactor(reactor)
-        self.addCleanup(sipreactor.useReactor, previous)
+        previous = adapter.useReactor(reactor)
+        self.addCleanup(adapter.useReactor, previous)
         stack = SipStack("127.0.0.1", 0, reactor=reactor)
         stack.startService()
         received: defer.DeferredQueue = defer.DeferredQueue()
@@ -265,7 +265,7 @@ class RealReactorTests(TestCase):
         finally:
             yield client.stopListening()
             yield stack.stopService()
-        self.assertEqual(sipreactor.ED2.armedTimers(), [])
+        self.assertEqual(adapter.ED2.armedTimers(), [])
 
 
 class FakeReactorSanityTests(SynchronousTestCase):
