@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from twisted.internet.task import Clock
 
 from callback_tw.sip import adapter
+from callback_tw.sip.routing import Route
+from callback_tw.sip.stack import SipStack
+
+#: The route of a test leg: to the L{FarEnd}, From user 1000.
+FAR_ROUTE = Route(("127.0.0.1", 5099), "1000", "far end")
 
 
 @dataclass
@@ -115,6 +120,20 @@ def useFakeReactor(testCase) -> FakeSipReactor:
 
     testCase.addCleanup(restore)
     return clock
+
+
+def startStack(testCase) -> tuple[FakeSipReactor, SipStack]:
+    """
+    A L{SipStack} on 127.0.0.1 (any free port) driven by a
+    L{FakeSipReactor}, started now and stopped after the test.
+
+    @return: the reactor and the stack.
+    """
+    clock = useFakeReactor(testCase)
+    stack = SipStack("127.0.0.1", 0, reactor=clock)
+    stack.startService()
+    testCase.addCleanup(stack.stopService)
+    return clock, stack
 
 
 @dataclass

@@ -18,9 +18,11 @@ from callback_tw.sip import adapter
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
 from tests.siphelpers import (
+    FAR_ROUTE,
     FakeSipReactor,
     RecordingListener,
     runUntil,
+    startStack,
     useFakeReactor,
 )
 
@@ -149,16 +151,13 @@ class RetransmissionTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.clock = useFakeReactor(self)
-        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
-        self.stack.startService()
-        self.addCleanup(self.stack.stopService)
+        self.clock, self.stack = startStack(self)
         self.listener = RecordingListener()
 
     def dial(self, timeout: float = 120):
         offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         return self.stack.dial(
-            "100", "1000", ("127.0.0.1", 5099), offer, self.listener, timeout, "t/leg1"
+            "100", FAR_ROUTE, offer, self.listener, timeout, "t/leg1"
         )
 
     def test_timerAandB(self) -> None:

@@ -9,14 +9,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.leg import GLARE_BACKOFF, LegUpdateFailed
 from callback_tw.sip.sdp import SdpSession
-from callback_tw.sip.stack import SipStack
 from tests.siphelpers import (
+    FAR_ROUTE,
     FarEnd,
     RecordingListener,
     bodyOf,
     farSdp,
     headerOf,
-    useFakeReactor,
+    startStack,
 )
 
 
@@ -27,15 +27,12 @@ def reasonOf(sent) -> str:
 
 class LegTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = useFakeReactor(self)
-        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
-        self.stack.startService()
-        self.addCleanup(self.stack.stopService)
+        self.clock, self.stack = startStack(self)
         self.listener = RecordingListener()
         self.far = FarEnd()
         self.offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         self.leg = self.stack.dial(
-            "100", "1000", ("127.0.0.1", 5099), self.offer, self.listener, 60, "t/leg1"
+            "100", FAR_ROUTE, self.offer, self.listener, 60, "t/leg1"
         )
         self.invite = self.sent("INVITE")[0].data
         #: where the far end sends in-dialog requests: our Contact

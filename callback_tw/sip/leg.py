@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sippy.CCEvents import (
     CCEventConnect,
@@ -37,6 +37,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from callback_tw.sip.adapter import DialogUA, Invite
+
+if TYPE_CHECKING:
+    from callback_tw.sip.routing import Route
 
 USER_AGENT = "callback_tw"
 
@@ -125,11 +128,12 @@ def sipReason(code: int, text: str) -> SipReason:
 
 class Leg:
     """
-    One outgoing call leg: an INVITE to C{user} at C{target}, then the
+    One outgoing call leg: an INVITE to C{user} by its L{Route}, then the
     dialog until one side ends it.
 
     @ivar name: a label for logs ("1234/leg1").
     @ivar user: the called user (R-URI user part).
+    @ivar route: where the INVITE went, and From whom.
     @ivar state: "new", "calling", "ringing", "answered", "ended".
     @ivar remoteSdp: the far end's current SDP (text), once answered.
     """
@@ -140,31 +144,24 @@ class Leg:
         self,
         globalConfig: dict[str, Any],
         user: str,
-        callerId: str,
-        target: tuple[str, int],
+        route: Route,
         offer: str,
         listener: ILegListener,
         reactor: Any,
         noAnswerTimeout: float,
         name: str = "",
-        credentials: tuple[str, str] | None = None,
-        outboundProxy: tuple[str, int] | None = None,
-        fromDomain: str | None = None,
     ) -> None:
         """
-        @param target: where the R-URI points (host, port): the peer, the
-            provider's domain, or a local user's contact.
-        @param credentials: (username, password) to answer 401/407
-            challenges to our INVITEs (a provider's external line).
-        @param outboundProxy: where requests are sent when it is not the
-            R-URI's host (a provider's proxy).
-        @param fromDomain: host part of the From URI (a provider's domain);
-            our own address when None.
+        @param globalConfig: sippy's configuration of the stack the leg
+            belongs to (its transaction manager's C{global_config}).
+        @param route: where the INVITE goes, From whom, and how (a
+            provider's proxy, domain and credentials).
+        @param noAnswerTimeout: seconds before an unanswered leg is
+            cancelled (it ends with 408).
         """
         self.name = name or user
         self.user = user
-        self.callerId = callerId
-        self.target = target
+        self.route = route
         self.state = "new"
         self.remoteSdp: str | None = None
         self.callId: str | None = None
@@ -184,30 +181,28 @@ class Leg:
         self._updateSdp: str | None = None
         self._updateTries = 0
         self._retryCall = None
-        self._credentials = credentials
-        self._outboundProxy = outboundProxy
-        self._fromDomain = fromDomain
 
     # -- requests from the owner -------------------------------------------
 
     def dial(self) -> None:
         """Send the INVITE."""
         assert self.state == "new", self.state
-        username, password = self._credentials or (None, None)
+        route = self.route
+        username, password = route.credentials or (None, None)
         ua = DialogUA(
             self._globalConfig,
             event_cb=self._uaEvent,
-            nh_address=tuple(self.target),
+            nh_address=tuple(route.target),
             username=username,
             password=password,
         )
-        if self._outboundProxy is not None:
-            ua.outbound_proxy = tuple(self._outboundProxy)
+        if route.outboundProxy is not None:
+            ua.outbound_proxy = tuple(route.outboundProxy)
         ua.local_ua = USER_AGENT
         contact = SipContact(
             address=SipAddress(
                 url=SipURL(
-                    username=self.callerId,
+                    username=route.callerId,
                     host=SipConf.my_address,
                     port=SipConf.my_port,
                 )
@@ -225,15 +220,15 @@ class Leg:
             "{leg} INVITE sip:{user}@{host}:{port} from {caller} (Call-ID {callId})",
             leg=self.name,
             user=self.user,
-            host=self.target[0],
-            port=self.target[1],
-            caller=self.callerId,
+            host=route.target[0],
+            port=route.target[1],
+            caller=route.callerId,
             callId=self.callId,
         )
         event = Invite(
-            (callId, self.callerId, self.user, MsgBody(self._offer), None, None)
+            (callId, route.callerId, self.user, MsgBody(self._offer), None, None)
         )
-        event.fromDomain = self._fromDomain
+        event.fromDomain = route.fromDomain
         ua.recvEvent(event)
 
     def hangUp(self, code: int | None = None, text: str | None = None) -> None:

@@ -10,7 +10,7 @@ default caller as From user (the spec: some providers reject a NULL caller).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sippy.SipConf import SipConf
 from twisted.application.service import Service
@@ -20,6 +20,9 @@ from twisted.logger import Logger
 
 from callback_tw.sip import adapter
 from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg
+
+if TYPE_CHECKING:
+    from callback_tw.sip.routing import Route
 
 
 class SipStack(Service):
@@ -123,33 +126,24 @@ class SipStack(Service):
     def dial(
         self,
         user: str,
-        callerId: str,
-        target: tuple[str, int],
+        route: Route,
         offer: str,
         listener: ILegListener,
         noAnswerTimeout: float,
         name: str = "",
-        **routeOptions: Any,
     ) -> Leg:
-        """
-        Place an outgoing leg and return it (already dialling).
-
-        @param routeOptions: C{credentials}, C{outboundProxy}, C{fromDomain}
-            of L{Leg}.
-        """
+        """Place an outgoing leg to C{user} by C{route}; it is already dialling."""
         if self._tm is None:
             raise RuntimeError("the SIP stack is not running")
         leg = Leg(
             self._tm.global_config,
             user,
-            callerId,
-            target,
+            route,
             offer,
             listener,
             self._reactor,
             noAnswerTimeout,
             name,
-            **routeOptions,
         )
         leg.dial()
         return leg
