@@ -282,12 +282,12 @@ class RecordingListener:
     def legEnded(self, leg, end) -> None:
         self.events.append(("ended", end))
 
-    def legUpdateRequested(self, leg, sdp):
+    def legReInvited(self, leg, sdp):
         from twisted.internet import defer
 
-        from callback_tw.sip.leg import LegUpdateFailed
+        from callback_tw.sip.leg import ReInviteFailed
 
         self.events.append(("update", sdp))
         if self.answerWith is None:
-            return defer.fail(LegUpdateFailed(488, "Not Acceptable Here"))
+            return defer.fail(ReInviteFailed(488, "Not Acceptable Here"))
         return defer.succeed(self.answerWith)

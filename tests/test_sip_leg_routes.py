@@ -79,7 +79,7 @@ class RouteSetTests(SynchronousTestCase):
         self.assertEqual(self.leg.state, "answered")
 
     def reinvite(self):
-        self.leg.update(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
+        self.leg.reInvite(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
         return self.sent("INVITE")[-1]
 
     def assertFollowsRouteSet(self, request) -> None:

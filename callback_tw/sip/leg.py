@@ -5,14 +5,15 @@ One outgoing call leg over a sippy UA, as events a callback can follow.
 sippy reports a UA's life through C{CCEvent*} objects handed to an
 C{event_cb}, from deep inside its message handling. This module is the one
 place that turns them into this project's vocabulary: L{ILegListener}'s
-C{legRinging}, C{legAnswered}, C{legEnded}, C{legUpdateRequested}, and the
-Deferred of L{Leg.update}. Events are delivered on a later reactor turn, in
+C{legRinging}, C{legAnswered}, C{legEnded}, C{legReInvited}, and the
+Deferred of L{Leg.reInvite}. Events are delivered on a later reactor turn, in
 order: re-entering sippy from inside its own callback (to hang up the other
 leg, say) is a known crash.
 """
 
 from __future__ import annotations
 
+import enum
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,6 +38,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from callback_tw.sip.adapter import DialogUA, Invite
+from callback_tw.timers import cancelDelayed
 
 if TYPE_CHECKING:
     from callback_tw.sip.routing import Route
@@ -46,6 +48,16 @@ USER_AGENT = "callback_tw"
 #: RFC 3261 14.1: after a 491 the owner of the Call-ID waits 2.1 to 4 s.
 GLARE_BACKOFF = (2.1, 4.0)
 GLARE_RETRIES = 3
+
+
+class LegState(enum.StrEnum):
+    """Where a leg is in its life; each value compares equal to its name."""
+
+    NEW = "new"
+    CALLING = "calling"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ class _Ended:
     """Queued with the other events so the owner hears of the end in order."""
 
     end: LegEnd
-    update: Deferred | None
+    reInvite: Deferred | None
 
 
 class _NoListener:
@@ -89,16 +101,16 @@ class _NoListener:
     def legEnded(self, leg: Any, end: Any) -> None:
         pass
 
-    def legUpdateRequested(self, leg: Any, sdp: str) -> Deferred:
+    def legReInvited(self, leg: Any, sdp: str) -> Deferred:
         d: Deferred = Deferred()
-        d.errback(LegUpdateFailed(481, "Call/Transaction Does Not Exist"))
+        d.errback(ReInviteFailed(481, "Call/Transaction Does Not Exist"))
         return d
 
 
 _NO_LISTENER = _NoListener()
 
 
-class LegUpdateFailed(Exception):
+class ReInviteFailed(Exception):
     """A re-INVITE of ours was answered with a failure."""
 
     def __init__(self, code: int, reason: str) -> None:
@@ -116,7 +128,7 @@ class ILegListener(Protocol):
 
     def legEnded(self, leg: Leg, end: LegEnd) -> None: ...
 
-    def legUpdateRequested(self, leg: Leg, sdp: str) -> Deferred:
+    def legReInvited(self, leg: Leg, sdp: str) -> Deferred:
         """The far end sent a re-INVITE offer; fire with the answer SDP."""
         ...
 
@@ -134,7 +146,7 @@ class Leg:
     @ivar name: a label for logs ("1234/leg1").
     @ivar user: the called user (R-URI user part).
     @ivar route: where the INVITE went, and From whom.
-    @ivar state: "new", "calling", "ringing", "answered", "ended".
+    @ivar state: a L{LegState}.
     @ivar remoteSdp: the far end's current SDP (text), once answered.
     """
 
@@ -162,7 +174,7 @@ class Leg:
         self.name = name or user
         self.user = user
         self.route = route
-        self.state = "new"
+        self.state = LegState.NEW
         self.remoteSdp: str | None = None
         self.callId: str | None = None
         self._globalConfig = globalConfig
@@ -177,16 +189,16 @@ class Leg:
         self._ua: DialogUA | None = None
         self._queue: list[Any] = []
         self._drainCall = None
-        self._update: Deferred | None = None
-        self._updateSdp: str | None = None
-        self._updateTries = 0
+        self._reInvite: Deferred | None = None
+        self._reInviteSdp: str | None = None
+        self._reInviteTries = 0
         self._retryCall = None
 
     # -- requests from the owner -------------------------------------------
 
     def dial(self) -> None:
         """Send the INVITE."""
-        assert self.state == "new", self.state
+        assert self.state == LegState.NEW, self.state
         route = self.route
         username, password = route.credentials or (None, None)
         ua = DialogUA(
@@ -212,7 +224,7 @@ class Leg:
         self._ua = ua
         callId = SipCallId()
         self.callId = str(callId)
-        self.state = "calling"
+        self.state = LegState.CALLING
         self._noAnswerCall = self._reactor.callLater(
             self._noAnswerTimeout, self._noAnswer
         )
@@ -237,9 +249,9 @@ class Leg:
         With C{code}, the request carries C{Reason: SIP;cause=code;text=...}.
         The listener hears C{legEnded} (byRemote False) on a later turn.
         """
-        if self.state in ("new", "ended"):
+        if self.state in (LegState.NEW, LegState.ENDED):
             return
-        answered = self.state == "answered"
+        answered = self.state == LegState.ANSWERED
         event = CCEventDisconnect(origin="callback_tw")
         if code is not None:
             event.reason_rfc3326 = sipReason(code, text or "")
@@ -267,32 +279,34 @@ class Leg:
         """
         self._listener = _NO_LISTENER
 
-    def update(self, sdp: str) -> Deferred:
+    def reInvite(self, sdp: str) -> Deferred:
         """
         Send a re-INVITE offering C{sdp}; fire with the answer SDP.
 
         A 491 (glare) is retried after the RFC 3261 back-off, a few times.
-        Fails with L{LegUpdateFailed}, or with the leg's end if it ends first.
+        Fails with L{ReInviteFailed}, or with the leg's end if it ends first.
         """
-        if self.state != "answered" or self._update is not None:
+        if self.state != LegState.ANSWERED or self._reInvite is not None:
             raise RuntimeError(f"{self.name}: cannot re-INVITE in state {self.state}")
-        self._update = Deferred()
-        self._updateSdp = sdp
-        self._updateTries = 0
-        self._sendUpdate()
-        return self._update
+        self._reInvite = Deferred()
+        self._reInviteSdp = sdp
+        self._reInviteTries = 0
+        self._sendReInvite()
+        return self._reInvite
 
-    def _sendUpdate(self) -> None:
+    def _sendReInvite(self) -> None:
         self._retryCall = None
-        if self.state != "answered" or self._ua is None:
+        if self.state != LegState.ANSWERED or self._ua is None:
             return
-        self._updateTries += 1
-        self._log.debug("{leg} re-INVITE (try {n})", leg=self.name, n=self._updateTries)
+        self._reInviteTries += 1
+        self._log.debug(
+            "{leg} re-INVITE (try {n})", leg=self.name, n=self._reInviteTries
+        )
         self._ua.restoreLocalSdp(self._localSdp)
         try:
-            self._ua.recvEvent(CCEventUpdate(MsgBody(self._updateSdp)))
+            self._ua.recvEvent(CCEventUpdate(MsgBody(self._reInviteSdp)))
         except Exception as e:
-            d, self._update = self._update, None
+            d, self._reInvite = self._reInvite, None
             if d is not None:
                 d.errback(e)
 
@@ -319,24 +333,24 @@ class Leg:
         if isinstance(event, _Ended):
             self._handleEnded(event)
         elif isinstance(event, CCEventRing):
-            if self.state == "calling":
+            if self.state == LegState.CALLING:
                 code = event.getData()[0]
                 if code != 100:
-                    self.state = "ringing"
+                    self.state = LegState.RINGING
                     self._log.debug("{leg} ringing ({code})", leg=self.name, code=code)
                     self._listener.legRinging(self)
         elif isinstance(event, CCEventConnect):
             code, reason, body = event.getData()[:3]
             sdp = None if body is None else str(body)
-            if self.state in ("calling", "ringing"):
+            if self.state in (LegState.CALLING, LegState.RINGING):
                 self._stopTimers()
-                self.state = "answered"
+                self.state = LegState.ANSWERED
                 self.remoteSdp = sdp
                 self._log.debug("{leg} answered", leg=self.name)
                 self._listener.legAnswered(self, sdp or "")
-            elif self.state == "answered" and self._update is not None:
-                d, self._update = self._update, None
-                self._localSdp = self._updateSdp or self._localSdp
+            elif self.state == LegState.ANSWERED and self._reInvite is not None:
+                d, self._reInvite = self._reInvite, None
+                self._localSdp = self._reInviteSdp or self._localSdp
                 if sdp is not None:
                     self.remoteSdp = sdp
                 self._log.debug(
@@ -345,7 +359,7 @@ class Leg:
                 d.callback(sdp or "")
         elif isinstance(event, (CCEventFail, CCEventRedirect)):
             code, reason = event.getData()[:2]
-            if self.state in ("calling", "ringing"):
+            if self.state in (LegState.CALLING, LegState.RINGING):
                 self._log.info(
                     "{leg} failed: {code} {reason}",
                     leg=self.name,
@@ -353,56 +367,56 @@ class Leg:
                     reason=reason,
                 )
                 self._finish(LegEnd(int(code), str(reason), True, False))
-            elif self.state == "answered" and self._update is not None:
+            elif self.state == LegState.ANSWERED and self._reInvite is not None:
                 if self._ua is not None:
                     self._ua.restoreLocalSdp(self._localSdp)
-                if code == 491 and self._updateTries <= GLARE_RETRIES:
+                if code == 491 and self._reInviteTries <= GLARE_RETRIES:
                     delay = random.uniform(*GLARE_BACKOFF)
                     self._log.info(
                         "{leg} re-INVITE glare (491), retrying in {delay:.2f} s",
                         leg=self.name,
                         delay=delay,
                     )
-                    self._retryCall = self._reactor.callLater(delay, self._sendUpdate)
+                    self._retryCall = self._reactor.callLater(delay, self._sendReInvite)
                     return
-                d, self._update = self._update, None
+                d, self._reInvite = self._reInvite, None
                 self._log.info(
                     "{leg} re-INVITE failed: {code} {reason}",
                     leg=self.name,
                     code=code,
                     reason=reason,
                 )
-                d.errback(LegUpdateFailed(int(code), str(reason)))
+                d.errback(ReInviteFailed(int(code), str(reason)))
         elif isinstance(event, CCEventDisconnect):
-            if self.state != "ended":
+            if self.state != LegState.ENDED:
                 self._log.info("{leg} hung up by the far end", leg=self.name)
                 self._finish(
-                    LegEnd(200, "remote hang-up", True, self.state == "answered")
+                    LegEnd(200, "remote hang-up", True, self.state == LegState.ANSWERED)
                 )
         elif isinstance(event, CCEventUpdate):
-            self._remoteUpdate(event)
+            self._remoteReInvite(event)
         elif isinstance(event, CCEventPreConnect):
             pass  # we always offer in the INVITE: no late media
 
-    def _remoteUpdate(self, event: Any) -> None:
+    def _remoteReInvite(self, event: Any) -> None:
         """A re-INVITE from the far end: the owner supplies the answer."""
         body = event.getData()
         ua = self._ua
-        if self.state != "answered" or ua is None:
+        if self.state != LegState.ANSWERED or ua is None:
             return
         offer = "" if body is None else str(body)
         self.remoteSdp = offer or self.remoteSdp
-        d = self._listener.legUpdateRequested(self, offer)
+        d = self._listener.legReInvited(self, offer)
 
         def answer(sdp: str) -> None:
-            if self.state == "answered" and not ua.isDead():
+            if self.state == LegState.ANSWERED and not ua.isDead():
                 self._localSdp = sdp
                 ua.recvEvent(CCEventConnect((200, "OK", MsgBody(sdp))))
 
         def refuse(failure: Any) -> None:
             code = getattr(failure.value, "code", 488)
             reason = getattr(failure.value, "reason", "Not Acceptable Here")
-            if self.state == "answered" and not ua.isDead():
+            if self.state == LegState.ANSWERED and not ua.isDead():
                 ua.recvEvent(CCEventFail((code, reason)))
 
         d.addCallbacks(answer, refuse)
@@ -412,7 +426,7 @@ class Leg:
 
     def _noAnswer(self) -> None:
         self._noAnswerCall = None
-        if self.state not in ("calling", "ringing"):
+        if self.state not in (LegState.CALLING, LegState.RINGING):
             return
         self._log.info(
             "{leg} no answer within {t} s: CANCEL",
@@ -426,26 +440,24 @@ class Leg:
     # -- the end -----------------------------------------------------------
 
     def _stopTimers(self) -> None:
-        for name in ("_noAnswerCall", "_retryCall"):
-            call = getattr(self, name)
-            if call is not None and call.active():
-                call.cancel()
-            setattr(self, name, None)
+        cancelDelayed(self._noAnswerCall)
+        cancelDelayed(self._retryCall)
+        self._noAnswerCall = self._retryCall = None
 
     def _finish(self, end: LegEnd) -> None:
         """Enter the ended state once and tell the owner on a later turn."""
-        if self.state == "ended":
+        if self.state == LegState.ENDED:
             return
         self._stopTimers()
-        self.state = "ended"
-        update, self._update = self._update, None
-        self._queue.append(_Ended(end, update))
+        self.state = LegState.ENDED
+        reInvite, self._reInvite = self._reInvite, None
+        self._queue.append(_Ended(end, reInvite))
         if self._drainCall is None:
             self._drainCall = self._reactor.callLater(0, self._drain)
 
     def _handleEnded(self, ended: _Ended) -> None:
-        if ended.update is not None:
-            ended.update.errback(LegUpdateFailed(ended.end.code, ended.end.reason))
+        if ended.reInvite is not None:
+            ended.reInvite.errback(ReInviteFailed(ended.end.code, ended.end.reason))
         self._listener.legEnded(self, ended.end)
 
 
@@ -465,7 +477,7 @@ class UnreachableLeg:
         name: str = "",
     ) -> None:
         self.name = name
-        self.state = "calling"
+        self.state = LegState.CALLING
         self.remoteSdp: str | None = None
         self.callId: str | None = None
         self._listener = listener
@@ -473,9 +485,9 @@ class UnreachableLeg:
         reactor.callLater(0, self._fail)
 
     def _fail(self) -> None:
-        if self.state == "ended":
+        if self.state == LegState.ENDED:
             return
-        self.state = "ended"
+        self.state = LegState.ENDED
         Leg._log.info(
             "{leg} failed at once: {code} {reason}",
             leg=self.name,
@@ -485,10 +497,10 @@ class UnreachableLeg:
         self._listener.legEnded(self, self._end)
 
     def hangUp(self, code: int | None = None, text: str | None = None) -> None:
-        self.state = "ended"
+        self.state = LegState.ENDED
 
     def detach(self) -> None:
         self._listener = _NO_LISTENER
 
-    def update(self, sdp: str) -> Deferred:
+    def reInvite(self, sdp: str) -> Deferred:
         raise RuntimeError(f"{self.name}: not answered")

@@ -21,6 +21,7 @@ Life of the line::
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +39,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from callback_tw.sip.leg import USER_AGENT
+from callback_tw.timers import cancelDelayed
 
-__all__ = ["LineRegistration", "BACKOFF_FIRST", "BACKOFF_MAX"]
+__all__ = ["LineRegistration", "LineState", "BACKOFF_FIRST", "BACKOFF_MAX"]
 
 #: The first retry after a failure, in seconds; doubled on each failure in a
 #: row, up to L{BACKOFF_MAX}.
@@ -62,6 +64,18 @@ _CHALLENGES = {
     401: ("www-authenticate", "authorization"),
     407: ("proxy-authenticate", "proxy-authorization"),
 }
+
+
+class LineState(enum.StrEnum):
+    """
+    Where the line's registration is; each value compares equal to its
+    name (see L{LineRegistration.state}).
+    """
+
+    UNREGISTERED = "unregistered"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    FAILING = "failing"
 
 
 @dataclass(frozen=True)
@@ -88,10 +102,11 @@ class LineRegistration(Service):
     """
     Keeps the external line registered while the service runs.
 
-    @ivar state: C{"unregistered"} (not started, or stopped),
-        C{"registering"} (a REGISTER is on its way, or being authenticated),
-        C{"registered"} (the provider accepted it; refresh scheduled) or
-        C{"failing"} (the last attempt failed; a retry is scheduled).
+    @ivar state: a L{LineState}: C{UNREGISTERED} (not started, or
+        stopped), C{REGISTERING} (a REGISTER is on its way, or being
+        authenticated), C{REGISTERED} (the provider accepted it; refresh
+        scheduled) or C{FAILING} (the last attempt failed; a retry is
+        scheduled).
     @ivar lastStatus: the provider's last final answer, C{(code, reason)},
         or L{None}; C{(408, "Request Timeout")} when it did not answer.
     @ivar granted: the expiry the provider granted last, in seconds.
@@ -112,7 +127,7 @@ class LineRegistration(Service):
         self._reactor = reactor
         self._stack = stack
         self._line = lineConfig
-        self.state = "unregistered"
+        self.state = LineState.UNREGISTERED
         self.lastStatus: tuple[int, str] | None = None
         self.granted: int | None = None
         self.retryDelay: float | None = None
@@ -160,10 +175,10 @@ class LineRegistration(Service):
             return self._stopped
         Service.stopService(self)
         self._cancelTimer()
-        mayBeBound = self.state in ("registered", "registering")
+        mayBeBound = self.state in (LineState.REGISTERED, LineState.REGISTERING)
         self._pending = None
         if not mayBeBound or self._stack.transactionManager is None:
-            self._setState("unregistered")
+            self._setState(LineState.UNREGISTERED)
             self._stopped = succeed(None)
             return self._stopped
         self._unregistering = Deferred()
@@ -183,7 +198,7 @@ class LineRegistration(Service):
     def _register(self) -> None:
         self._timer = None
         self._challenges = 0
-        self._setState("registering")
+        self._setState(LineState.REGISTERING)
         self._send(expires=self._line.expires)
 
     def _request(self, expires: int, authorization: Any = None) -> Any:
@@ -346,7 +361,7 @@ class LineRegistration(Service):
         self.granted = granted
         self._failures = 0
         self.retryDelay = None
-        if self.state != "registered":
+        if self.state != LineState.REGISTERED:
             self._log.info(
                 "external line registered (expires {expires})", expires=granted
             )
@@ -354,7 +369,7 @@ class LineRegistration(Service):
             self._log.debug(
                 "external line refreshed (expires {expires})", expires=granted
             )
-        self._setState("registered")
+        self._setState(LineState.REGISTERED)
         self._timer = self._reactor.callLater(refreshDelay(granted), self._register)
 
     def _failed(self, code: int, reason: str, why: str = "") -> None:
@@ -365,7 +380,7 @@ class LineRegistration(Service):
         delay = min(BACKOFF_FIRST * 2**self._failures, BACKOFF_MAX)
         self._failures += 1
         self.retryDelay = delay
-        self._setState("failing")
+        self._setState(LineState.FAILING)
         self._log.warn(
             "external line failing: {code} {reason}{why}, retry in {delay:g} s",
             code=code,
@@ -401,10 +416,9 @@ class LineRegistration(Service):
         self._finishStop()
 
     def _finishStop(self) -> None:
-        if self._unregisterTimer is not None and self._unregisterTimer.active():
-            self._unregisterTimer.cancel()
+        cancelDelayed(self._unregisterTimer)
         self._unregisterTimer = None
-        self._setState("unregistered")
+        self._setState(LineState.UNREGISTERED)
         d, self._unregistering = self._unregistering, None
         if d is not None:
             d.callback(None)
@@ -412,11 +426,10 @@ class LineRegistration(Service):
     # -- helpers -----------------------------------------------------------
 
     def _cancelTimer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        cancelDelayed(self._timer)
         self._timer = None
 
-    def _setState(self, state: str) -> None:
+    def _setState(self, state: LineState) -> None:
         if state != self.state:
             self._log.debug("external line: {old} -> {new}", old=self.state, new=state)
             self.state = state
