@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sip_leg_routes -*-
+# -*- test-case-name: tests.test_sip_leg_routes,tests.test_sip_leg -*-
 """
 sippy's user agent and INVITE event, with the gaps of sippy 2.5.0 that an
 outgoing leg runs into filled.
