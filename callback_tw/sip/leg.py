@@ -340,53 +340,9 @@ class Leg:
                     self._log.debug("{leg} ringing ({code})", leg=self.name, code=code)
                     self._listener.legRinging(self)
         elif isinstance(event, CCEventConnect):
-            code, reason, body = event.getData()[:3]
-            sdp = None if body is None else str(body)
-            if self.state in (LegState.CALLING, LegState.RINGING):
-                self._stopTimers()
-                self.state = LegState.ANSWERED
-                self.remoteSdp = sdp
-                self._log.debug("{leg} answered", leg=self.name)
-                self._listener.legAnswered(self, sdp or "")
-            elif self.state == LegState.ANSWERED and self._reInvite is not None:
-                d, self._reInvite = self._reInvite, None
-                self._localSdp = self._reInviteSdp or self._localSdp
-                if sdp is not None:
-                    self.remoteSdp = sdp
-                self._log.debug(
-                    "{leg} re-INVITE answered {code}", leg=self.name, code=code
-                )
-                d.callback(sdp or "")
+            self._connected(event)
         elif isinstance(event, (CCEventFail, CCEventRedirect)):
-            code, reason = event.getData()[:2]
-            if self.state in (LegState.CALLING, LegState.RINGING):
-                self._log.info(
-                    "{leg} failed: {code} {reason}",
-                    leg=self.name,
-                    code=code,
-                    reason=reason,
-                )
-                self._finish(LegEnd(int(code), str(reason), True, False))
-            elif self.state == LegState.ANSWERED and self._reInvite is not None:
-                if self._ua is not None:
-                    self._ua.restoreLocalSdp(self._localSdp)
-                if code == 491 and self._reInviteTries <= GLARE_RETRIES:
-                    delay = random.uniform(*GLARE_BACKOFF)
-                    self._log.info(
-                        "{leg} re-INVITE glare (491), retrying in {delay:.2f} s",
-                        leg=self.name,
-                        delay=delay,
-                    )
-                    self._retryCall = self._reactor.callLater(delay, self._sendReInvite)
-                    return
-                d, self._reInvite = self._reInvite, None
-                self._log.info(
-                    "{leg} re-INVITE failed: {code} {reason}",
-                    leg=self.name,
-                    code=code,
-                    reason=reason,
-                )
-                d.errback(ReInviteFailed(int(code), str(reason)))
+            self._refused(event)
         elif isinstance(event, CCEventDisconnect):
             if self.state != LegState.ENDED:
                 self._log.info("{leg} hung up by the far end", leg=self.name)
@@ -397,6 +353,56 @@ class Leg:
             self._remoteReInvite(event)
         elif isinstance(event, CCEventPreConnect):
             pass  # we always offer in the INVITE: no late media
+
+    def _connected(self, event: Any) -> None:
+        """A 2xx: to our INVITE (answered), or to our re-INVITE."""
+        code, reason, body = event.getData()[:3]
+        sdp = None if body is None else str(body)
+        if self.state in (LegState.CALLING, LegState.RINGING):
+            self._stopTimers()
+            self.state = LegState.ANSWERED
+            self.remoteSdp = sdp
+            self._log.debug("{leg} answered", leg=self.name)
+            self._listener.legAnswered(self, sdp or "")
+        elif self.state == LegState.ANSWERED and self._reInvite is not None:
+            d, self._reInvite = self._reInvite, None
+            self._localSdp = self._reInviteSdp or self._localSdp
+            if sdp is not None:
+                self.remoteSdp = sdp
+            self._log.debug("{leg} re-INVITE answered {code}", leg=self.name, code=code)
+            d.callback(sdp or "")
+
+    def _refused(self, event: Any) -> None:
+        """
+        A failure or redirect: to our INVITE (the leg ends), or to our
+        re-INVITE (retried after glare, else it fails).
+        """
+        code, reason = event.getData()[:2]
+        if self.state in (LegState.CALLING, LegState.RINGING):
+            self._log.info(
+                "{leg} failed: {code} {reason}", leg=self.name, code=code, reason=reason
+            )
+            self._finish(LegEnd(int(code), str(reason), True, False))
+        elif self.state == LegState.ANSWERED and self._reInvite is not None:
+            if self._ua is not None:
+                self._ua.restoreLocalSdp(self._localSdp)
+            if code == 491 and self._reInviteTries <= GLARE_RETRIES:
+                delay = random.uniform(*GLARE_BACKOFF)
+                self._log.info(
+                    "{leg} re-INVITE glare (491), retrying in {delay:.2f} s",
+                    leg=self.name,
+                    delay=delay,
+                )
+                self._retryCall = self._reactor.callLater(delay, self._sendReInvite)
+                return
+            d, self._reInvite = self._reInvite, None
+            self._log.info(
+                "{leg} re-INVITE failed: {code} {reason}",
+                leg=self.name,
+                code=code,
+                reason=reason,
+            )
+            d.errback(ReInviteFailed(int(code), str(reason)))
 
     def _remoteReInvite(self, event: Any) -> None:
         """A re-INVITE from the far end: the owner supplies the answer."""

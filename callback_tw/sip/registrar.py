@@ -372,7 +372,6 @@ class Registrar:
         self, req: Any, user: str, callId: str, cseq: int, source: str
     ) -> Any:
         user = user.lower()
-        now = self._reactor.seconds()
         headerExpires = self._headerExpires(req)
         try:
             contacts = [h.getBody() for h in req.getHFs("contact")]
@@ -399,21 +398,7 @@ class Registrar:
                 raise BadRequest(f"unusable contact {address}")
             expires = self._contactExpires(contact, headerExpires)
             if 0 < expires < self.minExpires:
-                resp = _respond(req, 423, "Interval Too Brief")
-                resp.appendHeader(
-                    SipHeader(
-                        name="min-expires",
-                        body=NamedHeader("Min-Expires", str(self.minExpires)),
-                    )
-                )
-                self._log.info(
-                    "REGISTER {user} from {source}: expires {expires} < {min}, 423",
-                    user=user,
-                    source=source,
-                    expires=expires,
-                    min=self.minExpires,
-                )
-                return resp
+                return self._intervalTooBrief(req, user, source, expires)
             uri = str(address)
             changes.append(
                 (
@@ -427,6 +412,41 @@ class Registrar:
             for b in current:
                 if b.uri == uri and b.callId == callId and cseq <= b.cseq:
                     raise BadRequest("CSeq out of order")
+        self._apply(user, source, current, changes, callId, cseq)
+        return self._ok(req, user)
+
+    def _intervalTooBrief(self, req: Any, user: str, source: str, expires: int) -> Any:
+        """423 Interval Too Brief with our Min-Expires (RFC 3261 10.3)."""
+        resp = _respond(req, 423, "Interval Too Brief")
+        resp.appendHeader(
+            SipHeader(
+                name="min-expires",
+                body=NamedHeader("Min-Expires", str(self.minExpires)),
+            )
+        )
+        self._log.info(
+            "REGISTER {user} from {source}: expires {expires} < {min}, 423",
+            user=user,
+            source=source,
+            expires=expires,
+            min=self.minExpires,
+        )
+        return resp
+
+    def _apply(
+        self,
+        user: str,
+        source: str,
+        current: list[Binding],
+        changes: list[tuple[str, str, int, int]],
+        callId: str,
+        cseq: int,
+    ) -> None:
+        """
+        Add, refresh (expires > 0) or remove (expires 0) each changed
+        contact of C{user}; keep the L{MAX_BINDINGS} most recent.
+        """
+        now = self._reactor.seconds()
         bindings = {b.uri: b for b in current}
         for uri, host, port, expires in changes:
             if expires == 0:
@@ -449,7 +469,6 @@ class Registrar:
             self._bindings[user] = kept
         else:
             self._bindings.pop(user, None)
-        return self._ok(req, user)
 
     def _headerExpires(self, req: Any) -> int | None:
         if req.countHFs("expires") == 0:

@@ -1,11 +1,9 @@
 # -*- test-case-name: tests.test_sip_stack -*-
 """
 The SIP stack as a Twisted service: sippy's transaction manager on the
-reactor, the factory of outgoing legs, and the policy for requests nobody
-asked for.
-
-In server-to-server mode every leg goes to the outbound peer server with the
-default caller as From user (the spec: some providers reject a NULL caller).
+reactor (L{callback_tw.sip.adapter}), the factory of outgoing legs, and the
+policy for requests nobody asked for. Where a leg goes is decided by
+L{callback_tw.sip.routing}.
 """
 
 from __future__ import annotations

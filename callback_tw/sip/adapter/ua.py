@@ -43,7 +43,8 @@ class DialogUA(UA):
     """
     sippy's UA, whose in-dialog requests follow the dialog's route set.
 
-    Two gaps in sippy 2.5.0, both seen through a record-routing Kamailio:
+    Two gaps in sippy 2.5.0 that matter behind a record-routing proxy
+    (Kamailio, a provider's edge):
 
       - With C{outbound_proxy} set, sippy sends every request to that proxy
         and, when the 2xx carries a loose-routing Record-Route, writes the
