@@ -69,6 +69,19 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(leg.state, "ended")
         self.assertEqual(self.invites(), [])
 
+    def test_localNotRegisteredHungUp(self) -> None:
+        """
+        Hanging up a leg to a local user with no binding before it failed:
+        the owner hears nothing, and no delayed call is left behind.
+        """
+        leg = self.router.dial("101", self.offer, self.listener, "t/leg1")
+        leg.hangUp()
+        pending = [c.func.__name__ for c in self.clock.getDelayedCalls()]
+        self.assertNotIn("_fail", pending)
+        self.clock.advance(0)
+        self.assertEqual(self.listener.events, [])
+        self.assertEqual(leg.state, "ended")
+
     def test_providerRoute(self) -> None:
         """
         An external-line route: R-URI at the provider's domain, sent to its

@@ -488,9 +488,10 @@ class UnreachableLeg:
         self.callId: str | None = None
         self._listener = listener
         self._end = LegEnd(code, reason, True, False)
-        reactor.callLater(0, self._fail)
+        self._failCall = reactor.callLater(0, self._fail)
 
     def _fail(self) -> None:
+        self._failCall = None
         if self.state == LegState.ENDED:
             return
         self.state = LegState.ENDED
@@ -503,6 +504,9 @@ class UnreachableLeg:
         self._listener.legEnded(self, self._end)
 
     def hangUp(self, code: int | None = None, text: str | None = None) -> None:
+        """Nothing was sent, so nothing to end; the owner hears nothing more."""
+        cancelDelayed(self._failCall)
+        self._failCall = None
         self.state = LegState.ENDED
 
     def detach(self) -> None:

@@ -63,6 +63,9 @@ class DialogUA(UA):
         straight to the Contact, around the provider.  So the dialog's
         Record-Route is put back into such a 2xx before the transaction
         manager reads it.
+
+    Checked against sippy 2.5.0 (C{UA.recvResponse}, C{UA.recvRequest},
+    C{UA.lSDP}, C{UA.outbound_proxy}).
     """
 
     #: the Record-Route of the 2xx that created the dialog, as received.
