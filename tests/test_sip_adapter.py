@@ -5,6 +5,7 @@ reactor.
 
 from __future__ import annotations
 
+import errno
 import sys
 import threading
 
@@ -217,6 +218,54 @@ class RetransmissionTests(SynchronousTestCase):
         self.assertEqual(
             [(e.code, e.answered) for e in self.listener.ends], [(408, False)]
         )
+
+
+class WriteRetryTests(SynchronousTestCase):
+    """A datagram the kernel has no room for (EAGAIN) is written again shortly."""
+
+    def setUp(self) -> None:
+        self.clock, self.stack = startStack(self)
+        self.port = self.clock.ports[0]
+        self.refusals = 0
+        write = self.port.write
+
+        def refusing(data, addr):
+            if self.refusals:
+                self.refusals -= 1
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            write(data, addr)
+
+        self.port.write = refusing
+
+    def dial(self) -> None:
+        offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
+        self.stack.dial("100", FAR_ROUTE, offer, RecordingListener(), 60, "t/leg1")
+
+    def test_retried(self) -> None:
+        """The INVITE refused twice is sent 20 ms later, once."""
+        self.refusals = 2
+        self.dial()
+        self.assertEqual(self.clock.sent, [])
+        self.clock.advance(0.01)
+        self.assertEqual(self.clock.sent, [])
+        self.clock.advance(0.01)
+        self.assertEqual([s.method for s in self.clock.sent], ["INVITE"])
+        self.assertEqual(round(self.clock.sent[0].time, 3), 0.02)
+
+    def test_droppedAtShutdown(self) -> None:
+        """
+        Stopping the stack drops the writes waiting to be retried: none is
+        left on the clock and nothing is sent after.
+        """
+        self.refusals = 1
+        self.dial()
+        self.stack.stopService()
+        writes = [
+            c for c in self.clock.getDelayedCalls() if c.func.__name__ == "_write"
+        ]
+        self.assertEqual(writes, [])
+        self.clock.advance(1)
+        self.assertEqual(self.clock.sent, [])
 
 
 class RealReactorTests(TestCase):

@@ -24,6 +24,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from callback_tw.sockets import setBuffers
+from callback_tw.timers import cancelDelayed
 
 __all__ = ["ReactorUdpServer"]
 
@@ -65,6 +66,8 @@ class ReactorUdpServer:
         self._reactor = global_config["_reactor"]
         self._advertised = global_config.get("_sip_advertised")
         self._port = None
+        #: writes to try again shortly (EAGAIN); cancelled at shutdown.
+        self._retryCalls: list[Any] = []
         self.stats = [0, 0, 0]
         family = self.uopts.family or socket.AF_INET
         host, port = self.uopts.laddress
@@ -141,15 +144,26 @@ class ReactorUdpServer:
                 e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
                 and retries > 0
             ):
-                self._reactor.callLater(0.01, self._write, data, address, retries - 1)
+                self._retryCalls = [c for c in self._retryCalls if c.active()]
+                self._retryCalls.append(
+                    self._reactor.callLater(
+                        0.01, self._write, data, address, retries - 1
+                    )
+                )
                 return
             _log.warn(
                 "SIP message to {address} not sent: {error}", address=address, error=e
             )
 
     def shutdown(self) -> None:
-        """Stop listening; L{stopped} is the Deferred of the port closing."""
+        """
+        Stop listening and drop the writes waiting to be retried;
+        L{stopped} is the Deferred of the port closing.
+        """
         self.uopts.data_callback = None
+        for call in self._retryCalls:
+            cancelDelayed(call)
+        self._retryCalls = []
         if self._port is not None:
             self.stopped = self._port.stopListening()
             self._port = None
