@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from callback_tw.callback.errors import CallbackRefused
-from callback_tw.sip.leg import LegEnd, LegUpdateFailed
+from callback_tw.sip.leg import LegEnd, LegState, ReInviteFailed
 from callback_tw.sip.sdp import SdpError, SdpSession, parseAudio, sharedVoiceCodecs
 
 
@@ -274,7 +274,7 @@ class CallbackCall:
             "callback {id} joining: re-INVITE user1 with user2's media",
             id=self.callbackId,
         )
-        d = leg1.update(self._sessions["leg1"].relay(offer2))
+        d = leg1.reInvite(self._sessions["leg1"].relay(offer2))
 
         def user1Answered(answer1: str) -> Deferred | None:
             if self.state != "joining":
@@ -283,7 +283,7 @@ class CallbackCall:
                 "callback {id} joining: re-INVITE user2 with user1's media",
                 id=self.callbackId,
             )
-            return leg2.update(self._sessions["leg2"].relay(answer1))
+            return leg2.reInvite(self._sessions["leg2"].relay(answer1))
 
         def user2Answered(answer2: str | None) -> Deferred | None:
             if self.state != "joining" or answer2 is None:
@@ -293,7 +293,7 @@ class CallbackCall:
                     "callback {id} user2 moved its media: updating user1",
                     id=self.callbackId,
                 )
-                return leg1.update(self._sessions["leg1"].relay(answer2)).addCallback(
+                return leg1.reInvite(self._sessions["leg1"].relay(answer2)).addCallback(
                     lambda _: answer2
                 )
             return answer2
@@ -314,7 +314,7 @@ class CallbackCall:
     def _joinFailed(self, failure: Any) -> None:
         if self.state == "ended":
             return
-        if failure.check(LegUpdateFailed):
+        if failure.check(ReInviteFailed):
             code, text = failure.value.code, failure.value.reason
             self._release(f"join failed: {code} {text}", reason=(code, text), both=True)
         else:
@@ -325,7 +325,7 @@ class CallbackCall:
                 both=True,
             )
 
-    def legUpdateRequested(self, leg: Any, sdp: str) -> Deferred:
+    def legReInvited(self, leg: Any, sdp: str) -> Deferred:
         """
         A party re-INVITEs (hold, codec change, session refresh). Once
         joined, the offer goes to the other party and its answer comes back
@@ -335,7 +335,7 @@ class CallbackCall:
         name = self._nameOf(leg)
         if self.state == "joined":
             other = "leg2" if name == "leg1" else "leg1"
-            d = self._legs[other].update(self._sessions[other].relay(sdp))
+            d = self._legs[other].reInvite(self._sessions[other].relay(sdp))
             return d.addCallback(lambda answer: self._sessions[name].relay(answer))
         rtp = self._rtp.get(name)
         if rtp is None or self.state == "joining":
@@ -383,7 +383,7 @@ class CallbackCall:
             self._durationCall.cancel()
         self._durationCall = None
         for name, leg in self._legs.items():
-            if leg.state == "ended":
+            if leg.state == LegState.ENDED:
                 continue
             if reason is not None and (both or name == "leg1"):
                 leg.hangUp(*reason)
@@ -430,5 +430,5 @@ def _mediaMoved(before: str, after: str) -> bool:
 
 def _refused(code: int, reason: str) -> Deferred:
     d: Deferred = Deferred()
-    d.errback(LegUpdateFailed(code, reason))
+    d.errback(ReInviteFailed(code, reason))
     return d

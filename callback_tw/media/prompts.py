@@ -19,7 +19,8 @@ filtered and resampled to 8 kHz. Everything else (8-, 24- or 32-bit samples,
 float, A-law/u-law WAV, rates below 8 kHz, empty or unreadable files) is
 rejected with a L{PromptError} naming the file.
 
-This module imports nothing else of callback_tw.
+This module imports nothing else of callback_tw but the codec facts
+(L{callback_tw.media.codecs}).
 """
 
 from __future__ import annotations
@@ -35,31 +36,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from rtpsynth.RtpUtils import linear2ulaw, resample_linear
 from twisted.logger import Logger
 
+from callback_tw.media.codecs import SAMPLE_RATE, SILENCE, VOICE_CODECS
+
 __all__ = [
     "CODECS",
     "FRAME_BYTES",
-    "PAYLOAD_TYPES",
-    "SAMPLE_RATE",
-    "SILENCE",
     "PromptCatalogue",
     "PromptError",
     "alawToLinear",
     "linearToAlaw",
 ]
 
-SAMPLE_RATE = 8000
-"""G.711 sample rate; one sample is one byte on the wire."""
-
 FRAME_BYTES = 160
 """One 20 ms G.711 frame."""
 
-PAYLOAD_TYPES: Mapping[str, int] = {"PCMU": 0, "PCMA": 8}
-"""Static RTP payload types of the codecs the catalogue encodes to."""
-
-CODECS = tuple(PAYLOAD_TYPES)
-
-SILENCE: Mapping[str, int] = {"PCMU": 0xFF, "PCMA": 0xD5}
-"""The byte that encodes a zero sample in each codec (used for padding)."""
+CODECS = tuple(c.name for c in VOICE_CODECS)
+"""The codecs every prompt is encoded to."""
 
 DIGIT_PAUSE = 0.15
 """Seconds of silence between two spoken digits, so "1 1" is not "11"."""
@@ -152,7 +144,7 @@ def _encode(pcm: array, codec: str) -> bytes:
 
 
 def _checkCodec(codec: str) -> None:
-    if codec not in PAYLOAD_TYPES:
+    if codec not in CODECS:
         raise ValueError(
             f"unknown codec {codec!r}; expected one of {', '.join(CODECS)}"
         )
