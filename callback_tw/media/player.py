@@ -4,10 +4,9 @@ RTP announcement and ringback player: G.711 frames out to one leg, paced by
 the reactor.
 
 One L{RTPScheduler} serves every stream of the process with a single
-reactor timer: each tick sends what is due on every active stream. A spike on
-this machine measured that ~4x cheaper in CPU than rtpsynth's own threaded
-endpoint (sippy.Rtp) and than one LoopingCall per stream, with better
-tails. Deadlines are absolute (stream start + n * ptime on a 10 ms grid of
+reactor timer: each tick sends what is due on every active stream, which
+costs far less CPU than a thread or a LoopingCall per stream (figures in
+docs/decisions.md). Deadlines are absolute (stream start + n * ptime on a 10 ms grid of
 the scheduler), never "sleep 20 ms after each send", so nothing drifts.
 
 Headers come from rtpsynth's C{RtpSynth} (version 2, SSRC, sequence,

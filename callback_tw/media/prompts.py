@@ -262,6 +262,21 @@ _HOW_TO_CONVERT = (
 )
 
 
+def _readDigits(folder: str) -> list[array]:
+    """C{digits/0.wav} .. C{digits/9.wav}; all ten must be there."""
+    digitsFolder = os.path.join(folder, "digits")
+    missing = [
+        os.path.join(digitsFolder, f"{d}.wav")
+        for d in _DIGITS
+        if not os.path.isfile(os.path.join(digitsFolder, f"{d}.wav"))
+    ]
+    if missing:
+        raise PromptError(
+            ", ".join(missing) + ": digit prompt missing (need digits/0.wav .. 9.wav)"
+        )
+    return [_readWav(os.path.join(digitsFolder, f"{d}.wav")) for d in _DIGITS]
+
+
 class _Prompt:
     """One prompt, encoded once per codec (whole and in frames)."""
 
@@ -326,45 +341,8 @@ class PromptCatalogue:
         @raise PromptError: naming the file (or folder) that is missing, not
             readable, or not in an accepted format.
         """
-        if not os.path.isdir(folder):
-            raise PromptError(
-                f"{folder}: prompts folder does not exist or is not a folder"
-            )
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError as e:
-            raise PromptError(
-                f"{folder}: cannot list prompts folder ({e.strerror or e})"
-            ) from e
-
-        announcements = {}
-        for name in names:
-            path = os.path.join(folder, name)
-            match = _ANN_NAME.match(name)
-            if match is None:
-                if name.lower().endswith(".wav"):
-                    cls._log.warn(
-                        "prompt {path} ignored: announcements are named <8 digits>.wav",
-                        path=path,
-                    )
-                continue
-            if not os.path.isfile(path):
-                raise PromptError(f"{path}: not a regular file")
-            announcements[match.group(1)] = _readWav(path)
-
-        digitsFolder = os.path.join(folder, "digits")
-        missing = [
-            os.path.join(digitsFolder, f"{d}.wav")
-            for d in _DIGITS
-            if not os.path.isfile(os.path.join(digitsFolder, f"{d}.wav"))
-        ]
-        if missing:
-            raise PromptError(
-                ", ".join(missing)
-                + ": digit prompt missing (need digits/0.wav .. 9.wav)"
-            )
-        digits = [_readWav(os.path.join(digitsFolder, f"{d}.wav")) for d in _DIGITS]
-
+        announcements = cls._readAnnouncements(folder)
+        digits = _readDigits(folder)
         absent = [annId for annId in required if annId not in announcements]
         if absent:
             raise PromptError(
@@ -379,6 +357,35 @@ class PromptCatalogue:
             ids=" ".join(sorted(announcements)),
         )
         return catalogue
+
+    @classmethod
+    def _readAnnouncements(cls, folder: str) -> dict[str, array]:
+        """Every C{<8 digits>.wav} in C{folder}, by ann id."""
+        if not os.path.isdir(folder):
+            raise PromptError(
+                f"{folder}: prompts folder does not exist or is not a folder"
+            )
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as e:
+            raise PromptError(
+                f"{folder}: cannot list prompts folder ({e.strerror or e})"
+            ) from e
+        announcements = {}
+        for name in names:
+            path = os.path.join(folder, name)
+            match = _ANN_NAME.match(name)
+            if match is None:
+                if name.lower().endswith(".wav"):
+                    cls._log.warn(
+                        "prompt {path} ignored: announcements are named <8 digits>.wav",
+                        path=path,
+                    )
+                continue
+            if not os.path.isfile(path):
+                raise PromptError(f"{path}: not a regular file")
+            announcements[match.group(1)] = _readWav(path)
+        return announcements
 
     def annIds(self) -> frozenset[str]:
         """The ann ids that can be played."""
