@@ -208,7 +208,16 @@ def _parse(data: bytes, maxDuration: int) -> Request | Cancel:
 
     if method == "CANCEL":
         return Cancel(callbackId, ignored=ignored + tuple(params))
+    return _request(callbackId, params, ignored, maxDuration)
 
+
+def _request(
+    callbackId: str,
+    params: dict[str, str],
+    ignored: tuple[str, ...],
+    maxDuration: int,
+) -> Request:
+    """The REQUEST's own parameters, each checked against its rule."""
     for name in ("user1", "user2", "duration"):
         if name not in params:
             raise _Invalid(f"missing parameter {name!r}")
