@@ -418,3 +418,123 @@ class LoadKeyTests(SynchronousTestCase):
         path.setContent(KEY + b"\n")
         key = loadKey("file:" + path.path, None)
         self.assertEqual(verify(sign(_REQUEST, key, NOW), KEY, NOW, 0), _REQUEST)
+
+
+_DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "signing.md")
+
+
+def _block(marker: str) -> str:
+    """
+    The fenced block that follows C{<!-- marker ...-->} in docs/signing.md.
+    """
+    with open(_DOC, encoding="utf-8") as f:
+        text = f.read()
+    match = re.search(
+        r"<!-- " + re.escape(marker) + r"[:\s][^>]*-->\n```[a-z]*\n(.*?)\n```",
+        text,
+        re.S,
+    )
+    if match is None:
+        raise AssertionError(f"no block marked {marker!r} in {_DOC}")
+    return match.group(1)
+
+
+def _fields(marker: str) -> dict[str, bytes]:
+    """
+    The C{name   value} lines of a worked-example block, values as bytes.
+    """
+    fields = {}
+    for line in _block(marker).splitlines():
+        name, value = re.fullmatch(r"(\S+)\s{2,}(.*)", line).groups()
+        fields[name] = value.encode("ascii")
+    return fields
+
+
+class DocumentationTests(SynchronousTestCase):
+    """
+    The worked example and the AS-side code in docs/signing.md are what the code
+    does, so the document cannot drift from it.
+    """
+
+    def setUp(self) -> None:
+        self.example = _fields("signing-example")
+        self.key = self.example["key"]
+        self.now = int(self.example["ts"])
+
+    def test_exampleSigns(self) -> None:
+        """
+        Signing the example's command with its key at its time gives the bytes the
+        document shows: the HMAC input, the signature and the datagram sent.
+        """
+        e = self.example
+        sent = sign(e["command"], self.key, self.now)
+        self.assertEqual(sent, e["sent"])
+        self.assertEqual(sent, e["hmac-of"] + b"sig=" + e["sig"] + b";")
+        self.assertEqual(
+            hmac.new(self.key, e["hmac-of"], hashlib.sha256).hexdigest().encode(),
+            e["sig"],
+        )
+
+    def test_exampleVerifies(self) -> None:
+        """
+        The example datagram verifies within the window and yields the command.
+        """
+        e = self.example
+        self.assertEqual(verify(e["sent"], self.key, self.now + 29, 30), e["command"])
+        self.assertRaises(
+            StaleTimestampError, verify, e["sent"], self.key, self.now + 31, 30
+        )
+
+    def test_repliesVerify(self) -> None:
+        """
+        The example's signed ACK and RESPONSE verify with the example key.
+        """
+        replies = _fields("signing-example-replies")
+        self.assertEqual(
+            verify(replies["ack"], self.key, self.now, 30), b"ACK: id=1234;code=ok;"
+        )
+        self.assertEqual(
+            verify(replies["response"], self.key, self.now + 242, 30),
+            b"RESPONSE: id=1234;real_duration=180;",
+        )
+
+    def test_asCode(self) -> None:
+        """
+        The document's Python for the AS signs like the server and verifies the
+        server's replies, and refuses a tampered or stale reply.
+        """
+        namespace: dict[str, object] = {}
+        exec(_block("signing-as-code"), namespace)
+        signCommand = namespace["sign_command"]
+        verifyReply = namespace["verify_reply"]
+        e = self.example
+        self.assertEqual(signCommand(e["command"], self.key, now=self.now), e["sent"])
+        self.assertEqual(
+            signCommand(e["command"][:-1], self.key, now=self.now), e["sent"]
+        )
+        for command in (
+            b"CANCEL: id=1234",
+            b"REQUEST: id=9;user1=1;user2=2;duration=0",
+        ):
+            self.assertEqual(
+                verify(
+                    signCommand(command, self.key, now=self.now), self.key, self.now, 0
+                ),
+                command + b";",
+            )
+        replies = _fields("signing-example-replies")
+        self.assertEqual(
+            verifyReply(replies["ack"] + b"\r\n", self.key, now=self.now),
+            b"ACK: id=1234;code=ok;",
+        )
+        reply = sign(b"RESPONSE: id=7;real_duration=3;", self.key, self.now)
+        self.assertEqual(
+            verifyReply(reply, self.key, now=self.now),
+            b"RESPONSE: id=7;real_duration=3;",
+        )
+        for bad, now in (
+            (reply.replace(b"=3;", b"=4;"), self.now),
+            (reply, self.now + 31),
+            (b"RESPONSE: id=7;real_duration=3;", self.now),
+        ):
+            self.assertRaises(ValueError, verifyReply, bad, self.key, now=now)
