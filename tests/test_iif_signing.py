@@ -90,6 +90,12 @@ class SignTests(SynchronousTestCase):
         ):
             self.assertEqual(verify(sign(datagram, KEY, NOW), KEY, NOW, 0), datagram)
 
+    def test_negativeTime(self) -> None:
+        """
+        A clock before 1970 is a bug of the caller, not a C{ts} to send.
+        """
+        self.assertRaises(ValueError, sign, _REQUEST, KEY, -1)
+
     def test_keyMatters(self) -> None:
         """
         Two keys give two signatures for the same datagram and time.

@@ -146,7 +146,10 @@ def sign(datagram: bytes, key: bytes, now: float) -> bytes:
     @param key: the peer's key.
     @param now: the current Unix time; it is sent in whole seconds.
     @return: the signed datagram.
+    @raise ValueError: for a negative C{now}, which no receiver would accept.
     """
+    if now < 0:
+        raise ValueError(f"now must be >= 0, not {now}")
     body = _stripLineEnd(datagram)
     if not body.endswith(b";"):
         body += b";"
