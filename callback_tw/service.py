@@ -20,8 +20,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from callback_tw.callback.announcer import Announcer
-from callback_tw.callback.load import LagMonitor
 from callback_tw.callback.manager import CallbackManager
+from callback_tw.callback.overload import OverloadGuard
 from callback_tw.config import Config
 from callback_tw.iif.protocol import IIFProtocol
 from callback_tw.media.player import RTPScheduler
@@ -107,7 +107,7 @@ class CallbackService(MultiService):
         self.announcer = Announcer(
             prompts, self.scheduler, config.media.defaultAnnId1, ringback
         )
-        self.load = LagMonitor(reactor, config.callback.maxLag)
+        self.overloadGuard = OverloadGuard(reactor, config.callback.maxLag)
         self.manager = CallbackManager(
             self.dialer,
             self.media,
@@ -116,7 +116,7 @@ class CallbackService(MultiService):
             reactor,
             announcer=self.announcer,
             checkRequest=self.announcer.checkRequest,
-            load=self.load,
+            overloadGuard=self.overloadGuard,
         )
         self.iif = IIFProtocol(
             self.manager,
@@ -134,7 +134,7 @@ class CallbackService(MultiService):
         self._collector.clock = self._reactor
         self._collector.start(FULL_COLLECTION_INTERVAL, now=False)
         super().startService()  # SIP binds here
-        self.load.start()
+        self.overloadGuard.startService()
         cb = self.config.callback
         self.iifPort = self._reactor.listenUDP(
             cb.listenPort, self.iif, interface=cb.listenAddress
@@ -154,7 +154,7 @@ class CallbackService(MultiService):
     def stopService(self) -> Any:
         if self._collector is not None and self._collector.running:
             self._collector.stop()
-        self.load.stop()
+        yield self.overloadGuard.stopService()
         # Each release is synchronous: BYE/CANCEL are sent and every
         # RESPONSE is out when releaseAll returns. Then wait (bounded) for
         # those requests to be answered, so a lost one is retransmitted.

@@ -23,8 +23,9 @@ class CallbackManager:
     @param maxDuration: the cap on C{duration}; C{duration=0} means this cap.
     @param checkRequest: optional extra admission check (e.g. that the
         announcements a request names exist); raises L{CallbackRefused}.
-    @param load: the overload guard (L{callback_tw.callback.load.LagMonitor});
-        while it says C{overloaded}, new callbacks are refused.
+    @param overloadGuard: the overload guard
+        (L{callback_tw.callback.overload.OverloadGuard}); while it says
+        C{overloaded}, new callbacks are refused.
     """
 
     _log = Logger()
@@ -38,7 +39,7 @@ class CallbackManager:
         reactor: Any,
         announcer: Any = None,
         checkRequest: Callable[[Any], None] | None = None,
-        load: Any = None,
+        overloadGuard: Any = None,
     ) -> None:
         self._dialer = dialer
         self._media = media
@@ -47,7 +48,7 @@ class CallbackManager:
         self._reactor = reactor
         self._announcer = announcer
         self._checkRequest = checkRequest
-        self._load = load
+        self._overloadGuard = overloadGuard
         self._calls: dict[str, CallbackCall] = {}
         self._stopping = False
 
@@ -69,9 +70,10 @@ class CallbackManager:
             raise CallbackRefused(f"callback {request.callbackId} is running already")
         if len(self._calls) >= self._maxCalls:
             raise CallbackRefused(f"max_calls ({self._maxCalls}) reached")
-        if self._load is not None and self._load.overloaded:
+        guard = self._overloadGuard
+        if guard is not None and guard.overloaded:
             raise CallbackRefused(
-                f"overloaded (reactor {self._load.lag * 1000:.0f} ms late)"
+                f"overloaded (reactor {guard.lag * 1000:.0f} ms late)"
             )
         if self._checkRequest is not None:
             self._checkRequest(request)
