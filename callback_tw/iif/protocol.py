@@ -4,14 +4,14 @@ The inner interface (IIF) server: a UDP L{DatagramProtocol} between application 
 (AS) and the callback manager.
 
 It decides who may talk to us (the peer-server allowlist), turns datagrams into commands
-with L{callback_tw.iif.message}, hands them to the manager, writes the ACK as soon as the
-manager has started (or refused) the callback, and the RESPONSE when the call's
+with L{callback_tw.iif.message}, hands them to the manager, writes the ACK as soon as
+the manager has started (or refused) the callback, and the RESPONSE when the call's
 C{finished} Deferred fires.
 
 UDP loses and repeats datagrams and an AS retransmits when it misses our ACK, so REQUEST
-is idempotent here: a repeated REQUEST (same id, same parameters) is answered again, from
-the manager while the callback runs and from L{callback_tw.iif.memory} after it ended,
-and never places a second call.
+is idempotent here: a repeated REQUEST (same id, same parameters) is answered again,
+from the manager while the callback runs and from L{callback_tw.iif.memory} after it
+ended, and never places a second call.
 """
 
 from __future__ import annotations
