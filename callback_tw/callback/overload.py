@@ -81,7 +81,8 @@ class OverloadGuard(TimerService):
             self._wasOverloaded = overloaded
             if overloaded:
                 self._log.warn(
-                    "overloaded: the reactor runs {lag:.0f} ms late; refusing new callbacks",
+                    "overloaded: the reactor runs {lag:.0f} ms late;"
+                    " refusing new callbacks",
                     lag=self.lag * 1000,
                 )
             else:
