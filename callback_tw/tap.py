@@ -161,6 +161,8 @@ def makeService(options: Options) -> IService:
     return buildService(config, reactor, prompts)
 
 
+# Longer than 60 lines on purpose: one straight list of constructions in
+# dependency order, so the whole wiring reads top to bottom in one place.
 def buildService(
     config: Config, reactor: Any, prompts: PromptCatalogue
 ) -> CallbackService:
