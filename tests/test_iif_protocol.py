@@ -7,6 +7,8 @@ the exact bytes and destinations written, with a fake manager and a L{Clock}.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -261,6 +263,26 @@ class RequestTests(SynchronousTestCase):
         self.assertEqual(
             manager.calls[0].request,
             Request("9", "1", "2", 5, annId1="00080002", annDigit2="12"),
+        )
+
+    def test_finishedBeforeReturned(self) -> None:
+        """
+        If a callback has already ended when the manager hands it over, the AS still
+        sees the ACK first and then the RESPONSE.
+        """
+        protocol, transport, manager, _ = makeProtocol()
+        start = manager.startCallback
+
+        def startAndFinish(request: Request) -> Any:
+            call = start(request)
+            call.finish(0)
+            return call
+
+        manager.startCallback = startAndFinish  # type: ignore[method-assign]
+        protocol.datagramReceived(REQUEST, PEER)
+        self.assertEqual(
+            transport.written,
+            [(ACK_OK, PEER), (b"RESPONSE: id=1234;real_duration=0;", PEER)],
         )
 
     def test_refusedByException(self) -> None:
