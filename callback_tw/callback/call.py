@@ -102,7 +102,8 @@ class CallbackCall:
     @ivar callbackId: the IIF id.
     @ivar state: a L{CallState}.
     @ivar accepted: fires (None) once leg 1 is being set up; errbacks if it
-        could not even be started. Drives the ACK.
+        could not even be started. Decided within L{start}; the manager turns
+        a failure into a refusal (the ACK code=fail).
     @ivar finished: fires once with a L{CallResult}. Drives the RESPONSE.
     """
 
