@@ -415,17 +415,38 @@ class CallbackManagerTests(SynchronousTestCase):
             request(callbackId="a", user2="102"),
         )
 
-    def test_durationCapped(self) -> None:
-        """duration=0 means the cap (max_duration); larger values are capped."""
-        for duration in (0, 500):
-            call = self.manager.startCallback(
-                request(callbackId=f"d{duration}", duration=duration)
-            )
-            call.legs["leg1"].answer(PCMU1)
-            self.assertEqual(
-                max(c.getTime() for c in self.clock.getDelayedCalls()), 100
-            )
-            call.cancel("test")
+    def test_durationZeroMeansCap(self) -> None:
+        """
+        duration=0 means the cap (max_duration). Larger values never reach the
+        manager: the IIF codec refuses them (tests.test_iif_protocol
+        test_durationCappedByMaxDuration, tests.test_service).
+        """
+        call = self.manager.startCallback(request(callbackId="d0", duration=0))
+        call.legs["leg1"].answer(PCMU1)
+        self.assertEqual(max(c.getTime() for c in self.clock.getDelayedCalls()), 100)
+        call.cancel("test")
+
+    def test_cannotCallUser1Refused(self) -> None:
+        """
+        When user1 cannot even be called, the callback is refused (the AS gets
+        code=fail) and nothing of it stays running.
+        """
+        self.dialer.fail = True
+        exc = self.assertRaises(
+            CallbackRefused, self.manager.startCallback, request(callbackId="a")
+        )
+        self.assertIn("SIP stack down", exc.reason)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.manager.active, {})
+        self.assertIsNone(self.manager.runningCallback("a"))
+
+    def test_runningCallback(self) -> None:
+        """A running callback is found by its id until it ends."""
+        call = self.manager.startCallback(request(callbackId="a"))
+        self.assertIs(self.manager.runningCallback("a"), call)
+        self.assertIsNone(self.manager.runningCallback("b"))
+        call.cancel("test")
+        self.assertIsNone(self.manager.runningCallback("a"))
 
     def test_cancelCallback(self) -> None:
         """cancelCallback releases a running id and says False for others."""
