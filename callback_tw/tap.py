@@ -2,22 +2,28 @@
 """
 C{twistd callback}: command-line options and the service they build.
 
-This is the only module that knows every part; it reads the configuration
-file (L{callback_tw.config}) and hands it to
-L{callback_tw.service.CallbackService}.
+This is the only module that knows every part: it reads the configuration
+file (L{callback_tw.config}), builds every part of the server from it
+(L{buildService}) and hands them to L{callback_tw.service.CallbackService},
+which starts and stops them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.python import usage
 
 from callback_tw.config import WILDCARD_ADDRESSES, Config, ConfigError, loadConfig
 
-__all__ = ["Options", "makeService"]
+if TYPE_CHECKING:
+    from callback_tw.media.prompts import PromptCatalogue
+    from callback_tw.service import CallbackService
+
+__all__ = ["Options", "buildService", "loadPrompts", "makeService"]
 
 
 class Options(usage.Options):
@@ -134,7 +140,7 @@ def _ipv4(option: str, value: str | None) -> str | None:
 
 def makeService(options: Options) -> IService:
     """
-    Build the callback server from parsed L{Options}.
+    Build the callback server from parsed L{Options}, on the global reactor.
 
     Announcements are loaded here, before the reactor runs; a prompt file
     that cannot be used stops start-up with one line, like a bad
@@ -143,11 +149,119 @@ def makeService(options: Options) -> IService:
     @param options: parsed options; C{options["configObject"]} is used.
     @return: a L{callback_tw.service.CallbackService}, not yet started.
     """
+    from twisted.internet import reactor
+
     from callback_tw.media.prompts import PromptError
-    from callback_tw.service import CallbackService
 
     config = options["configObject"]
     try:
-        return CallbackService(config)
+        prompts = loadPrompts(config)
     except PromptError as e:
         raise SystemExit(f"callback: {e} (see [media] in {config.path})") from None
+    return buildService(config, reactor, prompts)
+
+
+# Longer than 60 lines on purpose: one straight list of constructions in
+# dependency order, so the whole wiring reads top to bottom in one place.
+def buildService(
+    config: Config, reactor: Any, prompts: PromptCatalogue
+) -> CallbackService:
+    """
+    Build every part of the server from C{config} and hang them on one
+    L{callback_tw.service.CallbackService}, which starts and stops them.
+
+    The parts are imported here, not at module level: twistd imports this
+    module to parse the options, and C{--help} or a bad configuration should
+    not load the SIP stack.
+
+    @param reactor: what every part runs on (an L{IReactorTime} and
+        L{IReactorUDP}).
+    @param prompts: the announcements, loaded (L{loadPrompts}).
+    @return: the service, not yet started.
+    """
+    from callback_tw.callback.announcer import Announcer
+    from callback_tw.callback.manager import CallbackManager
+    from callback_tw.callback.overload import OverloadGuard
+    from callback_tw.iif.protocol import IIFProtocol
+    from callback_tw.media.player import RTPScheduler
+    from callback_tw.media.rtp import RTPPortAllocator
+    from callback_tw.service import CallbackService
+    from callback_tw.sip.registrar import Registrar
+    from callback_tw.sip.registration import LineRegistration
+    from callback_tw.sip.routing import Router, defaultRoute
+    from callback_tw.sip.stack import SipStack
+
+    sip, callback, media = config.sip, config.callback, config.media
+    registrar = None
+    if config.users:
+        registrar = Registrar(config.users, sip.sipHost, reactor=reactor)
+    stack = SipStack(
+        sip.address,
+        sip.port,
+        sip.sipHost,
+        sip.trace,
+        reactor=reactor,
+        registrar=registrar,
+    )
+    lineRegistration = None
+    line = config.externalLine
+    if callback.externalLineMode and line is not None and line.register:
+        lineRegistration = LineRegistration(stack, line, reactor)
+    router = Router(
+        stack, defaultRoute(config), callback.noAnswerTimeout, locator=registrar
+    )
+    bindHost = "0.0.0.0" if sip.address in WILDCARD_ADDRESSES else sip.address
+    rtpPorts = RTPPortAllocator(sip.sipHost, media.rtpPorts, reactor, bindHost=bindHost)
+    scheduler = RTPScheduler(reactor)
+    ringback = None
+    if media.ringbackFrequency:
+        on, off = media.ringbackCadence
+        ringback = (media.ringbackFrequency, on, off)
+    announcer = Announcer(prompts, scheduler, media.defaultAnnId1, ringback)
+    overloadGuard = OverloadGuard(reactor, callback.maxLag)
+    manager = CallbackManager(
+        router,
+        rtpPorts,
+        callback.maxCalls,
+        callback.maxDuration,
+        reactor,
+        announcer=announcer,
+        checkRequest=announcer.checkRequest,
+        overloadGuard=overloadGuard,
+    )
+    iif = IIFProtocol(
+        manager,
+        [(p.host, p.port) for p in config.peerServers.values()],
+        callback.maxDuration,
+        reactor=reactor,
+        requestMemory=callback.requestMemory,
+    )
+    return CallbackService(
+        config,
+        reactor,
+        sip=stack,
+        registrar=registrar,
+        lineRegistration=lineRegistration,
+        router=router,
+        rtpPorts=rtpPorts,
+        prompts=prompts,
+        scheduler=scheduler,
+        announcer=announcer,
+        overloadGuard=overloadGuard,
+        manager=manager,
+        iif=iif,
+    )
+
+
+def loadPrompts(config: Config) -> PromptCatalogue:
+    """
+    Load every announcement at start-up; the default ann_id1, when set, must
+    exist (a missing one would fail every call).
+
+    @raise PromptError: naming the file that is missing or unusable.
+    """
+    from callback_tw.media.prompts import PromptCatalogue
+
+    media = config.media
+    required = [media.defaultAnnId1] if media.defaultAnnId1 else []
+    return PromptCatalogue.load(media.prompts, required=required)

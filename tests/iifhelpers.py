@@ -12,7 +12,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
-from callback_tw.callback.errors import CallbackRefused
 from callback_tw.iif.message import Request
 from callback_tw.iif.protocol import IIFProtocol
 
@@ -33,11 +32,11 @@ class CallResult:
 @dataclass
 class FakeCall:
     """
-    A callback as the IIF side sees it: two Deferreds the test fires.
+    A started callback as the IIF side sees it: its request, and a Deferred the test
+    fires.
     """
 
     request: Request
-    accepted: Deferred = field(default_factory=Deferred)
     finished: Deferred = field(default_factory=Deferred)
 
     def finish(self, realDuration: int, cause: str = "normal") -> None:
@@ -48,33 +47,37 @@ class FakeManager:
     """
     A callback manager that records what it is asked.
 
+    @ivar requests: every request passed to L{startCallback}, refused or not, in order.
     @ivar calls: every call started, in order.
     @ivar cancelled: every id passed to L{cancelCallback}, in order.
     @ivar refuseWith: if set, the next L{startCallback} raises it (once).
-    @ivar acceptAtOnce: whether a new call's C{accepted} fires before
-        L{startCallback} returns, as the real manager does.
     @ivar cancelResult: what L{cancelCallback} returns, or an exception it raises.
     @ivar finishOnCancel: if set, L{cancelCallback} first finishes the matching running
         call synchronously with this real duration.
     """
 
     def __init__(self) -> None:
+        self.requests: list[Request] = []
         self.calls: list[FakeCall] = []
         self.cancelled: list[str] = []
         self.refuseWith: Exception | None = None
-        self.acceptAtOnce = True
         self.cancelResult: Any = True
         self.finishOnCancel: int | None = None
 
     def startCallback(self, request: Request) -> FakeCall:
+        self.requests.append(request)
         if self.refuseWith is not None:
             error, self.refuseWith = self.refuseWith, None
             raise error
         call = FakeCall(request)
         self.calls.append(call)
-        if self.acceptAtOnce:
-            call.accepted.callback(None)
         return call
+
+    def runningCallback(self, callbackId: str) -> FakeCall | None:
+        for call in self.calls:
+            if call.request.callbackId == callbackId and not call.finished.called:
+                return call
+        return None
 
     def cancelCallback(self, callbackId: str) -> bool:
         self.cancelled.append(callbackId)
@@ -112,20 +115,10 @@ def makeProtocol(
     return protocol, transport, manager, clock
 
 
-def refused(reason: str = "too many calls") -> Deferred:
-    """
-    A Deferred that has failed with L{CallbackRefused}, for a call's C{accepted}.
-    """
-    d: Deferred = Deferred()
-    d.errback(CallbackRefused(reason))
-    return d
-
-
 __all__ = [
     "PEER",
     "CallResult",
     "FakeCall",
     "FakeManager",
     "makeProtocol",
-    "refused",
 ]

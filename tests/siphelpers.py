@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 
 from twisted.internet.task import Clock
 
-from callback_tw.sip import reactor as sipreactor
+from callback_tw.sip import adapter
+from callback_tw.sip.routing import Route
+from callback_tw.sip.stack import SipStack
+
+#: The route of a test leg: to the L{FarEnd}, From user 1000.
+FAR_ROUTE = Route(("127.0.0.1", 5099), "1000", "far end")
 
 
 @dataclass
@@ -107,14 +112,28 @@ class FakeSipReactor(Clock):
 def useFakeReactor(testCase) -> FakeSipReactor:
     """Install a L{FakeSipReactor} for sippy; restored after the test."""
     clock = FakeSipReactor()
-    previous = sipreactor.useReactor(clock)
+    previous = adapter.useReactor(clock)
 
     def restore():
-        sipreactor.ED2.cancelAll()
-        sipreactor.useReactor(previous)
+        adapter.ED2.cancelAll()
+        adapter.useReactor(previous)
 
     testCase.addCleanup(restore)
     return clock
+
+
+def startStack(testCase) -> tuple[FakeSipReactor, SipStack]:
+    """
+    A L{SipStack} on 127.0.0.1 (any free port) driven by a
+    L{FakeSipReactor}, started now and stopped after the test.
+
+    @return: the reactor and the stack.
+    """
+    clock = useFakeReactor(testCase)
+    stack = SipStack("127.0.0.1", 0, reactor=clock)
+    stack.startService()
+    testCase.addCleanup(stack.stopService)
+    return clock, stack
 
 
 @dataclass
@@ -263,12 +282,12 @@ class RecordingListener:
     def legEnded(self, leg, end) -> None:
         self.events.append(("ended", end))
 
-    def legUpdateRequested(self, leg, sdp):
+    def legReInvited(self, leg, sdp):
         from twisted.internet import defer
 
-        from callback_tw.sip.leg import LegUpdateFailed
+        from callback_tw.sip.leg import ReInviteFailed
 
         self.events.append(("update", sdp))
         if self.answerWith is None:
-            return defer.fail(LegUpdateFailed(488, "Not Acceptable Here"))
+            return defer.fail(ReInviteFailed(488, "Not Acceptable Here"))
         return defer.succeed(self.answerWith)

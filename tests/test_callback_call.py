@@ -15,7 +15,7 @@ from callback_tw.callback.call import CallbackCall, CallResult, roundSeconds
 from callback_tw.callback.errors import CallbackRefused
 from callback_tw.callback.manager import CallbackManager
 from callback_tw.iif.message import Request
-from callback_tw.sip.leg import LegEnd, LegUpdateFailed
+from callback_tw.sip.leg import LegEnd, ReInviteFailed
 from tests.siphelpers import farSdp, originVersion
 
 
@@ -54,7 +54,7 @@ class FakeLeg:
         self.hangUps.append((code, text))
         self.state = "ended"
 
-    def update(self, sdp: str) -> Deferred:
+    def reInvite(self, sdp: str) -> Deferred:
         d: Deferred = Deferred()
         self.updates.append((sdp, d))
         return d
@@ -313,7 +313,7 @@ class CallbackCallTests(SynchronousTestCase):
         leg1.answer(PCMU1)
         leg2 = self.dialer.legs[1]
         leg2.answer(PCMU2)
-        leg1.updates[0][1].errback(LegUpdateFailed(488, "Not Acceptable Here"))
+        leg1.updates[0][1].errback(ReInviteFailed(488, "Not Acceptable Here"))
         self.assertEqual(leg1.hangUps, [(488, "Not Acceptable Here")])
         self.assertEqual(leg2.hangUps, [(488, "Not Acceptable Here")])
         self.assertIn("join failed: 488", self.successResultOf(call.finished).cause)
@@ -341,7 +341,7 @@ class CallbackCallTests(SynchronousTestCase):
         self.start()
         leg1 = self.dialer.legs[0]
         leg1.answer(PCMU1)
-        answer = self.successResultOf(leg1.listener.legUpdateRequested(leg1, PCMU1))
+        answer = self.successResultOf(leg1.listener.legReInvited(leg1, PCMU1))
         self.assertIn(f"m=audio {self.media.ports[0].port} ", answer)
 
     def test_reinviteAfterJoinRelayed(self) -> None:
@@ -353,7 +353,7 @@ class CallbackCallTests(SynchronousTestCase):
         hold = farSdp(port=6004, version=3).replace(
             "a=rtpmap:0 PCMU/8000\r\n", "a=rtpmap:0 PCMU/8000\r\na=sendonly\r\n"
         )
-        d = call.legUpdateRequested(leg1, hold)
+        d = call.legReInvited(leg1, hold)
         offer, inner = leg2.updates[-1]
         self.assertIn("a=sendonly", offer)
         inner.callback(
@@ -415,17 +415,38 @@ class CallbackManagerTests(SynchronousTestCase):
             request(callbackId="a", user2="102"),
         )
 
-    def test_durationCapped(self) -> None:
-        """duration=0 means the cap (max_duration); larger values are capped."""
-        for duration in (0, 500):
-            call = self.manager.startCallback(
-                request(callbackId=f"d{duration}", duration=duration)
-            )
-            call.legs["leg1"].answer(PCMU1)
-            self.assertEqual(
-                max(c.getTime() for c in self.clock.getDelayedCalls()), 100
-            )
-            call.cancel("test")
+    def test_durationZeroMeansCap(self) -> None:
+        """
+        duration=0 means the cap (max_duration). Larger values never reach the
+        manager: the IIF codec refuses them (tests.test_iif_protocol
+        test_durationCappedByMaxDuration, tests.test_service).
+        """
+        call = self.manager.startCallback(request(callbackId="d0", duration=0))
+        call.legs["leg1"].answer(PCMU1)
+        self.assertEqual(max(c.getTime() for c in self.clock.getDelayedCalls()), 100)
+        call.cancel("test")
+
+    def test_cannotCallUser1Refused(self) -> None:
+        """
+        When user1 cannot even be called, the callback is refused (the AS gets
+        code=fail) and nothing of it stays running.
+        """
+        self.dialer.fail = True
+        exc = self.assertRaises(
+            CallbackRefused, self.manager.startCallback, request(callbackId="a")
+        )
+        self.assertIn("SIP stack down", exc.reason)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.manager.active, {})
+        self.assertIsNone(self.manager.runningCallback("a"))
+
+    def test_runningCallback(self) -> None:
+        """A running callback is found by its id until it ends."""
+        call = self.manager.startCallback(request(callbackId="a"))
+        self.assertIs(self.manager.runningCallback("a"), call)
+        self.assertIsNone(self.manager.runningCallback("b"))
+        call.cancel("test")
+        self.assertIsNone(self.manager.runningCallback("a"))
 
     def test_cancelCallback(self) -> None:
         """cancelCallback releases a running id and says False for others."""

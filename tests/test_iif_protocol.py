@@ -7,6 +7,8 @@ the exact bytes and destinations written, with a fake manager and a L{Clock}.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -263,28 +265,21 @@ class RequestTests(SynchronousTestCase):
             Request("9", "1", "2", 5, annId1="00080002", annDigit2="12"),
         )
 
-    def test_ackWaitsForAccepted(self) -> None:
+    def test_finishedBeforeReturned(self) -> None:
         """
-        The ACK is sent when the call's C{accepted} fires, not before.
+        If a callback has already ended when the manager hands it over, the AS still
+        sees the ACK first and then the RESPONSE.
         """
         protocol, transport, manager, _ = makeProtocol()
-        manager.acceptAtOnce = False
-        protocol.datagramReceived(REQUEST, PEER)
-        self.assertEqual(transport.written, [])
-        manager.calls[0].accepted.callback(None)
-        self.assertEqual(transport.written, [(ACK_OK, PEER)])
+        start = manager.startCallback
 
-    def test_finishedBeforeAccepted(self) -> None:
-        """
-        If a call reports its end before its acceptance, the AS still sees the ACK
-        first and then the RESPONSE.
-        """
-        protocol, transport, manager, _ = makeProtocol()
-        manager.acceptAtOnce = False
+        def startAndFinish(request: Request) -> Any:
+            call = start(request)
+            call.finish(0)
+            return call
+
+        manager.startCallback = startAndFinish  # type: ignore[method-assign]
         protocol.datagramReceived(REQUEST, PEER)
-        manager.calls[0].finish(0)
-        self.assertEqual(transport.written, [])
-        manager.calls[0].accepted.callback(None)
         self.assertEqual(
             transport.written,
             [(ACK_OK, PEER), (b"RESPONSE: id=1234;real_duration=0;", PEER)],
@@ -302,18 +297,6 @@ class RequestTests(SynchronousTestCase):
         [event] = _events(self.observer, "refused: {reason}")
         self.assertEqual(event["reason"], "max_calls reached")
 
-    def test_refusedByErrback(self) -> None:
-        """
-        A call whose C{accepted} fails with L{CallbackRefused} gives C{code=fail}; if
-        its C{finished} fires afterwards no RESPONSE is sent for the refused request.
-        """
-        protocol, transport, manager, _ = makeProtocol()
-        manager.acceptAtOnce = False
-        protocol.datagramReceived(REQUEST, PEER)
-        manager.calls[0].accepted.errback(CallbackRefused("no route"))
-        manager.calls[0].finish(0)
-        self.assertEqual(transport.written, [(ACK_FAIL, PEER)])
-
     def test_refusedIsNotRemembered(self) -> None:
         """
         A refused REQUEST is not remembered: the same REQUEST again is evaluated afresh
@@ -322,15 +305,14 @@ class RequestTests(SynchronousTestCase):
         protocol, transport, manager, _ = makeProtocol()
         manager.refuseWith = CallbackRefused("max_calls reached")
         protocol.datagramReceived(REQUEST, PEER)
-        manager.acceptAtOnce = False
+        manager.refuseWith = CallbackRefused("shutting down")
         protocol.datagramReceived(REQUEST, PEER)
-        manager.calls[0].accepted.errback(CallbackRefused("shutting down"))
-        manager.acceptAtOnce = True
         protocol.datagramReceived(REQUEST, PEER)
         self.assertEqual(
             transport.written, [(ACK_FAIL, PEER), (ACK_FAIL, PEER), (ACK_OK, PEER)]
         )
-        self.assertEqual(len(manager.calls), 2)
+        self.assertEqual(len(manager.requests), 3)
+        self.assertEqual(len(manager.calls), 1)
 
     def test_managerBugGivesFail(self) -> None:
         """
@@ -340,18 +322,6 @@ class RequestTests(SynchronousTestCase):
         protocol, transport, manager, _ = makeProtocol()
         manager.refuseWith = RuntimeError("boom")
         protocol.datagramReceived(REQUEST, PEER)
-        self.assertEqual(transport.written, [(ACK_FAIL, PEER)])
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-
-    def test_unexpectedAcceptFailure(self) -> None:
-        """
-        An C{accepted} that fails with something other than L{CallbackRefused} is logged
-        as a failure and answered with C{code=fail}.
-        """
-        protocol, transport, manager, _ = makeProtocol()
-        manager.acceptAtOnce = False
-        protocol.datagramReceived(REQUEST, PEER)
-        manager.calls[0].accepted.errback(RuntimeError("leg factory broken"))
         self.assertEqual(transport.written, [(ACK_FAIL, PEER)])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
@@ -425,20 +395,6 @@ class DuplicateTests(SynchronousTestCase):
         self.assertEqual(
             transport.written[2:], [(b"RESPONSE: id=1234;real_duration=42;", PEER)]
         )
-
-    def test_duplicateWhilePending(self) -> None:
-        """
-        A repeat that arrives before the call said whether it accepted gets no answer of
-        its own: the one ACK follows the decision.
-        """
-        protocol, transport, manager, _ = makeProtocol()
-        manager.acceptAtOnce = False
-        protocol.datagramReceived(REQUEST, PEER)
-        protocol.datagramReceived(REQUEST, PEER)
-        self.assertEqual(transport.written, [])
-        self.assertEqual(len(manager.calls), 1)
-        manager.calls[0].accepted.callback(None)
-        self.assertEqual(transport.written, [(ACK_OK, PEER)])
 
     def test_duplicateAfterFinish(self) -> None:
         """

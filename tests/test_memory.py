@@ -15,8 +15,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.callback.call import CallbackCall
 from callback_tw.sip.sdp import SdpSession
-from callback_tw.sip.stack import SipStack
-from tests.siphelpers import FarEnd, RecordingListener, farSdp, runUntil, useFakeReactor
+from tests.siphelpers import (
+    FAR_ROUTE,
+    FarEnd,
+    RecordingListener,
+    farSdp,
+    runUntil,
+    startStack,
+)
 from tests.test_callback_call import (
     PCMU1,
     PCMU2,
@@ -72,15 +78,10 @@ class NoCyclesTests(SynchronousTestCase):
         (32 s after the BYE), including after a request from the far end
         (sippy hangs a closure cycle on each request it hands a UA).
         """
-        clock = useFakeReactor(self)
-        stack = SipStack("127.0.0.1", 0, reactor=clock)
-        stack.startService()
-        self.addCleanup(stack.stopService)
+        clock, stack = startStack(self)
         far = FarEnd()
         offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
-        leg = stack.dial(
-            "100", "1000", ("127.0.0.1", 5099), offer, RecordingListener(), 60, "t/leg1"
-        )
+        leg = stack.dial("100", FAR_ROUTE, offer, RecordingListener(), 60, "t/leg1")
         invite = clock.sent[0].data
         clock.deliver(far.response(invite, 200, "OK", farSdp()))
         clock.settle()

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from callback_tw.sip.leg import GLARE_BACKOFF, LegUpdateFailed
+from callback_tw.sip.leg import GLARE_BACKOFF, ReInviteFailed
 from callback_tw.sip.sdp import SdpSession
-from callback_tw.sip.stack import SipStack
 from tests.siphelpers import (
+    FAR_ROUTE,
     FarEnd,
     RecordingListener,
     bodyOf,
     farSdp,
     headerOf,
-    useFakeReactor,
+    startStack,
 )
 
 
@@ -27,15 +27,12 @@ def reasonOf(sent) -> str:
 
 class LegTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = useFakeReactor(self)
-        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
-        self.stack.startService()
-        self.addCleanup(self.stack.stopService)
+        self.clock, self.stack = startStack(self)
         self.listener = RecordingListener()
         self.far = FarEnd()
         self.offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         self.leg = self.stack.dial(
-            "100", "1000", ("127.0.0.1", 5099), self.offer, self.listener, 60, "t/leg1"
+            "100", FAR_ROUTE, self.offer, self.listener, 60, "t/leg1"
         )
         self.invite = self.sent("INVITE")[0].data
         #: where the far end sends in-dialog requests: our Contact
@@ -115,7 +112,7 @@ class LegTests(SynchronousTestCase):
         """update() sends a re-INVITE with the new offer and fires with the answer."""
         self.answer()
         newOffer = SdpSession("127.0.0.1").offer("127.0.0.1", 41000)
-        d = self.leg.update(newOffer)
+        d = self.leg.reInvite(newOffer)
         reinvite = self.sent("INVITE")[-1].data
         self.assertEqual(bodyOf(reinvite), newOffer)
         self.clock.deliver(self.far.response(reinvite, 200, "OK", farSdp(version=2)))
@@ -128,7 +125,7 @@ class LegTests(SynchronousTestCase):
         (2.1 to 4 s for the Call-ID owner), and the retry's answer fires.
         """
         self.answer()
-        d = self.leg.update(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
+        d = self.leg.reInvite(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
         first = self.sent("INVITE")[-1]
         self.clock.deliver(self.far.response(first.data, 491, "Request Pending"))
         self.clock.settle()
@@ -146,12 +143,12 @@ class LegTests(SynchronousTestCase):
     def test_reinviteRefused(self) -> None:
         """A re-INVITE answered 488 fails the update with that status."""
         self.answer()
-        d = self.leg.update(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
+        d = self.leg.reInvite(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
         self.clock.deliver(
             self.far.response(self.sent("INVITE")[-1].data, 488, "Not Acceptable Here")
         )
         self.clock.settle()
-        self.assertEqual(self.failureResultOf(d, LegUpdateFailed).value.code, 488)
+        self.assertEqual(self.failureResultOf(d, ReInviteFailed).value.code, 488)
         self.assertEqual(self.leg.state, "answered")
 
     def test_remoteReinvite(self) -> None:

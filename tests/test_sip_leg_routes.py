@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from callback_tw.sip.routing import Route
 from callback_tw.sip.sdp import SdpSession
-from callback_tw.sip.stack import SipStack
-from tests.siphelpers import FarEnd, RecordingListener, farSdp, headerOf, useFakeReactor
+from tests.siphelpers import FarEnd, RecordingListener, farSdp, headerOf, startStack
 
 #: Where the leg's INVITE goes: the provider's proxy.
 PROXY = ("127.0.0.1", 5070)
@@ -56,22 +56,13 @@ class RouteSetTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.clock = useFakeReactor(self)
-        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
-        self.stack.startService()
-        self.addCleanup(self.stack.stopService)
+        self.clock, self.stack = startStack(self)
         self.listener = RecordingListener()
         self.far = FarEnd()
         self.offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
+        route = Route(DOMAIN, "5551000", "provider", outboundProxy=PROXY)
         self.leg = self.stack.dial(
-            "answer1",
-            "5551000",
-            DOMAIN,
-            self.offer,
-            self.listener,
-            60,
-            "t/leg1",
-            outboundProxy=PROXY,
+            "answer1", route, self.offer, self.listener, 60, "t/leg1"
         )
         self.invite = self.sent("INVITE")[0]
 
@@ -88,7 +79,7 @@ class RouteSetTests(SynchronousTestCase):
         self.assertEqual(self.leg.state, "answered")
 
     def reinvite(self):
-        self.leg.update(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
+        self.leg.reInvite(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
         return self.sent("INVITE")[-1]
 
     def assertFollowsRouteSet(self, request) -> None:

@@ -20,8 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from callback_tw.sip.registrar import Registrar
 from callback_tw.sip.routing import Route, Router
 from callback_tw.sip.sdp import SdpSession
-from callback_tw.sip.stack import SipStack
-from tests.siphelpers import RecordingListener, Sent, useFakeReactor
+from tests.siphelpers import RecordingListener, Sent, startStack
 
 REALM = "127.0.0.1"
 USERS = {"100": "secret100", "101": "secret101"}
@@ -70,10 +69,7 @@ class RegistrarTestMixin:
     """A SIP stack on a fake reactor with a registrar for USERS."""
 
     def setUp(self) -> None:
-        self.clock = useFakeReactor(self)
-        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
-        self.stack.startService()
-        self.addCleanup(self.stack.stopService)
+        self.clock, self.stack = startStack(self)
         self.registrar = Registrar(USERS, REALM, reactor=self.clock)
         self.stack.registrar = self.registrar
         self._branches = itertools.count(1)

@@ -15,8 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.config import ExternalLineConfig
 from callback_tw.sip.registration import LineRegistration, refreshDelay
-from callback_tw.sip.stack import SipStack
-from tests.siphelpers import Sent, headerOf, runUntil, useFakeReactor
+from tests.siphelpers import Sent, headerOf, runUntil, startStack
 
 PROVIDER = ("127.0.0.1", 5090)
 REALM = "provider.example"
@@ -88,10 +87,7 @@ def expectedResponse(params: dict[str, str], password: str, method: str) -> str:
 
 class _RegistrationTestMixin:
     def setUp(self) -> None:
-        self.clock = useFakeReactor(self)
-        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
-        self.stack.startService()
-        self.addCleanup(self.stack.stopService)
+        self.clock, self.stack = startStack(self)
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def start(self, **changes) -> LineRegistration:

@@ -1,7 +1,10 @@
 """
-Tests for L{callback_tw.sip.sdp}: the offers a leg makes, the other party's
-SDP relayed under the leg's own origin, and what is read from an answer.
+Tests for L{callback_tw.sip.sdp}: the offers the server writes, the relay of
+the other party's media under a leg's own origin, and reading an answer's
+audio stream.
 """
+
+from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -12,6 +15,7 @@ from callback_tw.sip.sdp import (
     parseAudio,
     sharedVoiceCodecs,
 )
+from tests.siphelpers import farSdp, originVersion
 
 _HEAD = "v=0\r\no=phone 7 7 IN IP4 198.51.100.7\r\ns=-\r\n"
 
@@ -19,14 +23,6 @@ _HEAD = "v=0\r\no=phone 7 7 IN IP4 198.51.100.7\r\ns=-\r\n"
 def _sdp(*lines: str) -> str:
     """A body with a valid session head and then C{lines}, CRLF-terminated."""
     return _HEAD + "".join(line + "\r\n" for line in lines)
-
-
-def _origin(body: str) -> list[str]:
-    """The fields of the (single) o= line of C{body}."""
-    origins = [line for line in body.split("\r\n") if line.startswith("o=")]
-    if len(origins) != 1:
-        raise AssertionError(f"expected one o= line, got {origins!r}")
-    return origins[0][2:].split()
 
 
 def _stream(*codecs: str) -> AudioStream:
@@ -37,43 +33,36 @@ def _stream(*codecs: str) -> AudioStream:
 
 
 class OfferTests(SynchronousTestCase):
-    """
-    L{SdpSession.offer}: the server's own media on a leg's RTP port.
-    """
-
-    def test_offerOnOwnPort(self) -> None:
+    def test_offer(self) -> None:
         """
-        The offer names the RTP address and port given, offers PCMU, PCMA
-        and telephone-event at 20 ms, and reads back as exactly that.
+        Our offer lists PCMU, PCMA and telephone-event (101, events 0-15) on
+        the given address and port, 20 ms, sendrecv.
         """
-        session = SdpSession("192.0.2.1", sessionId=42)
-        offer = session.offer("192.0.2.5", 40000)
-        self.assertIn("c=IN IP4 192.0.2.5\r\n", offer)
-        self.assertIn("m=audio 40000 RTP/AVP 0 8 101\r\n", offer)
-        self.assertIn("a=rtpmap:101 telephone-event/8000\r\n", offer)
-        self.assertTrue(offer.endswith("\r\n"))
-        self.assertNotIn("\n", offer.replace("\r\n", ""))
+        sdp = SdpSession("192.0.2.1", sessionId=7).offer("192.0.2.2", 40000)
         self.assertEqual(
-            parseAudio(offer),
-            AudioStream(
-                "192.0.2.5",
-                40000,
-                ("PCMU", "PCMA", "TELEPHONE-EVENT"),
-                (0, 8, 101),
-                20,
-            ),
+            sdp,
+            "v=0\r\n"
+            "o=callback_tw 7 7 IN IP4 192.0.2.1\r\n"
+            "s=callback_tw\r\n"
+            "c=IN IP4 192.0.2.2\r\n"
+            "t=0 0\r\n"
+            "m=audio 40000 RTP/AVP 0 8 101\r\n"
+            "a=rtpmap:0 PCMU/8000\r\n"
+            "a=rtpmap:8 PCMA/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\n"
+            "a=fmtp:101 0-15\r\n"
+            "a=ptime:20\r\n"
+            "a=sendrecv\r\n",
         )
 
-    def test_origin(self) -> None:
-        """
-        The o= line carries the session's id and version and the session's
-        own address (not the RTP address).
-        """
-        session = SdpSession("192.0.2.1", sessionId=42)
-        offer = session.offer("192.0.2.5", 40000)
+    def test_offerParsesBack(self) -> None:
+        """What we offer, we read back as the same voice codecs and port."""
+        audio = parseAudio(SdpSession("192.0.2.1").offer("192.0.2.2", 40000))
         self.assertEqual(
-            _origin(offer), ["callback_tw", "42", "42", "IN", "IP4", "192.0.2.1"]
+            (audio.address, audio.port, audio.codecs, audio.payloadTypes),
+            ("192.0.2.2", 40000, ("PCMU", "PCMA", "TELEPHONE-EVENT"), (0, 8, 101)),
         )
+        self.assertEqual(audio.audioCodecs(), {"PCMU", "PCMA"})
 
     def test_randomSessionIds(self) -> None:
         """
@@ -88,57 +77,54 @@ class OfferTests(SynchronousTestCase):
 
 
 class RelayTests(SynchronousTestCase):
-    """
-    L{SdpSession.relay}: during the join each leg is offered the other
-    party's media under its own origin, one version higher each time
-    (RFC 3264 8).
-    """
-
-    def setUp(self) -> None:
-        self.session = SdpSession("192.0.2.1", sessionId=1000)
-        self.other = _sdp(
-            "c=IN IP4 203.0.113.4", "t=0 0", "m=audio 5004 RTP/AVP 8", "a=sendrecv"
+    def test_relayKeepsMediaUnderOurOrigin(self) -> None:
+        """
+        The other party's SDP is offered as it is, but under this leg's
+        origin (our session id), with the version one higher each time.
+        """
+        session = SdpSession("192.0.2.1", sessionId=5)
+        other = farSdp(port=6100, version=9, host="192.0.2.9")
+        first = session.relay(other)
+        second = session.relay(other)
+        self.assertEqual(originVersion(first), ("5", 6))
+        self.assertEqual(originVersion(second), ("5", 7))
+        self.assertEqual(
+            first.split("\r\n")[2:], other.split("\r\n")[2:], "media lines kept"
         )
 
-    def test_mediaKeptOriginReplaced(self) -> None:
-        """
-        Every line of the other party's SDP is kept in order except its o=
-        line, which becomes this leg's origin with the next version.
-        """
-        relayed = self.session.relay(self.other)
+    def test_relayWithoutOrigin(self) -> None:
+        """An SDP with no o= line gets ours after v=."""
+        session = SdpSession("192.0.2.1", sessionId=5)
+        relayed = session.relay("v=0\nc=IN IP4 192.0.2.9\nm=audio 6000 RTP/AVP 8\n")
         self.assertEqual(
             relayed,
             "v=0\r\n"
-            "o=callback_tw 1000 1001 IN IP4 192.0.2.1\r\n"
-            "s=-\r\n"
-            "c=IN IP4 203.0.113.4\r\n"
-            "t=0 0\r\n"
-            "m=audio 5004 RTP/AVP 8\r\n"
-            "a=sendrecv\r\n",
+            "o=callback_tw 5 6 IN IP4 192.0.2.1\r\n"
+            "c=IN IP4 192.0.2.9\r\n"
+            "m=audio 6000 RTP/AVP 8\r\n",
         )
-        stream = parseAudio(relayed)
-        self.assertEqual((stream.address, stream.port), ("203.0.113.4", 5004))
 
-    def test_versionUpByOneEachTime(self) -> None:
+    def test_onlyRelaysRaiseTheVersion(self) -> None:
         """
-        Each relay (and only a relay) raises the version by one; the session
-        id stays.
+        An offer of our own media keeps the version; each relay raises it by
+        one, and the session id never changes.
         """
-        first = self.session.offer("192.0.2.5", 40000)
-        second = self.session.relay(self.other)
-        third = self.session.relay(self.other)
-        self.assertEqual([_origin(b)[1] for b in (first, second, third)], ["1000"] * 3)
+        session = SdpSession("192.0.2.1", sessionId=1000)
+        first = session.offer("192.0.2.5", 40000)
+        again = session.offer("192.0.2.5", 40000)
+        relayed = session.relay(farSdp())
         self.assertEqual(
-            [_origin(b)[2] for b in (first, second, third)], ["1000", "1001", "1002"]
+            [originVersion(b) for b in (first, again, relayed)],
+            [("1000", 1000), ("1000", 1000), ("1000", 1001)],
         )
-        self.assertEqual(self.session.version, 1002)
 
     def test_bareNewlinesAndBlankLines(self) -> None:
         """
         A body with bare LF line ends comes out with CRLF, blank lines
-        dropped.
+        dropped, every other line kept in order.
         """
-        relayed = self.session.relay(
+        session = SdpSession("192.0.2.1", sessionId=1000)
+        relayed = session.relay(
             "v=0\no=x 9 9 IN IP4 9.9.9.9\ns=-\n\nc=IN IP4 9.9.9.9\nt=0 0\n"
             "m=audio 7 RTP/AVP 0\n\n"
         )
@@ -152,40 +138,48 @@ class RelayTests(SynchronousTestCase):
             "m=audio 7 RTP/AVP 0\r\n",
         )
 
-    def test_originAddedWhenMissing(self) -> None:
-        """
-        A body without an o= line gets this leg's origin right after v=.
-        """
-        relayed = self.session.relay("v=0\r\ns=-\r\nm=audio 7 RTP/AVP 0\r\n")
-        self.assertEqual(
-            relayed.split("\r\n")[:3],
-            ["v=0", "o=callback_tw 1000 1001 IN IP4 192.0.2.1", "s=-"],
-        )
-
 
 class ParseAudioTests(SynchronousTestCase):
-    """
-    L{parseAudio} reads the first audio stream of an answer.
-    """
+    def test_staticPayloadWithoutRtpmap(self) -> None:
+        """
+        A static payload type without rtpmap gets its RFC 3551 name; a
+        dynamic one without rtpmap is named by its number; ptime is read.
+        """
+        audio = parseAudio(
+            "v=0\r\no=x 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\n"
+            "t=0 0\r\nm=audio 6000 RTP/AVP 18 8 13 97\r\na=ptime:30\r\n"
+        )
+        self.assertEqual(audio.codecs, ("G729", "PCMA", "CN", "PT97"))
+        self.assertEqual(audio.ptime, 30)
+        self.assertEqual(audio.firstVoiceCodec(), ("G729", 18))
+        self.assertEqual(audio.audioCodecs(), {"G729", "PCMA", "PT97"})
 
-    def test_mediaConnectionWins(self) -> None:
-        """
-        A c= line in the audio section wins over the session's; the order of
-        the m= line is kept, rtpmap names are upper-cased, a=ptime is read.
-        """
-        stream = parseAudio(
-            _sdp(
-                "c=IN IP4 192.0.2.1",
-                "t=0 0",
-                "m=audio 6000 RTP/AVP 8 0",
-                "c=IN IP4 192.0.2.2",
-                "a=rtpmap:8 pcma/8000",
-                "a=ptime:30",
-            )
+    def test_mediaConnectionAddress(self) -> None:
+        """A c= line in the media section wins over the session's."""
+        audio = parseAudio(
+            "v=0\r\no=x 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\n"
+            "t=0 0\r\nm=audio 6000 RTP/AVP 0\r\nc=IN IP4 192.0.2.10\r\n"
         )
-        self.assertEqual(
-            stream, AudioStream("192.0.2.2", 6000, ("PCMA", "PCMU"), (8, 0), 30)
-        )
+        self.assertEqual((audio.address, audio.ptime), ("192.0.2.10", 20))
+
+    def test_onlyTelephoneEvent(self) -> None:
+        """An answer with no voice codec has no first voice codec."""
+        audio = parseAudio(farSdp(codec=(101, "telephone-event")))
+        self.assertIsNone(audio.firstVoiceCodec())
+
+    def test_noAudio(self) -> None:
+        """An SDP without an audio stream, or not SDP at all, is an SdpError."""
+        video = farSdp().replace("m=audio", "m=video")
+        self.assertRaises(SdpError, parseAudio, video)
+        self.assertRaises(SdpError, parseAudio, "")
+
+    def test_sharedVoiceCodecs(self) -> None:
+        """Two answers share the voice codecs both list, not telephone-event."""
+        a = parseAudio(SdpSession("192.0.2.1").offer("192.0.2.1", 40000))
+        b = parseAudio(farSdp(codec=(8, "PCMA")))
+        c = parseAudio(farSdp(codec=(18, "G729")))
+        self.assertEqual(sharedVoiceCodecs(a, b), {"PCMA"})
+        self.assertEqual(sharedVoiceCodecs(b, c), set())
 
     def test_sessionConnection(self) -> None:
         """
@@ -196,24 +190,24 @@ class ParseAudioTests(SynchronousTestCase):
         )
         self.assertEqual((stream.address, stream.port), ("192.0.2.1", 6000))
 
-    def test_namesWithoutRtpmap(self) -> None:
+    def test_rtpmapNamesAndMalformedAttributes(self) -> None:
         """
-        Static payload types without an rtpmap get their RFC 3551 names; a
-        dynamic one without an rtpmap is named C{PT<n>}; a malformed rtpmap
-        or ptime is ignored (ptime then 20).
+        rtpmap names are upper-cased; a malformed rtpmap or ptime is ignored
+        (the name then comes from the payload type, ptime is 20).
         """
         stream = parseAudio(
             _sdp(
                 "c=IN IP4 192.0.2.1",
                 "t=0 0",
-                "m=audio 6000 RTP/AVP 18 3 9 13 96 97",
+                "m=audio 6000 RTP/AVP 8 96 97",
+                "a=rtpmap:8 pcma/8000",
                 "a=rtpmap:96 opus/48000/2",
                 "a=rtpmap:x y",
                 "a=ptime:soon",
             )
         )
-        self.assertEqual(stream.codecs, ("G729", "GSM", "G722", "CN", "OPUS", "PT97"))
-        self.assertEqual(stream.payloadTypes, (18, 3, 9, 13, 96, 97))
+        self.assertEqual(stream.codecs, ("PCMA", "OPUS", "PT97"))
+        self.assertEqual(stream.payloadTypes, (8, 96, 97))
         self.assertEqual(stream.ptime, 20)
 
     def test_firstAudioStream(self) -> None:
@@ -239,19 +233,13 @@ class ParseAudioTests(SynchronousTestCase):
         stream = parseAudio(_sdp("c=IN IP4 192.0.2.1", "t=0 0", "m=audio 0 RTP/AVP 0"))
         self.assertEqual(stream.port, 0)
 
-    def test_errors(self) -> None:
+    def test_unusable(self) -> None:
         """
-        No audio stream, an audio stream without any connection address, and
-        a body that is not SDP raise L{SdpError} (a L{ValueError}).
+        An audio stream without any connection address, and text that is not
+        SDP, raise L{SdpError} (a L{ValueError}).
         """
-        bodies = [
-            _sdp("c=IN IP4 192.0.2.1", "t=0 0", "m=video 5000 RTP/AVP 31"),
-            _sdp("t=0 0", "m=audio 6000 RTP/AVP 0"),
-            "this is not SDP",
-            "",
-        ]
-        for body in bodies:
-            self.assertRaises(SdpError, parseAudio, body)
+        self.assertRaises(SdpError, parseAudio, _sdp("t=0 0", "m=audio 6000 RTP/AVP 0"))
+        self.assertRaises(SdpError, parseAudio, "this is not SDP")
         self.assertTrue(issubclass(SdpError, ValueError))
 
 
@@ -269,23 +257,12 @@ class VoiceCodecTests(SynchronousTestCase):
 
     def test_firstVoiceCodec(self) -> None:
         """
-        L{AudioStream.firstVoiceCodec} is the first voice codec of the m=
-        line with its payload type, or C{None} when there is none.
+        L{AudioStream.firstVoiceCodec} skips telephone-event and CN and gives
+        the first voice codec with its payload type.
         """
         self.assertEqual(
             _stream("TELEPHONE-EVENT", "CN", "PCMA", "PCMU").firstVoiceCodec(),
             ("PCMA", 98),
-        )
-        self.assertIsNone(_stream("TELEPHONE-EVENT", "CN").firstVoiceCodec())
-
-    def test_shared(self) -> None:
-        """
-        L{sharedVoiceCodecs} is what both answers can decode, whatever the
-        order.
-        """
-        self.assertEqual(
-            sharedVoiceCodecs(_stream("PCMU", "PCMA"), _stream("G729", "PCMA")),
-            {"PCMA"},
         )
 
     def test_onlyEventsInCommon(self) -> None:

@@ -9,14 +9,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.routing import Route, Router
 from callback_tw.sip.sdp import SdpSession
-from callback_tw.sip.stack import SipStack
 from tests.siphelpers import (
+    FAR_ROUTE,
     FarEnd,
     RecordingListener,
     bodyOf,
     farSdp,
     headerOf,
-    useFakeReactor,
+    startStack,
 )
 
 
@@ -33,10 +33,7 @@ class Locator:
 
 class RouterTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = useFakeReactor(self)
-        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
-        self.stack.startService()
-        self.addCleanup(self.stack.stopService)
+        self.clock, self.stack = startStack(self)
         self.listener = RecordingListener()
         self.offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         peer = Route(("127.0.0.1", 5070), "1000", "peer pss")
@@ -72,6 +69,19 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(leg.state, "ended")
         self.assertEqual(self.invites(), [])
 
+    def test_localNotRegisteredHungUp(self) -> None:
+        """
+        Hanging up a leg to a local user with no binding before it failed:
+        the owner hears nothing, and no delayed call is left behind.
+        """
+        leg = self.router.dial("101", self.offer, self.listener, "t/leg1")
+        leg.hangUp()
+        pending = [c.func.__name__ for c in self.clock.getDelayedCalls()]
+        self.assertNotIn("_fail", pending)
+        self.clock.advance(0)
+        self.assertEqual(self.listener.events, [])
+        self.assertEqual(leg.state, "ended")
+
     def test_providerRoute(self) -> None:
         """
         An external-line route: R-URI at the provider's domain, sent to its
@@ -98,10 +108,7 @@ class RouterTests(SynchronousTestCase):
 
 class PolicyTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = useFakeReactor(self)
-        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
-        self.stack.startService()
-        self.addCleanup(self.stack.stopService)
+        self.clock, self.stack = startStack(self)
 
     def request(self, method: str, toTag: str = "") -> str:
         return (
@@ -145,13 +152,10 @@ class SettleTests(SynchronousTestCase):
     """SipStack.settle: waiting, bounded, for our requests to be answered."""
 
     def setUp(self) -> None:
-        self.clock = useFakeReactor(self)
-        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
-        self.stack.startService()
-        self.addCleanup(self.stack.stopService)
+        self.clock, self.stack = startStack(self)
         offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         self.leg = self.stack.dial(
-            "100", "1000", ("127.0.0.1", 5099), offer, RecordingListener(), 60, "t/leg1"
+            "100", FAR_ROUTE, offer, RecordingListener(), 60, "t/leg1"
         )
         self.invite = self.clock.sent[0].data
         self.far = FarEnd()

@@ -20,8 +20,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from callback_tw.callback.errors import CallbackRefused
+from callback_tw.media.codecs import PAYLOAD_TYPES
 from callback_tw.media.player import RTPScheduler, RTPStream, choosePtime
-from callback_tw.media.prompts import PAYLOAD_TYPES, PromptCatalogue
+from callback_tw.media.prompts import PromptCatalogue
 from callback_tw.sip.sdp import SdpError, parseAudio
 
 

@@ -21,14 +21,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from callback_tw.callback.errors import CallbackRefused
-from callback_tw.sip.leg import LegEnd, LegUpdateFailed
+from callback_tw.sip.leg import LegEnd, LegState, ReInviteFailed
 from callback_tw.sip.sdp import SdpError, SdpSession, parseAudio, sharedVoiceCodecs
+from callback_tw.timers import cancelDelayed
+
+
+class CallState(StrEnum):
+    """Where a callback is; the module doc draws the transitions."""
+
+    NEW = "new"
+    CALLING1 = "calling1"
+    CALLING2 = "calling2"
+    JOINING = "joining"
+    JOINED = "joined"
+    ENDED = "ended"
 
 
 @dataclass(frozen=True)
@@ -87,9 +100,10 @@ class CallbackCall:
     The state machine of one callback.
 
     @ivar callbackId: the IIF id.
-    @ivar state: "new", "calling1", "calling2", "joining", "joined", "ended".
+    @ivar state: a L{CallState}.
     @ivar accepted: fires (None) once leg 1 is being set up; errbacks if it
-        could not even be started. Drives the ACK.
+        could not even be started. Decided within L{start}; the manager turns
+        a failure into a refusal (the ACK code=fail).
     @ivar finished: fires once with a L{CallResult}. Drives the RESPONSE.
     """
 
@@ -106,7 +120,7 @@ class CallbackCall:
     ) -> None:
         self.callbackId: str = request.callbackId
         self.request = request
-        self.state = "new"
+        self.state = CallState.NEW
         self.accepted: Deferred = Deferred()
         self.finished: Deferred = Deferred()
         self._dialer = dialer
@@ -141,17 +155,17 @@ class CallbackCall:
             self._dial("leg1", self.request.user1)
         except Exception as e:
             self._log.failure("callback {id}: cannot call user1", id=self.callbackId)
-            self.state = "ended"
+            self.state = CallState.ENDED
             self._closeMedia()
             self.accepted.errback(CallbackRefused(f"cannot call user1: {e}"))
             self._finish(CallResult(0, f"cannot call user1: {e}"))
             return
-        self.state = "calling1"
+        self.state = CallState.CALLING1
         self.accepted.callback(None)
 
     def cancel(self, cause: str) -> bool:
         """Release the callback from outside (AS CANCEL, shutdown)."""
-        if self.state in ("ended", "new"):
+        if self.state in (CallState.ENDED, CallState.NEW):
             return False
         self._release(cause)
         return True
@@ -186,11 +200,11 @@ class CallbackCall:
 
     def legAnswered(self, leg: Any, sdp: str) -> None:
         name = self._nameOf(leg)
-        if self.state == "ended":
+        if self.state == CallState.ENDED:
             return
-        if name == "leg1" and self.state == "calling1":
+        if name == "leg1" and self.state == CallState.CALLING1:
             self._user1Answered(sdp)
-        elif name == "leg2" and self.state == "calling2":
+        elif name == "leg2" and self.state == CallState.CALLING2:
             self._user2Answered(sdp)
 
     def _user1Answered(self, sdp: str) -> None:
@@ -204,7 +218,7 @@ class CallbackCall:
             id=self.callbackId,
             duration=self._duration,
         )
-        self.state = "calling2"
+        self.state = CallState.CALLING2
         if self._announcer is not None:
             self._playing.append(
                 self._announcer.announceUser1(
@@ -239,7 +253,7 @@ class CallbackCall:
                 both=True,
             )
             return
-        self.state = "joining"
+        self.state = CallState.JOINING
         if self._announcer is not None:
             playback = self._announcer.announceUser2(
                 self, self._legs["leg2"], self._rtp["leg2"], sdp
@@ -265,7 +279,7 @@ class CallbackCall:
         do not support. If user2's answer moves its media, user1 is updated
         once more.
         """
-        if self.state != "joining":
+        if self.state != CallState.JOINING:
             return None
         self._stopMedia()
         leg1, leg2 = self._legs["leg1"], self._legs["leg2"]
@@ -274,34 +288,34 @@ class CallbackCall:
             "callback {id} joining: re-INVITE user1 with user2's media",
             id=self.callbackId,
         )
-        d = leg1.update(self._sessions["leg1"].relay(offer2))
+        d = leg1.reInvite(self._sessions["leg1"].relay(offer2))
 
         def user1Answered(answer1: str) -> Deferred | None:
-            if self.state != "joining":
+            if self.state != CallState.JOINING:
                 return None
             self._log.info(
                 "callback {id} joining: re-INVITE user2 with user1's media",
                 id=self.callbackId,
             )
-            return leg2.update(self._sessions["leg2"].relay(answer1))
+            return leg2.reInvite(self._sessions["leg2"].relay(answer1))
 
         def user2Answered(answer2: str | None) -> Deferred | None:
-            if self.state != "joining" or answer2 is None:
+            if self.state != CallState.JOINING or answer2 is None:
                 return None
             if _mediaMoved(offer2, answer2):
                 self._log.info(
                     "callback {id} user2 moved its media: updating user1",
                     id=self.callbackId,
                 )
-                return leg1.update(self._sessions["leg1"].relay(answer2)).addCallback(
+                return leg1.reInvite(self._sessions["leg1"].relay(answer2)).addCallback(
                     lambda _: answer2
                 )
             return answer2
 
         def joined(result: Any) -> None:
-            if self.state != "joining" or result is None:
+            if self.state != CallState.JOINING or result is None:
                 return
-            self.state = "joined"
+            self.state = CallState.JOINED
             self._closeMedia()
             self._log.info("callback {id} joined: user1 <-> user2", id=self.callbackId)
 
@@ -312,9 +326,9 @@ class CallbackCall:
         return d
 
     def _joinFailed(self, failure: Any) -> None:
-        if self.state == "ended":
+        if self.state == CallState.ENDED:
             return
-        if failure.check(LegUpdateFailed):
+        if failure.check(ReInviteFailed):
             code, text = failure.value.code, failure.value.reason
             self._release(f"join failed: {code} {text}", reason=(code, text), both=True)
         else:
@@ -325,7 +339,7 @@ class CallbackCall:
                 both=True,
             )
 
-    def legUpdateRequested(self, leg: Any, sdp: str) -> Deferred:
+    def legReInvited(self, leg: Any, sdp: str) -> Deferred:
         """
         A party re-INVITEs (hold, codec change, session refresh). Once
         joined, the offer goes to the other party and its answer comes back
@@ -333,19 +347,19 @@ class CallbackCall:
         with our own SDP.
         """
         name = self._nameOf(leg)
-        if self.state == "joined":
+        if self.state == CallState.JOINED:
             other = "leg2" if name == "leg1" else "leg1"
-            d = self._legs[other].update(self._sessions[other].relay(sdp))
+            d = self._legs[other].reInvite(self._sessions[other].relay(sdp))
             return d.addCallback(lambda answer: self._sessions[name].relay(answer))
         rtp = self._rtp.get(name)
-        if rtp is None or self.state == "joining":
+        if rtp is None or self.state == CallState.JOINING:
             return _refused(491, "Request Pending")
         session = self._sessions[name]
         return succeed(session.offer(rtp.host, rtp.port))
 
     def legEnded(self, leg: Any, end: LegEnd) -> None:
         name = self._nameOf(leg)
-        if self.state == "ended" or not end.byRemote:
+        if self.state == CallState.ENDED or not end.byRemote:
             return
         if name == "leg1" and not end.answered:
             self._release(f"user1 {describeEnd(end)}")
@@ -375,15 +389,14 @@ class CallbackCall:
         @param reason: an RFC 3326 Reason for the BYE to user1 (leg 2's
             failure), or for both legs when C{both}.
         """
-        if self.state == "ended":
+        if self.state == CallState.ENDED:
             return
         now = self._reactor.seconds()
-        self.state = "ended"
-        if self._durationCall is not None and self._durationCall.active():
-            self._durationCall.cancel()
+        self.state = CallState.ENDED
+        cancelDelayed(self._durationCall)
         self._durationCall = None
         for name, leg in self._legs.items():
-            if leg.state == "ended":
+            if leg.state == LegState.ENDED:
                 continue
             if reason is not None and (both or name == "leg1"):
                 leg.hangUp(*reason)
@@ -430,5 +443,5 @@ def _mediaMoved(before: str, after: str) -> bool:
 
 def _refused(code: int, reason: str) -> Deferred:
     d: Deferred = Deferred()
-    d.errback(LegUpdateFailed(code, reason))
+    d.errback(ReInviteFailed(code, reason))
     return d

@@ -1,7 +1,10 @@
-# -*- test-case-name: tests.test_callback_manager -*-
+# -*- test-case-name: tests.test_callback_call -*-
 """
-The running callbacks: admission (limits, duplicate ids), lookup for CANCEL,
-and the drain at shutdown.
+The running callbacks: admission (limits, duplicate ids), lookup for CANCEL
+and repeated REQUESTs, and the drain at shutdown.
+
+The manager is the one owner of running callback ids; finished ids are the
+IIF's memory (L{callback_tw.iif.memory}).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from callback_tw.callback.call import CallbackCall, IDialer, IMediaPorts
 from callback_tw.callback.errors import CallbackRefused
@@ -20,11 +24,13 @@ class CallbackManager:
     Accepts callbacks and keeps them until they end.
 
     @param maxCalls: concurrent callbacks; one more is refused.
-    @param maxDuration: the cap on C{duration}; C{duration=0} means this cap.
+    @param maxDuration: what C{duration=0} means. Larger durations never get
+        here: the IIF codec refuses them (L{callback_tw.iif.message}).
     @param checkRequest: optional extra admission check (e.g. that the
         announcements a request names exist); raises L{CallbackRefused}.
-    @param load: the overload guard (L{callback_tw.callback.load.LagMonitor});
-        while it says C{overloaded}, new callbacks are refused.
+    @param overloadGuard: the overload guard
+        (L{callback_tw.callback.overload.OverloadGuard}); while it says
+        C{overloaded}, new callbacks are refused.
     """
 
     _log = Logger()
@@ -38,7 +44,7 @@ class CallbackManager:
         reactor: Any,
         announcer: Any = None,
         checkRequest: Callable[[Any], None] | None = None,
-        load: Any = None,
+        overloadGuard: Any = None,
     ) -> None:
         self._dialer = dialer
         self._media = media
@@ -47,7 +53,7 @@ class CallbackManager:
         self._reactor = reactor
         self._announcer = announcer
         self._checkRequest = checkRequest
-        self._load = load
+        self._overloadGuard = overloadGuard
         self._calls: dict[str, CallbackCall] = {}
         self._stopping = False
 
@@ -56,12 +62,18 @@ class CallbackManager:
         """The running callbacks by id."""
         return dict(self._calls)
 
+    def runningCallback(self, callbackId: str) -> CallbackCall | None:
+        """The running callback with this id, if any."""
+        return self._calls.get(callbackId)
+
     def startCallback(self, request: Any) -> CallbackCall:
         """
         Start a callback for a valid, authorised REQUEST.
 
-        @raise CallbackRefused: shutting down, at max_calls, the id is
-            running already, or C{checkRequest} refused it.
+        @return: the call, started: user1 is being called.
+        @raise CallbackRefused: shutting down, at max_calls, overloaded, the
+            id is running already, C{checkRequest} refused it, or user1
+            could not even be called (the call has ended already).
         """
         if self._stopping:
             raise CallbackRefused("shutting down")
@@ -69,20 +81,26 @@ class CallbackManager:
             raise CallbackRefused(f"callback {request.callbackId} is running already")
         if len(self._calls) >= self._maxCalls:
             raise CallbackRefused(f"max_calls ({self._maxCalls}) reached")
-        if self._load is not None and self._load.overloaded:
+        guard = self._overloadGuard
+        if guard is not None and guard.overloaded:
             raise CallbackRefused(
-                f"overloaded (reactor {self._load.lag * 1000:.0f} ms late)"
+                f"overloaded (reactor {guard.lag * 1000:.0f} ms late)"
             )
         if self._checkRequest is not None:
             self._checkRequest(request)
-        duration = request.duration if request.duration > 0 else self._maxDuration
-        duration = min(duration, self._maxDuration)
+        duration = request.duration or self._maxDuration
         call = CallbackCall(
             request, self._dialer, self._media, duration, self._reactor, self._announcer
         )
         self._calls[call.callbackId] = call
         call.onEnd.append(self._ended)
         call.start()
+        # start() decides at once: accepted has fired, or failed and the
+        # call has ended.
+        refusal: list[Failure] = []
+        call.accepted.addErrback(refusal.append)
+        if refusal:
+            refusal[0].raiseException()
         return call
 
     def cancelCallback(self, callbackId: str) -> bool:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from callback_tw.syntax import isSipUser
+
 __all__ = [
     "MAX_DATAGRAM_SIZE",
     "Cancel",
@@ -37,8 +39,6 @@ MAX_DATAGRAM_SIZE = 1024
 
 # id: 1-31 printable ASCII characters except ";" (0x3b) and "=" (0x3d).
 _ID = re.compile(r"[!-:<>-~]{1,31}")
-# user1/user2: characters that are safe in the user part of a SIP URI.
-_USER = re.compile(r"[0-9A-Za-z+*#.\-_]{1,31}")
 _DURATION = re.compile(r"[0-9]+")
 _ANN_ID = re.compile(r"[0-9]{8}")
 _ANN_DIGITS = re.compile(r"[0-9]{1,31}")
@@ -208,12 +208,21 @@ def _parse(data: bytes, maxDuration: int) -> Request | Cancel:
 
     if method == "CANCEL":
         return Cancel(callbackId, ignored=ignored + tuple(params))
+    return _request(callbackId, params, ignored, maxDuration)
 
+
+def _request(
+    callbackId: str,
+    params: dict[str, str],
+    ignored: tuple[str, ...],
+    maxDuration: int,
+) -> Request:
+    """The REQUEST's own parameters, each checked against its rule."""
     for name in ("user1", "user2", "duration"):
         if name not in params:
             raise _Invalid(f"missing parameter {name!r}")
     for name in ("user1", "user2"):
-        if not _USER.fullmatch(params[name]):
+        if not isSipUser(params[name]):
             raise _Invalid(
                 f"invalid {name}: 1-31 characters from digits, letters and '+*#.-_'"
             )

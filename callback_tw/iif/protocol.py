@@ -4,12 +4,14 @@ The inner interface (IIF) server: a UDP L{DatagramProtocol} between application 
 (AS) and the callback manager.
 
 It decides who may talk to us (the peer-server allowlist), turns datagrams into commands
-with L{callback_tw.iif.message}, hands them to the manager, and writes the ACK and the
-RESPONSE when the call's C{accepted} and C{finished} Deferreds fire.
+with L{callback_tw.iif.message}, hands them to the manager, writes the ACK as soon as
+the manager has started (or refused) the callback, and the RESPONSE when the call's
+C{finished} Deferred fires.
 
 UDP loses and repeats datagrams and an AS retransmits when it misses our ACK, so REQUEST
-is idempotent here: a repeated REQUEST (same id, same parameters) is answered again from
-memory and never places a second call.
+is idempotent here: a repeated REQUEST (same id, same parameters) is answered again,
+from the manager while the callback runs and from L{callback_tw.iif.memory} after it
+ended, and never places a second call.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from callback_tw.callback.errors import CallbackRefused
+from callback_tw.iif.memory import RequestMemory
 from callback_tw.iif.message import (
     Cancel,
     MessageError,
@@ -36,11 +39,12 @@ from callback_tw.iif.message import (
 
 __all__ = ["IIFProtocol"]
 
-# States of a remembered REQUEST.
-_PENDING = "pending"  # startCallback returned, call.accepted has not fired yet
-_RUNNING = "running"  # ACK ok sent, call.finished has not been reported yet
-_FINISHED = "finished"  # RESPONSE sent; remembered for requestMemory seconds
-_REFUSED = "refused"  # ACK fail sent; forgotten
+
+class _Known(StrEnum):
+    """What a repeated REQUEST id is known as (a refused REQUEST is not known)."""
+
+    RUNNING = "running"  # ACK ok sent; the manager runs its callback
+    FINISHED = "finished"  # RESPONSE sent; remembered for requestMemory seconds
 
 
 def _normaliseHost(host: str) -> str:
@@ -59,27 +63,6 @@ def _normaliseHost(host: str) -> str:
 def _formatSource(addr: tuple[Any, ...]) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-class _Remembered:
-    """
-    What we know about one REQUEST id.
-
-    @ivar request: the REQUEST that created the callback.
-    @ivar source: the address that REQUEST came from; its RESPONSE goes there.
-    @ivar state: one of the C{_PENDING}... constants.
-    @ivar realDuration: set when the call finished (possibly before it was accepted).
-    @ivar cause: the release cause reported by the call, for the log.
-    """
-
-    __slots__ = ("request", "source", "state", "realDuration", "cause")
-
-    def __init__(self, request: Request, source: tuple[Any, ...]) -> None:
-        self.request = request
-        self.source = source
-        self.state = _PENDING
-        self.realDuration: int | None = None
-        self.cause = ""
 
 
 class _DropLimiter:
@@ -158,11 +141,12 @@ class IIFProtocol(DatagramProtocol):
         maxRemembered: int = 100_000,
     ) -> None:
         """
-        @param manager: the callback manager: C{startCallback(request) -> call} (may
-            raise L{CallbackRefused}) and C{cancelCallback(callbackId) -> bool}. A call
-            has the Deferreds C{accepted} (fires L{None} or fails with
-            L{CallbackRefused}) and C{finished} (fires with an object with
-            C{realDuration} and C{cause}).
+        @param manager: the callback manager, the one owner of running callback ids:
+            C{startCallback(request) -> call} (a started call, or raises
+            L{CallbackRefused}), C{runningCallback(callbackId) -> call or None} and
+            C{cancelCallback(callbackId) -> bool}. A call has its C{request} and the
+            Deferred C{finished} (fires with an object with C{realDuration} and
+            C{cause}).
         @param peers: the peer servers as C{(ip literal, port or None)}; only they may
             send commands, from that port exactly when one is given, from any port
             otherwise.
@@ -171,7 +155,7 @@ class IIFProtocol(DatagramProtocol):
         @param requestMemory: seconds a finished REQUEST id is remembered, so a repeated
             REQUEST gets its ACK and RESPONSE again instead of a second call.
         @param maxRemembered: the most finished ids remembered; the oldest go first.
-            Running callbacks are always remembered and do not count.
+            Running callbacks are the manager's and do not count.
         @raise ValueError: if a peer host is not an IP literal.
         """
         if reactor is None:
@@ -179,8 +163,7 @@ class IIFProtocol(DatagramProtocol):
         self._reactor = reactor
         self._manager = manager
         self._maxDuration = maxDuration
-        self._requestMemory = requestMemory
-        self._maxRemembered = maxRemembered
+        self._memory = RequestMemory(reactor, requestMemory, maxRemembered)
         self._peers: dict[str, set[int] | None] = {}
         for host, port in peers:
             try:
@@ -192,28 +175,19 @@ class IIFProtocol(DatagramProtocol):
             else:
                 self._peers.setdefault(key, set()).add(port)  # type: ignore[union-attr]
         self._drops = _DropLimiter(self.dropLogInterval, self.maxDropSources)
-        self._remembered: dict[str, _Remembered] = {}
-        # Finished ids in the order they finished -> time they finished.
-        self._finished: OrderedDict[str, float] = OrderedDict()
-        self._expiryCall: IDelayedCall | None = None
-        self._running = False
         # While not None, RESPONSEs are queued here instead of sent (see _cancel).
         self._heldResponses: list[tuple[bytes, tuple[Any, ...]]] | None = None
 
     # -- DatagramProtocol
 
     def startProtocol(self) -> None:
-        self._running = True
-        self._scheduleExpiry()
+        self._memory.start()
 
     def stopProtocol(self) -> None:
         """
-        Stop the expiry timer; finished ids left over are then expired lazily.
+        Stop the memory's expiry timer; finished ids left over are then expired lazily.
         """
-        self._running = False
-        if self._expiryCall is not None and self._expiryCall.active():
-            self._expiryCall.cancel()
-        self._expiryCall = None
+        self._memory.stop()
 
     def datagramReceived(self, datagram: bytes, addr: tuple[Any, ...]) -> None:
         """
@@ -281,10 +255,15 @@ class IIFProtocol(DatagramProtocol):
 
     def _request(self, request: Request, addr: tuple[Any, ...]) -> None:
         callbackId = request.callbackId
-        self._expire()
-        known = self._remembered.get(callbackId)
-        if known is not None:
-            self._repeated(known, request, addr)
+        finished = self._memory.recall(callbackId)
+        if finished is not None:
+            self._repeated(
+                request, finished.request, _Known.FINISHED, addr, finished.realDuration
+            )
+            return
+        running = self._manager.runningCallback(callbackId)
+        if running is not None:
+            self._repeated(request, running.request, _Known.RUNNING, addr)
             return
         self._log.info(
             "IIF REQUEST {callbackId} from {source}: user1={user1} user2={user2} "
@@ -311,33 +290,37 @@ class IIFProtocol(DatagramProtocol):
             )
             self._send(formatAck(callbackId, False), addr)
             return
-        entry = _Remembered(request, addr)
-        self._remembered[callbackId] = entry
-        call.accepted.addCallbacks(
-            self._accepted,
-            self._notAccepted,
-            callbackArgs=(entry,),
-            errbackArgs=(entry,),
-        ).addErrback(self._bug, entry)
+        self._log.info("IIF REQUEST {callbackId} accepted", callbackId=callbackId)
+        self._send(formatAck(callbackId, True), addr)
         call.finished.addCallbacks(
             self._finishedOk,
             self._finishedError,
-            callbackArgs=(entry,),
-            errbackArgs=(entry,),
-        ).addErrback(self._bug, entry)
+            callbackArgs=(request, addr),
+            errbackArgs=(request, addr),
+        ).addErrback(self._bug, callbackId)
 
     def _repeated(
-        self, known: _Remembered, request: Request, addr: tuple[Any, ...]
+        self,
+        request: Request,
+        original: Request,
+        known: _Known,
+        addr: tuple[Any, ...],
+        realDuration: int | None = None,
     ) -> None:
+        """
+        Answer a REQUEST whose id is known: when it repeats the original, the same ACK
+        again, and the RESPONSE again when the callback has finished (C{realDuration});
+        C{code=fail} when it reuses the id with other parameters.
+        """
         callbackId = request.callbackId
         source = _formatSource(addr)
-        if known.request != request:
+        if original != request:
             self._log.warn(
                 "IIF REQUEST {callbackId} from {source} reuses the id of a {state} "
                 "callback with different parameters; refused",
                 callbackId=callbackId,
                 source=source,
-                state=known.state,
+                state=known,
             )
             self._send(formatAck(callbackId, False), addr)
             return
@@ -345,126 +328,51 @@ class IIFProtocol(DatagramProtocol):
             "IIF REQUEST {callbackId} from {source} repeated ({state} callback)",
             callbackId=callbackId,
             source=source,
-            state=known.state,
+            state=known,
         )
-        if known.state == _PENDING:
-            # Its ACK is sent as soon as the call says whether it accepted.
-            return
         self._send(formatAck(callbackId, True), addr)
-        if known.state == _FINISHED:
-            assert known.realDuration is not None
-            self._send(formatResponse(callbackId, known.realDuration), addr)
+        if realDuration is not None:
+            self._send(formatResponse(callbackId, realDuration), addr)
 
-    def _accepted(self, _: object, entry: _Remembered) -> None:
-        if entry.state != _PENDING:
-            return
-        entry.state = _RUNNING
-        self._log.info(
-            "IIF REQUEST {callbackId} accepted", callbackId=entry.request.callbackId
-        )
-        self._send(formatAck(entry.request.callbackId, True), entry.source)
-        if entry.realDuration is not None:
-            self._finish(entry)
+    def _finishedOk(
+        self, result: Any, request: Request, source: tuple[Any, ...]
+    ) -> None:
+        self._ended(request, source, int(result.realDuration), str(result.cause))
 
-    def _notAccepted(self, failure: Failure, entry: _Remembered) -> None:
-        callbackId = entry.request.callbackId
-        if failure.check(CallbackRefused):
-            self._log.warn(
-                "IIF REQUEST {callbackId} refused: {reason}",
-                callbackId=callbackId,
-                reason=failure.value.reason,
-            )
-        else:
-            self._log.failure(
-                "IIF REQUEST {callbackId} failed to start",
-                failure,
-                callbackId=callbackId,
-            )
-        if entry.state != _PENDING:
-            return
-        entry.state = _REFUSED
-        # A refused REQUEST is not remembered: a retry is evaluated afresh.
-        if self._remembered.get(callbackId) is entry:
-            del self._remembered[callbackId]
-        self._send(formatAck(callbackId, False), entry.source)
-
-    def _finishedOk(self, result: Any, entry: _Remembered) -> None:
-        self._ended(entry, int(result.realDuration), str(result.cause))
-
-    def _finishedError(self, failure: Failure, entry: _Remembered) -> None:
+    def _finishedError(
+        self, failure: Failure, request: Request, source: tuple[Any, ...]
+    ) -> None:
         self._log.failure(
             "IIF callback {callbackId} ended with an error; reporting real_duration=0",
             failure,
-            callbackId=entry.request.callbackId,
+            callbackId=request.callbackId,
         )
-        self._ended(entry, 0, "error: " + failure.getErrorMessage())
+        self._ended(request, source, 0, "error: " + failure.getErrorMessage())
 
-    def _ended(self, entry: _Remembered, realDuration: int, cause: str) -> None:
-        if entry.state in (_REFUSED, _FINISHED) or entry.realDuration is not None:
-            # Refused: the AS got code=fail and expects no RESPONSE.
-            return
-        entry.realDuration = max(0, realDuration)
-        entry.cause = cause
-        if entry.state == _RUNNING:
-            self._finish(entry)
-        # Still _PENDING: the RESPONSE follows the ACK in _accepted.
-
-    def _finish(self, entry: _Remembered) -> None:
-        callbackId = entry.request.callbackId
-        assert entry.realDuration is not None
-        entry.state = _FINISHED
+    def _ended(
+        self, request: Request, source: tuple[Any, ...], realDuration: int, cause: str
+    ) -> None:
+        """
+        Send the RESPONSE to where the REQUEST came from, and remember the id.
+        """
+        callbackId = request.callbackId
+        realDuration = max(0, realDuration)
         self._log.info(
             "IIF callback {callbackId} finished: real_duration={realDuration} "
             "cause={cause}",
             callbackId=callbackId,
-            realDuration=entry.realDuration,
-            cause=entry.cause,
+            realDuration=realDuration,
+            cause=cause,
         )
-        self._sendResponse(formatResponse(callbackId, entry.realDuration), entry.source)
-        if self._remembered.get(callbackId) is entry:
-            self._finished[callbackId] = self._reactor.seconds()
-            while len(self._finished) > self._maxRemembered:
-                oldest, _ = self._finished.popitem(last=False)
-                del self._remembered[oldest]
-            self._scheduleExpiry()
+        self._sendResponse(formatResponse(callbackId, realDuration), source)
+        self._memory.remember(request, realDuration)
 
-    def _bug(self, failure: Failure, entry: _Remembered) -> None:
+    def _bug(self, failure: Failure, callbackId: str) -> None:
         self._log.failure(
             "IIF callback {callbackId}: error in the IIF protocol",
             failure,
-            callbackId=entry.request.callbackId,
+            callbackId=callbackId,
         )
-
-    # -- memory of finished ids
-
-    def _expire(self) -> None:
-        """
-        Forget the finished ids older than C{requestMemory}.
-        """
-        deadline = self._reactor.seconds() - self._requestMemory
-        while self._finished:
-            callbackId, finishedAt = next(iter(self._finished.items()))
-            if finishedAt > deadline:
-                break
-            del self._finished[callbackId]
-            del self._remembered[callbackId]
-
-    def _scheduleExpiry(self) -> None:
-        """
-        Keep one timer, due when the oldest finished id expires, while we are listening.
-        """
-        if not self._running or not self._finished:
-            return
-        if self._expiryCall is not None and self._expiryCall.active():
-            return
-        oldest = next(iter(self._finished.values()))
-        delay = max(0.0, oldest + self._requestMemory - self._reactor.seconds())
-        self._expiryCall = self._reactor.callLater(delay, self._expiryDue)
-
-    def _expiryDue(self) -> None:
-        self._expiryCall = None
-        self._expire()
-        self._scheduleExpiry()
 
     # -- CANCEL
 

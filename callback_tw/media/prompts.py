@@ -19,7 +19,8 @@ filtered and resampled to 8 kHz. Everything else (8-, 24- or 32-bit samples,
 float, A-law/u-law WAV, rates below 8 kHz, empty or unreadable files) is
 rejected with a L{PromptError} naming the file.
 
-This module imports nothing else of callback_tw.
+This module imports nothing else of callback_tw but the codec facts
+(L{callback_tw.media.codecs}).
 """
 
 from __future__ import annotations
@@ -35,31 +36,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from rtpsynth.RtpUtils import linear2ulaw, resample_linear
 from twisted.logger import Logger
 
+from callback_tw.media.codecs import SAMPLE_RATE, SILENCE, VOICE_CODECS
+
 __all__ = [
     "CODECS",
     "FRAME_BYTES",
-    "PAYLOAD_TYPES",
-    "SAMPLE_RATE",
-    "SILENCE",
     "PromptCatalogue",
     "PromptError",
     "alawToLinear",
     "linearToAlaw",
 ]
 
-SAMPLE_RATE = 8000
-"""G.711 sample rate; one sample is one byte on the wire."""
-
 FRAME_BYTES = 160
 """One 20 ms G.711 frame."""
 
-PAYLOAD_TYPES: Mapping[str, int] = {"PCMU": 0, "PCMA": 8}
-"""Static RTP payload types of the codecs the catalogue encodes to."""
-
-CODECS = tuple(PAYLOAD_TYPES)
-
-SILENCE: Mapping[str, int] = {"PCMU": 0xFF, "PCMA": 0xD5}
-"""The byte that encodes a zero sample in each codec (used for padding)."""
+CODECS = tuple(c.name for c in VOICE_CODECS)
+"""The codecs every prompt is encoded to."""
 
 DIGIT_PAUSE = 0.15
 """Seconds of silence between two spoken digits, so "1 1" is not "11"."""
@@ -152,7 +144,7 @@ def _encode(pcm: array, codec: str) -> bytes:
 
 
 def _checkCodec(codec: str) -> None:
-    if codec not in PAYLOAD_TYPES:
+    if codec not in CODECS:
         raise ValueError(
             f"unknown codec {codec!r}; expected one of {', '.join(CODECS)}"
         )
@@ -270,6 +262,21 @@ _HOW_TO_CONVERT = (
 )
 
 
+def _readDigits(folder: str) -> list[array]:
+    """C{digits/0.wav} .. C{digits/9.wav}; all ten must be there."""
+    digitsFolder = os.path.join(folder, "digits")
+    missing = [
+        os.path.join(digitsFolder, f"{d}.wav")
+        for d in _DIGITS
+        if not os.path.isfile(os.path.join(digitsFolder, f"{d}.wav"))
+    ]
+    if missing:
+        raise PromptError(
+            ", ".join(missing) + ": digit prompt missing (need digits/0.wav .. 9.wav)"
+        )
+    return [_readWav(os.path.join(digitsFolder, f"{d}.wav")) for d in _DIGITS]
+
+
 class _Prompt:
     """One prompt, encoded once per codec (whole and in frames)."""
 
@@ -334,45 +341,8 @@ class PromptCatalogue:
         @raise PromptError: naming the file (or folder) that is missing, not
             readable, or not in an accepted format.
         """
-        if not os.path.isdir(folder):
-            raise PromptError(
-                f"{folder}: prompts folder does not exist or is not a folder"
-            )
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError as e:
-            raise PromptError(
-                f"{folder}: cannot list prompts folder ({e.strerror or e})"
-            ) from e
-
-        announcements = {}
-        for name in names:
-            path = os.path.join(folder, name)
-            match = _ANN_NAME.match(name)
-            if match is None:
-                if name.lower().endswith(".wav"):
-                    cls._log.warn(
-                        "prompt {path} ignored: announcements are named <8 digits>.wav",
-                        path=path,
-                    )
-                continue
-            if not os.path.isfile(path):
-                raise PromptError(f"{path}: not a regular file")
-            announcements[match.group(1)] = _readWav(path)
-
-        digitsFolder = os.path.join(folder, "digits")
-        missing = [
-            os.path.join(digitsFolder, f"{d}.wav")
-            for d in _DIGITS
-            if not os.path.isfile(os.path.join(digitsFolder, f"{d}.wav"))
-        ]
-        if missing:
-            raise PromptError(
-                ", ".join(missing)
-                + ": digit prompt missing (need digits/0.wav .. 9.wav)"
-            )
-        digits = [_readWav(os.path.join(digitsFolder, f"{d}.wav")) for d in _DIGITS]
-
+        announcements = cls._readAnnouncements(folder)
+        digits = _readDigits(folder)
         absent = [annId for annId in required if annId not in announcements]
         if absent:
             raise PromptError(
@@ -387,6 +357,35 @@ class PromptCatalogue:
             ids=" ".join(sorted(announcements)),
         )
         return catalogue
+
+    @classmethod
+    def _readAnnouncements(cls, folder: str) -> dict[str, array]:
+        """Every C{<8 digits>.wav} in C{folder}, by ann id."""
+        if not os.path.isdir(folder):
+            raise PromptError(
+                f"{folder}: prompts folder does not exist or is not a folder"
+            )
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as e:
+            raise PromptError(
+                f"{folder}: cannot list prompts folder ({e.strerror or e})"
+            ) from e
+        announcements = {}
+        for name in names:
+            path = os.path.join(folder, name)
+            match = _ANN_NAME.match(name)
+            if match is None:
+                if name.lower().endswith(".wav"):
+                    cls._log.warn(
+                        "prompt {path} ignored: announcements are named <8 digits>.wav",
+                        path=path,
+                    )
+                continue
+            if not os.path.isfile(path):
+                raise PromptError(f"{path}: not a regular file")
+            announcements[match.group(1)] = _readWav(path)
+        return announcements
 
     def annIds(self) -> frozenset[str]:
         """The ann ids that can be played."""

@@ -5,17 +5,18 @@ One outgoing call leg over a sippy UA, as events a callback can follow.
 sippy reports a UA's life through C{CCEvent*} objects handed to an
 C{event_cb}, from deep inside its message handling. This module is the one
 place that turns them into this project's vocabulary: L{ILegListener}'s
-C{legRinging}, C{legAnswered}, C{legEnded}, C{legUpdateRequested}, and the
-Deferred of L{Leg.update}. Events are delivered on a later reactor turn, in
+C{legRinging}, C{legAnswered}, C{legEnded}, C{legReInvited}, and the
+Deferred of L{Leg.reInvite}. Events are delivered on a later reactor turn, in
 order: re-entering sippy from inside its own callback (to hang up the other
 leg, say) is a known crash.
 """
 
 from __future__ import annotations
 
+import enum
 import random
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sippy.CCEvents import (
     CCEventConnect,
@@ -24,7 +25,6 @@ from sippy.CCEvents import (
     CCEventPreConnect,
     CCEventRedirect,
     CCEventRing,
-    CCEventTry,
     CCEventUpdate,
 )
 from sippy.MsgBody import MsgBody
@@ -32,21 +32,32 @@ from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
 from sippy.SipConf import SipConf
 from sippy.SipContact import SipContact
-from sippy.SipHeader import SipHeader
 from sippy.SipReason import SipReason
 from sippy.SipURL import SipURL
-from sippy.UA import UA
-from sippy.UacStateCancelling import UacStateCancelling
-from sippy.UacStateTrying import UacStateTrying
-from sippy.UacStateUpdating import UacStateUpdating
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+
+from callback_tw.sip.adapter import DialogUA, Invite
+from callback_tw.timers import cancelDelayed
+
+if TYPE_CHECKING:
+    from callback_tw.sip.routing import Route
 
 USER_AGENT = "callback_tw"
 
 #: RFC 3261 14.1: after a 491 the owner of the Call-ID waits 2.1 to 4 s.
 GLARE_BACKOFF = (2.1, 4.0)
 GLARE_RETRIES = 3
+
+
+class LegState(enum.StrEnum):
+    """Where a leg is in its life; each value compares equal to its name."""
+
+    NEW = "new"
+    CALLING = "calling"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
 
 
 @dataclass(frozen=True)
@@ -75,20 +86,7 @@ class _Ended:
     """Queued with the other events so the owner hears of the end in order."""
 
     end: LegEnd
-    update: Deferred | None
-
-
-class _Try(CCEventTry):
-    """
-    sippy's INVITE event, with the From host set once the UAC is built
-    (sippy writes our own address there; a provider wants its domain).
-    """
-
-    fromDomain: str | None = None
-
-    def onUacSetupComplete(self, uac: Any) -> None:
-        if self.fromDomain:
-            uac.lUri.getUrl().host = self.fromDomain
+    reInvite: Deferred | None
 
 
 class _NoListener:
@@ -103,90 +101,16 @@ class _NoListener:
     def legEnded(self, leg: Any, end: Any) -> None:
         pass
 
-    def legUpdateRequested(self, leg: Any, sdp: str) -> Deferred:
+    def legReInvited(self, leg: Any, sdp: str) -> Deferred:
         d: Deferred = Deferred()
-        d.errback(LegUpdateFailed(481, "Call/Transaction Does Not Exist"))
+        d.errback(ReInviteFailed(481, "Call/Transaction Does Not Exist"))
         return d
 
 
 _NO_LISTENER = _NoListener()
 
 
-class _DialogUA(UA):
-    """
-    sippy's UA, whose in-dialog requests follow the dialog's route set.
-
-    Two gaps in sippy 2.5, both seen through a record-routing Kamailio:
-
-      - With C{outbound_proxy} set, sippy sends every request to that proxy
-        and, when the 2xx carries a loose-routing Record-Route, writes the
-        first route (stripped of its parameters) as the R-URI, strict-router
-        style, with the Contact as the last Route.  Only a proxy that spots
-        its own URI in the R-URI (RFC 3261 16.4) can route that; Kamailio
-        then spirals the request through itself a second time.  RFC 3261
-        12.2.1.1 wants the remote target as R-URI and the route set as
-        Route, sent to the first route (8.1.2) — what sippy does without an
-        outbound proxy.  So the 2xx that creates the dialog with a route set
-        drops the outbound proxy.  Without a Record-Route the proxy stays:
-        the provider relays in-dialog requests by R-URI.
-      - The transaction manager builds the ACK of a 2xx from that response's
-        own Record-Route; the 2xx of a re-INVITE has none (the route set is
-        fixed when the dialog is created, 12.2.1.2), so the ACK of each join
-        re-INVITE went straight to the Contact, around the provider.  So the
-        dialog's Record-Route is put back into such a 2xx before the
-        transaction manager reads it.
-    """
-
-    #: the Record-Route of the 2xx that created the dialog, as received.
-    _dialogRecordRoute: list[Any] = []
-
-    def recvResponse(self, resp: Any, tr: Any) -> None:
-        code = resp.getSCode()[0]
-        method = resp.getHFBody("cseq").getCSeqMethod()
-        if 200 <= code < 300 and method == "INVITE":
-            if isinstance(self.state, (UacStateTrying, UacStateCancelling)):
-                recordRoute = resp.getHFBodys("record-route")
-                self._dialogRecordRoute = [x.getCopy() for x in recordRoute]
-                if self._dialogRecordRoute:
-                    self.outbound_proxy = None
-            elif isinstance(self.state, UacStateUpdating) and self._dialogRecordRoute:
-                resp.delHFs("record-route")
-                resp.appendHeaders(
-                    [
-                        SipHeader(name="record-route", body=x.getCopy())
-                        for x in self._dialogRecordRoute
-                    ]
-                )
-        super().recvResponse(resp, tr)
-
-    def recvRequest(self, req: Any, sip_t: Any) -> Any:
-        """
-        Two fixes around sippy's handling of an in-dialog request:
-
-          - sippy hangs a C{sendResponse} closure on each request it hands a
-            UA; the closure refers to the request and to the UA, a reference
-            cycle that keeps the whole dialog alive until a full garbage
-            collection. It is only used while the request is handled, so it
-            is dropped after.
-          - a method the UA's state has no handler for (UPDATE, NOTIFY,
-            MESSAGE, PRACK ...) gets no answer at all from sippy: the phone
-            retransmits for 32 s and may then end the call. It gets
-            C{501 Not Implemented} instead (RFC 3261 8.2.1).
-        """
-        try:
-            result = super().recvRequest(req, sip_t)
-        finally:
-            req.__dict__.pop("sendResponse", None)
-        if result is None and sip_t.data is None and req.getMethod() != "ACK":
-            return (
-                req.genResponse(501, "Not Implemented", server=self.local_ua),
-                None,
-                None,
-            )
-        return result
-
-
-class LegUpdateFailed(Exception):
+class ReInviteFailed(Exception):
     """A re-INVITE of ours was answered with a failure."""
 
     def __init__(self, code: int, reason: str) -> None:
@@ -204,7 +128,7 @@ class ILegListener(Protocol):
 
     def legEnded(self, leg: Leg, end: LegEnd) -> None: ...
 
-    def legUpdateRequested(self, leg: Leg, sdp: str) -> Deferred:
+    def legReInvited(self, leg: Leg, sdp: str) -> Deferred:
         """The far end sent a re-INVITE offer; fire with the answer SDP."""
         ...
 
@@ -216,12 +140,13 @@ def sipReason(code: int, text: str) -> SipReason:
 
 class Leg:
     """
-    One outgoing call leg: an INVITE to C{user} at C{target}, then the
+    One outgoing call leg: an INVITE to C{user} by its L{Route}, then the
     dialog until one side ends it.
 
     @ivar name: a label for logs ("1234/leg1").
     @ivar user: the called user (R-URI user part).
-    @ivar state: "new", "calling", "ringing", "answered", "ended".
+    @ivar route: where the INVITE went, and From whom.
+    @ivar state: a L{LegState}.
     @ivar remoteSdp: the far end's current SDP (text), once answered.
     """
 
@@ -231,74 +156,65 @@ class Leg:
         self,
         globalConfig: dict[str, Any],
         user: str,
-        callerId: str,
-        target: tuple[str, int],
+        route: Route,
         offer: str,
         listener: ILegListener,
         reactor: Any,
         noAnswerTimeout: float,
         name: str = "",
-        credentials: tuple[str, str] | None = None,
-        outboundProxy: tuple[str, int] | None = None,
-        fromDomain: str | None = None,
     ) -> None:
         """
-        @param target: where the R-URI points (host, port): the peer, the
-            provider's domain, or a local user's contact.
-        @param credentials: (username, password) to answer 401/407
-            challenges to our INVITEs (a provider's external line).
-        @param outboundProxy: where requests are sent when it is not the
-            R-URI's host (a provider's proxy).
-        @param fromDomain: host part of the From URI (a provider's domain);
-            our own address when None.
+        @param globalConfig: sippy's configuration of the stack the leg
+            belongs to (its transaction manager's C{global_config}).
+        @param route: where the INVITE goes, From whom, and how (a
+            provider's proxy, domain and credentials).
+        @param noAnswerTimeout: seconds before an unanswered leg is
+            cancelled (it ends with 408).
         """
         self.name = name or user
         self.user = user
-        self.callerId = callerId
-        self.target = target
-        self.state = "new"
+        self.route = route
+        self.state = LegState.NEW
         self.remoteSdp: str | None = None
         self.callId: str | None = None
         self._globalConfig = globalConfig
         self._offer = offer
-        #: the SDP the far end last agreed to from us; sippy forgets it
-        #: (lSDP = None) when a re-INVITE fails, and then crashes on the next.
+        #: the SDP the far end last agreed to from us (see
+        #: L{DialogUA.restoreLocalSdp}).
         self._localSdp = offer
         self._listener = listener
         self._reactor = reactor
         self._noAnswerTimeout = noAnswerTimeout
         self._noAnswerCall = None
-        self._ua: UA | None = None
+        self._ua: DialogUA | None = None
         self._queue: list[Any] = []
         self._drainCall = None
-        self._update: Deferred | None = None
-        self._updateSdp: str | None = None
-        self._updateTries = 0
+        self._reInvite: Deferred | None = None
+        self._reInviteSdp: str | None = None
+        self._reInviteTries = 0
         self._retryCall = None
-        self._credentials = credentials
-        self._outboundProxy = outboundProxy
-        self._fromDomain = fromDomain
 
     # -- requests from the owner -------------------------------------------
 
     def dial(self) -> None:
         """Send the INVITE."""
-        assert self.state == "new", self.state
-        username, password = self._credentials or (None, None)
-        ua = _DialogUA(
+        assert self.state == LegState.NEW, self.state
+        route = self.route
+        username, password = route.credentials or (None, None)
+        ua = DialogUA(
             self._globalConfig,
             event_cb=self._uaEvent,
-            nh_address=tuple(self.target),
+            nh_address=tuple(route.target),
             username=username,
             password=password,
         )
-        if self._outboundProxy is not None:
-            ua.outbound_proxy = tuple(self._outboundProxy)
+        if route.outboundProxy is not None:
+            ua.outbound_proxy = tuple(route.outboundProxy)
         ua.local_ua = USER_AGENT
         contact = SipContact(
             address=SipAddress(
                 url=SipURL(
-                    username=self.callerId,
+                    username=route.callerId,
                     host=SipConf.my_address,
                     port=SipConf.my_port,
                 )
@@ -308,7 +224,7 @@ class Leg:
         self._ua = ua
         callId = SipCallId()
         self.callId = str(callId)
-        self.state = "calling"
+        self.state = LegState.CALLING
         self._noAnswerCall = self._reactor.callLater(
             self._noAnswerTimeout, self._noAnswer
         )
@@ -316,15 +232,15 @@ class Leg:
             "{leg} INVITE sip:{user}@{host}:{port} from {caller} (Call-ID {callId})",
             leg=self.name,
             user=self.user,
-            host=self.target[0],
-            port=self.target[1],
-            caller=self.callerId,
+            host=route.target[0],
+            port=route.target[1],
+            caller=route.callerId,
             callId=self.callId,
         )
-        event = _Try(
-            (callId, self.callerId, self.user, MsgBody(self._offer), None, None)
+        event = Invite(
+            (callId, route.callerId, self.user, MsgBody(self._offer), None, None)
         )
-        event.fromDomain = self._fromDomain
+        event.fromDomain = route.fromDomain
         ua.recvEvent(event)
 
     def hangUp(self, code: int | None = None, text: str | None = None) -> None:
@@ -333,9 +249,9 @@ class Leg:
         With C{code}, the request carries C{Reason: SIP;cause=code;text=...}.
         The listener hears C{legEnded} (byRemote False) on a later turn.
         """
-        if self.state in ("new", "ended"):
+        if self.state in (LegState.NEW, LegState.ENDED):
             return
-        answered = self.state == "answered"
+        answered = self.state == LegState.ANSWERED
         event = CCEventDisconnect(origin="callback_tw")
         if code is not None:
             event.reason_rfc3326 = sipReason(code, text or "")
@@ -363,39 +279,40 @@ class Leg:
         """
         self._listener = _NO_LISTENER
 
-    def update(self, sdp: str) -> Deferred:
+    def reInvite(self, sdp: str) -> Deferred:
         """
         Send a re-INVITE offering C{sdp}; fire with the answer SDP.
 
         A 491 (glare) is retried after the RFC 3261 back-off, a few times.
-        Fails with L{LegUpdateFailed}, or with the leg's end if it ends first.
+        Fails with L{ReInviteFailed}, or with the leg's end if it ends first.
         """
-        if self.state != "answered" or self._update is not None:
+        if self.state != LegState.ANSWERED or self._reInvite is not None:
             raise RuntimeError(f"{self.name}: cannot re-INVITE in state {self.state}")
-        self._update = Deferred()
-        self._updateSdp = sdp
-        self._updateTries = 0
-        self._sendUpdate()
-        return self._update
+        self._reInvite = Deferred()
+        self._reInviteSdp = sdp
+        self._reInviteTries = 0
+        self._sendReInvite()
+        return self._reInvite
 
-    def _sendUpdate(self) -> None:
+    def _sendReInvite(self) -> None:
         self._retryCall = None
-        if self.state != "answered" or self._ua is None:
+        if self.state != LegState.ANSWERED or self._ua is None:
             return
-        self._updateTries += 1
-        self._log.debug("{leg} re-INVITE (try {n})", leg=self.name, n=self._updateTries)
-        if self._ua.lSDP is None:
-            self._ua.lSDP = MsgBody(self._localSdp)
+        self._reInviteTries += 1
+        self._log.debug(
+            "{leg} re-INVITE (try {n})", leg=self.name, n=self._reInviteTries
+        )
+        self._ua.restoreLocalSdp(self._localSdp)
         try:
-            self._ua.recvEvent(CCEventUpdate(MsgBody(self._updateSdp)))
+            self._ua.recvEvent(CCEventUpdate(MsgBody(self._reInviteSdp)))
         except Exception as e:
-            d, self._update = self._update, None
+            d, self._reInvite = self._reInvite, None
             if d is not None:
                 d.errback(e)
 
     # -- sippy events ------------------------------------------------------
 
-    def _uaEvent(self, event: Any, ua: UA) -> None:
+    def _uaEvent(self, event: Any, ua: DialogUA) -> None:
         # Called from inside sippy: queue, handle on a later reactor turn.
         self._queue.append(event)
         if self._drainCall is None:
@@ -416,90 +333,96 @@ class Leg:
         if isinstance(event, _Ended):
             self._handleEnded(event)
         elif isinstance(event, CCEventRing):
-            if self.state == "calling":
+            if self.state == LegState.CALLING:
                 code = event.getData()[0]
                 if code != 100:
-                    self.state = "ringing"
+                    self.state = LegState.RINGING
                     self._log.debug("{leg} ringing ({code})", leg=self.name, code=code)
                     self._listener.legRinging(self)
         elif isinstance(event, CCEventConnect):
-            code, reason, body = event.getData()[:3]
-            sdp = None if body is None else str(body)
-            if self.state in ("calling", "ringing"):
-                self._stopTimers()
-                self.state = "answered"
-                self.remoteSdp = sdp
-                self._log.debug("{leg} answered", leg=self.name)
-                self._listener.legAnswered(self, sdp or "")
-            elif self.state == "answered" and self._update is not None:
-                d, self._update = self._update, None
-                self._localSdp = self._updateSdp or self._localSdp
-                if sdp is not None:
-                    self.remoteSdp = sdp
-                self._log.debug(
-                    "{leg} re-INVITE answered {code}", leg=self.name, code=code
-                )
-                d.callback(sdp or "")
+            self._connected(event)
         elif isinstance(event, (CCEventFail, CCEventRedirect)):
-            code, reason = event.getData()[:2]
-            if self.state in ("calling", "ringing"):
-                self._log.info(
-                    "{leg} failed: {code} {reason}",
-                    leg=self.name,
-                    code=code,
-                    reason=reason,
-                )
-                self._finish(LegEnd(int(code), str(reason), True, False))
-            elif self.state == "answered" and self._update is not None:
-                if self._ua is not None and self._ua.lSDP is None:
-                    self._ua.lSDP = MsgBody(self._localSdp)
-                if code == 491 and self._updateTries <= GLARE_RETRIES:
-                    delay = random.uniform(*GLARE_BACKOFF)
-                    self._log.info(
-                        "{leg} re-INVITE glare (491), retrying in {delay:.2f} s",
-                        leg=self.name,
-                        delay=delay,
-                    )
-                    self._retryCall = self._reactor.callLater(delay, self._sendUpdate)
-                    return
-                d, self._update = self._update, None
-                self._log.info(
-                    "{leg} re-INVITE failed: {code} {reason}",
-                    leg=self.name,
-                    code=code,
-                    reason=reason,
-                )
-                d.errback(LegUpdateFailed(int(code), str(reason)))
+            self._refused(event)
         elif isinstance(event, CCEventDisconnect):
-            if self.state != "ended":
+            if self.state != LegState.ENDED:
                 self._log.info("{leg} hung up by the far end", leg=self.name)
                 self._finish(
-                    LegEnd(200, "remote hang-up", True, self.state == "answered")
+                    LegEnd(200, "remote hang-up", True, self.state == LegState.ANSWERED)
                 )
         elif isinstance(event, CCEventUpdate):
-            self._remoteUpdate(event)
+            self._remoteReInvite(event)
         elif isinstance(event, CCEventPreConnect):
             pass  # we always offer in the INVITE: no late media
 
-    def _remoteUpdate(self, event: Any) -> None:
+    def _connected(self, event: Any) -> None:
+        """A 2xx: to our INVITE (answered), or to our re-INVITE."""
+        code, reason, body = event.getData()[:3]
+        sdp = None if body is None else str(body)
+        if self.state in (LegState.CALLING, LegState.RINGING):
+            self._stopTimers()
+            self.state = LegState.ANSWERED
+            self.remoteSdp = sdp
+            self._log.debug("{leg} answered", leg=self.name)
+            self._listener.legAnswered(self, sdp or "")
+        elif self.state == LegState.ANSWERED and self._reInvite is not None:
+            d, self._reInvite = self._reInvite, None
+            self._localSdp = self._reInviteSdp or self._localSdp
+            if sdp is not None:
+                self.remoteSdp = sdp
+            self._log.debug("{leg} re-INVITE answered {code}", leg=self.name, code=code)
+            d.callback(sdp or "")
+
+    def _refused(self, event: Any) -> None:
+        """
+        A failure or redirect: to our INVITE (the leg ends), or to our
+        re-INVITE (retried after glare, else it fails).
+        """
+        code, reason = event.getData()[:2]
+        if self.state in (LegState.CALLING, LegState.RINGING):
+            self._log.info(
+                "{leg} failed: {code} {reason}", leg=self.name, code=code, reason=reason
+            )
+            self._finish(LegEnd(int(code), str(reason), True, False))
+        elif self.state == LegState.ANSWERED and self._reInvite is not None:
+            if self._ua is not None:
+                self._ua.restoreLocalSdp(self._localSdp)
+            if code == 491 and self._reInviteTries <= GLARE_RETRIES:
+                delay = random.uniform(*GLARE_BACKOFF)
+                self._log.info(
+                    "{leg} re-INVITE glare (491), retrying in {delay:.2f} s",
+                    leg=self.name,
+                    delay=delay,
+                )
+                self._retryCall = self._reactor.callLater(delay, self._sendReInvite)
+                return
+            d, self._reInvite = self._reInvite, None
+            self._log.info(
+                "{leg} re-INVITE failed: {code} {reason}",
+                leg=self.name,
+                code=code,
+                reason=reason,
+            )
+            d.errback(ReInviteFailed(int(code), str(reason)))
+
+    def _remoteReInvite(self, event: Any) -> None:
         """A re-INVITE from the far end: the owner supplies the answer."""
         body = event.getData()
         ua = self._ua
-        if self.state != "answered" or ua is None:
+        if self.state != LegState.ANSWERED or ua is None:
             return
         offer = "" if body is None else str(body)
         self.remoteSdp = offer or self.remoteSdp
-        d = self._listener.legUpdateRequested(self, offer)
+        d = self._listener.legReInvited(self, offer)
 
         def answer(sdp: str) -> None:
-            if self.state == "answered" and not ua.isDead():
+            if self.state == LegState.ANSWERED and not ua.isDead():
                 self._localSdp = sdp
                 ua.recvEvent(CCEventConnect((200, "OK", MsgBody(sdp))))
 
         def refuse(failure: Any) -> None:
             code = getattr(failure.value, "code", 488)
             reason = getattr(failure.value, "reason", "Not Acceptable Here")
-            if self.state == "answered" and not ua.isDead():
+            if self.state == LegState.ANSWERED and not ua.isDead():
                 ua.recvEvent(CCEventFail((code, reason)))
 
         d.addCallbacks(answer, refuse)
@@ -509,7 +432,7 @@ class Leg:
 
     def _noAnswer(self) -> None:
         self._noAnswerCall = None
-        if self.state not in ("calling", "ringing"):
+        if self.state not in (LegState.CALLING, LegState.RINGING):
             return
         self._log.info(
             "{leg} no answer within {t} s: CANCEL",
@@ -523,26 +446,24 @@ class Leg:
     # -- the end -----------------------------------------------------------
 
     def _stopTimers(self) -> None:
-        for name in ("_noAnswerCall", "_retryCall"):
-            call = getattr(self, name)
-            if call is not None and call.active():
-                call.cancel()
-            setattr(self, name, None)
+        cancelDelayed(self._noAnswerCall)
+        cancelDelayed(self._retryCall)
+        self._noAnswerCall = self._retryCall = None
 
     def _finish(self, end: LegEnd) -> None:
         """Enter the ended state once and tell the owner on a later turn."""
-        if self.state == "ended":
+        if self.state == LegState.ENDED:
             return
         self._stopTimers()
-        self.state = "ended"
-        update, self._update = self._update, None
-        self._queue.append(_Ended(end, update))
+        self.state = LegState.ENDED
+        reInvite, self._reInvite = self._reInvite, None
+        self._queue.append(_Ended(end, reInvite))
         if self._drainCall is None:
             self._drainCall = self._reactor.callLater(0, self._drain)
 
     def _handleEnded(self, ended: _Ended) -> None:
-        if ended.update is not None:
-            ended.update.errback(LegUpdateFailed(ended.end.code, ended.end.reason))
+        if ended.reInvite is not None:
+            ended.reInvite.errback(ReInviteFailed(ended.end.code, ended.end.reason))
         self._listener.legEnded(self, ended.end)
 
 
@@ -562,17 +483,18 @@ class UnreachableLeg:
         name: str = "",
     ) -> None:
         self.name = name
-        self.state = "calling"
+        self.state = LegState.CALLING
         self.remoteSdp: str | None = None
         self.callId: str | None = None
         self._listener = listener
         self._end = LegEnd(code, reason, True, False)
-        reactor.callLater(0, self._fail)
+        self._failCall = reactor.callLater(0, self._fail)
 
     def _fail(self) -> None:
-        if self.state == "ended":
+        self._failCall = None
+        if self.state == LegState.ENDED:
             return
-        self.state = "ended"
+        self.state = LegState.ENDED
         Leg._log.info(
             "{leg} failed at once: {code} {reason}",
             leg=self.name,
@@ -582,10 +504,13 @@ class UnreachableLeg:
         self._listener.legEnded(self, self._end)
 
     def hangUp(self, code: int | None = None, text: str | None = None) -> None:
-        self.state = "ended"
+        """Nothing was sent, so nothing to end; the owner hears nothing more."""
+        cancelDelayed(self._failCall)
+        self._failCall = None
+        self.state = LegState.ENDED
 
     def detach(self) -> None:
         self._listener = _NO_LISTENER
 
-    def update(self, sdp: str) -> Deferred:
+    def reInvite(self, sdp: str) -> Deferred:
         raise RuntimeError(f"{self.name}: not answered")

@@ -22,7 +22,7 @@ Why the choices:
     stop.
 """
 
-from __future__ import annotations  # noqa: I001  (sippy after our reactor)
+from __future__ import annotations
 
 import hmac
 import re
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from hashlib import md5, sha256
 from typing import Any
 
+from sippy.SipContact import SipContact
+from sippy.SipHeader import SipHeader
 from twisted.logger import Logger
 
-from sippy.SipContact import SipContact
-from sippy.SipGenericHF import SipGenericHF
-from sippy.SipHeader import SipHeader
+from callback_tw.sip.adapter import NamedHeader
 
 #: RFC 3261 10.2.1.1: what a Contact without expires gets.
 DEFAULT_EXPIRES = 3600
@@ -53,19 +53,6 @@ MAX_BINDINGS = 10
 MAX_TRACKED_NONCES = 10000
 
 _PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
-
-
-class _Header(SipGenericHF):
-    """A response header sippy has no class for, with its canonical name."""
-
-    def __init__(self, name: str, body: str) -> None:
-        super().__init__(body)
-        self._canName = name
-        self.hf_names = (name.lower(),)
-        self.parsed = True
-
-    def getCanName(self, name: str, compact: bool = False) -> str:
-        return self._canName
 
 
 class BadRequest(ValueError):
@@ -373,7 +360,9 @@ class Registrar:
         if stale:
             value += ", stale=true"
         resp.appendHeader(
-            SipHeader(name="www-authenticate", body=_Header("WWW-Authenticate", value))
+            SipHeader(
+                name="www-authenticate", body=NamedHeader("WWW-Authenticate", value)
+            )
         )
         return resp
 
@@ -383,7 +372,6 @@ class Registrar:
         self, req: Any, user: str, callId: str, cseq: int, source: str
     ) -> Any:
         user = user.lower()
-        now = self._reactor.seconds()
         headerExpires = self._headerExpires(req)
         try:
             contacts = [h.getBody() for h in req.getHFs("contact")]
@@ -410,21 +398,7 @@ class Registrar:
                 raise BadRequest(f"unusable contact {address}")
             expires = self._contactExpires(contact, headerExpires)
             if 0 < expires < self.minExpires:
-                resp = _respond(req, 423, "Interval Too Brief")
-                resp.appendHeader(
-                    SipHeader(
-                        name="min-expires",
-                        body=_Header("Min-Expires", str(self.minExpires)),
-                    )
-                )
-                self._log.info(
-                    "REGISTER {user} from {source}: expires {expires} < {min}, 423",
-                    user=user,
-                    source=source,
-                    expires=expires,
-                    min=self.minExpires,
-                )
-                return resp
+                return self._intervalTooBrief(req, user, source, expires)
             uri = str(address)
             changes.append(
                 (
@@ -438,6 +412,41 @@ class Registrar:
             for b in current:
                 if b.uri == uri and b.callId == callId and cseq <= b.cseq:
                     raise BadRequest("CSeq out of order")
+        self._apply(user, source, current, changes, callId, cseq)
+        return self._ok(req, user)
+
+    def _intervalTooBrief(self, req: Any, user: str, source: str, expires: int) -> Any:
+        """423 Interval Too Brief with our Min-Expires (RFC 3261 10.3)."""
+        resp = _respond(req, 423, "Interval Too Brief")
+        resp.appendHeader(
+            SipHeader(
+                name="min-expires",
+                body=NamedHeader("Min-Expires", str(self.minExpires)),
+            )
+        )
+        self._log.info(
+            "REGISTER {user} from {source}: expires {expires} < {min}, 423",
+            user=user,
+            source=source,
+            expires=expires,
+            min=self.minExpires,
+        )
+        return resp
+
+    def _apply(
+        self,
+        user: str,
+        source: str,
+        current: list[Binding],
+        changes: list[tuple[str, str, int, int]],
+        callId: str,
+        cseq: int,
+    ) -> None:
+        """
+        Add, refresh (expires > 0) or remove (expires 0) each changed
+        contact of C{user}; keep the L{MAX_BINDINGS} most recent.
+        """
+        now = self._reactor.seconds()
         bindings = {b.uri: b for b in current}
         for uri, host, port, expires in changes:
             if expires == 0:
@@ -460,7 +469,6 @@ class Registrar:
             self._bindings[user] = kept
         else:
             self._bindings.pop(user, None)
-        return self._ok(req, user)
 
     def _headerExpires(self, req: Any) -> int | None:
         if req.countHFs("expires") == 0:
@@ -496,7 +504,7 @@ class Registrar:
             resp.appendHeader(
                 SipHeader(
                     name="contact",
-                    body=_Header("Contact", f"<{b.uri}>;expires={remaining}"),
+                    body=NamedHeader("Contact", f"<{b.uri}>;expires={remaining}"),
                 )
             )
         return resp

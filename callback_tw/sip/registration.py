@@ -21,6 +21,8 @@ Life of the line::
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
 from typing import Any
 
 from sippy.SipAddress import SipAddress
@@ -37,8 +39,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from callback_tw.sip.leg import USER_AGENT
+from callback_tw.timers import cancelDelayed
 
-__all__ = ["LineRegistration", "BACKOFF_FIRST", "BACKOFF_MAX"]
+__all__ = ["LineRegistration", "LineState", "BACKOFF_FIRST", "BACKOFF_MAX"]
 
 #: The first retry after a failure, in seconds; doubled on each failure in a
 #: row, up to L{BACKOFF_MAX}.
@@ -63,6 +66,29 @@ _CHALLENGES = {
 }
 
 
+class LineState(enum.StrEnum):
+    """
+    Where the line's registration is; each value compares equal to its
+    name (see L{LineRegistration.state}).
+    """
+
+    UNREGISTERED = "unregistered"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    FAILING = "failing"
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """
+    One REGISTER sent, with the expiry it asked for (what a response is
+    judged against: Expires 0 was an unregistration).
+    """
+
+    request: Any
+    expires: int
+
+
 def refreshDelay(granted: int) -> float:
     """
     When to refresh a binding granted for C{granted} seconds: at half of it,
@@ -76,10 +102,11 @@ class LineRegistration(Service):
     """
     Keeps the external line registered while the service runs.
 
-    @ivar state: C{"unregistered"} (not started, or stopped),
-        C{"registering"} (a REGISTER is on its way, or being authenticated),
-        C{"registered"} (the provider accepted it; refresh scheduled) or
-        C{"failing"} (the last attempt failed; a retry is scheduled).
+    @ivar state: a L{LineState}: C{UNREGISTERED} (not started, or
+        stopped), C{REGISTERING} (a REGISTER is on its way, or being
+        authenticated), C{REGISTERED} (the provider accepted it; refresh
+        scheduled) or C{FAILING} (the last attempt failed; a retry is
+        scheduled).
     @ivar lastStatus: the provider's last final answer, C{(code, reason)},
         or L{None}; C{(408, "Request Timeout")} when it did not answer.
     @ivar granted: the expiry the provider granted last, in seconds.
@@ -100,7 +127,7 @@ class LineRegistration(Service):
         self._reactor = reactor
         self._stack = stack
         self._line = lineConfig
-        self.state = "unregistered"
+        self.state = LineState.UNREGISTERED
         self.lastStatus: tuple[int, str] | None = None
         self.granted: int | None = None
         self.retryDelay: float | None = None
@@ -109,8 +136,8 @@ class LineRegistration(Service):
         self._callId = ""
         self._fromTag = ""
         self._cseq = 0
-        #: the request in flight; a response to any other is ignored.
-        self._pending: Any = None
+        #: the REGISTER in flight; a response to any other is ignored.
+        self._pending: _Attempt | None = None
         self._challenges = 0
         self._unregistering: Deferred | None = None
         self._unregisterTimer: Any = None
@@ -148,10 +175,10 @@ class LineRegistration(Service):
             return self._stopped
         Service.stopService(self)
         self._cancelTimer()
-        mayBeBound = self.state in ("registered", "registering")
+        mayBeBound = self.state in (LineState.REGISTERED, LineState.REGISTERING)
         self._pending = None
         if not mayBeBound or self._stack.transactionManager is None:
-            self._setState("unregistered")
+            self._setState(LineState.UNREGISTERED)
             self._stopped = succeed(None)
             return self._stopped
         self._unregistering = Deferred()
@@ -171,7 +198,7 @@ class LineRegistration(Service):
     def _register(self) -> None:
         self._timer = None
         self._challenges = 0
-        self._setState("registering")
+        self._setState(LineState.REGISTERING)
         self._send(expires=self._line.expires)
 
     def _request(self, expires: int, authorization: Any = None) -> Any:
@@ -211,17 +238,18 @@ class LineRegistration(Service):
         )
         if authorization is not None:
             request.appendHeader(SipHeader(body=authorization))
-        request.expiresAsked = expires
         return request
 
     def _send(self, expires: int, authorization: Any = None) -> None:
         tm = self._stack.transactionManager
-        request = self._request(expires, authorization)
-        self._pending = request
+        attempt = _Attempt(self._request(expires, authorization), expires)
+        self._pending = attempt
         try:
             if tm is None:
                 raise RuntimeError("the SIP stack is not running")
-            tm.newTransaction(request, lambda resp: self._gotResponse(request, resp))
+            tm.newTransaction(
+                attempt.request, lambda resp: self._gotResponse(attempt, resp)
+            )
         except Exception as e:
             self._log.failure("external line: REGISTER could not be sent")
             if expires == 0:
@@ -231,26 +259,26 @@ class LineRegistration(Service):
 
     # -- responses ---------------------------------------------------------
 
-    def _gotResponse(self, request: Any, response: Any) -> None:
-        if request is not self._pending:
+    def _gotResponse(self, attempt: _Attempt, response: Any) -> None:
+        if attempt is not self._pending:
             return  # an old attempt, or after stop
         code, reason = response.getSCode()
         if code < 200:
             return
-        if code in _CHALLENGES and self._answerChallenge(request, response, code):
+        if code in _CHALLENGES and self._answerChallenge(attempt, response, code):
             return
         self._pending = None
         self.lastStatus = (code, reason)
-        if request.expiresAsked == 0:
+        if attempt.expires == 0:
             self._unregistered(code, reason)
         elif 200 <= code < 300:
-            self._registered(request, response)
-        elif code == 423 and self._intervalTooBrief(request, response):
+            self._registered(attempt, response)
+        elif code == 423 and self._intervalTooBrief(attempt, response):
             return
         else:
             self._failed(code, reason)
 
-    def _answerChallenge(self, request: Any, response: Any, code: int) -> bool:
+    def _answerChallenge(self, attempt: _Attempt, response: Any, code: int) -> bool:
         """
         Send the request again with credentials for the challenge in
         C{response}; L{False} when it cannot or must not be answered (then
@@ -282,20 +310,20 @@ class LineRegistration(Service):
             self._line.username,
             self._line.password,
             "REGISTER",
-            str(request.getRURI()),
+            str(attempt.request.getRURI()),
             qop=qop,
         )
         assert authorization.hf_names[0] == authName
-        self._send(request.expiresAsked, authorization)
+        self._send(attempt.expires, authorization)
         return True
 
-    def _intervalTooBrief(self, request: Any, response: Any) -> bool:
+    def _intervalTooBrief(self, attempt: _Attempt, response: Any) -> bool:
         """423: ask again at once with the provider's Min-Expires."""
         try:
             minimum = int(str(response.getHFBody("min-expires")).strip())
         except (IndexError, ValueError):
             return False
-        if minimum <= request.expiresAsked or minimum > 86400:
+        if minimum <= attempt.expires or minimum > 86400:
             return False
         self._log.info(
             "external line: provider wants expires >= {minimum}", minimum=minimum
@@ -304,7 +332,7 @@ class LineRegistration(Service):
         self._send(expires=minimum)
         return True
 
-    def _grantedExpiry(self, request: Any, response: Any) -> int:
+    def _grantedExpiry(self, attempt: _Attempt, response: Any) -> int:
         """
         The expiry of our binding in a 2xx: the C{expires} parameter of our
         Contact (a registrar lists every binding of the AOR), else the
@@ -323,17 +351,17 @@ class LineRegistration(Service):
                 return int(response.getHFBody("expires").getNum())
             except (TypeError, ValueError):
                 pass
-        return request.expiresAsked
+        return attempt.expires
 
-    def _registered(self, request: Any, response: Any) -> None:
-        granted = self._grantedExpiry(request, response)
+    def _registered(self, attempt: _Attempt, response: Any) -> None:
+        granted = self._grantedExpiry(attempt, response)
         if granted <= 0:
             self._failed(*self.lastStatus, why="binding not kept (expires 0)")
             return
         self.granted = granted
         self._failures = 0
         self.retryDelay = None
-        if self.state != "registered":
+        if self.state != LineState.REGISTERED:
             self._log.info(
                 "external line registered (expires {expires})", expires=granted
             )
@@ -341,7 +369,7 @@ class LineRegistration(Service):
             self._log.debug(
                 "external line refreshed (expires {expires})", expires=granted
             )
-        self._setState("registered")
+        self._setState(LineState.REGISTERED)
         self._timer = self._reactor.callLater(refreshDelay(granted), self._register)
 
     def _failed(self, code: int, reason: str, why: str = "") -> None:
@@ -352,7 +380,7 @@ class LineRegistration(Service):
         delay = min(BACKOFF_FIRST * 2**self._failures, BACKOFF_MAX)
         self._failures += 1
         self.retryDelay = delay
-        self._setState("failing")
+        self._setState(LineState.FAILING)
         self._log.warn(
             "external line failing: {code} {reason}{why}, retry in {delay:g} s",
             code=code,
@@ -388,10 +416,9 @@ class LineRegistration(Service):
         self._finishStop()
 
     def _finishStop(self) -> None:
-        if self._unregisterTimer is not None and self._unregisterTimer.active():
-            self._unregisterTimer.cancel()
+        cancelDelayed(self._unregisterTimer)
         self._unregisterTimer = None
-        self._setState("unregistered")
+        self._setState(LineState.UNREGISTERED)
         d, self._unregistering = self._unregistering, None
         if d is not None:
             d.callback(None)
@@ -399,11 +426,10 @@ class LineRegistration(Service):
     # -- helpers -----------------------------------------------------------
 
     def _cancelTimer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        cancelDelayed(self._timer)
         self._timer = None
 
-    def _setState(self, state: str) -> None:
+    def _setState(self, state: LineState) -> None:
         if state != self.state:
             self._log.debug("external line: {old} -> {new}", old=self.state, new=state)
             self.state = state

@@ -29,6 +29,12 @@ class Route:
     @ivar target: (host, port) of the R-URI.
     @ivar callerId: the From user.
     @ivar via: a label for logs ("peer pss", "external line", "local user").
+    @ivar credentials: (username, password) to answer 401/407 challenges to
+        the INVITE (a provider's external line).
+    @ivar outboundProxy: where requests are sent when it is not the R-URI's
+        host (a provider's proxy).
+    @ivar fromDomain: host part of the From URI (a provider's domain); our
+        own address when None.
     """
 
     target: tuple[str, int]
@@ -97,16 +103,7 @@ class Router:
             )
         self._log.debug("{name}: {user} via {via}", name=name, user=user, via=route.via)
         return self._stack.dial(
-            user,
-            route.callerId,
-            route.target,
-            offer,
-            listener,
-            self._noAnswerTimeout,
-            name,
-            credentials=route.credentials,
-            outboundProxy=route.outboundProxy,
-            fromDomain=route.fromDomain,
+            user, route, offer, listener, self._noAnswerTimeout, name
         )
 
 

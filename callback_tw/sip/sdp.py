@@ -18,9 +18,14 @@ from dataclasses import dataclass
 from sippy.SdpBody import SdpBody
 from sippy.SdpMedia import MTAudio
 
-#: Static payload types we offer, with their rtpmap names.
-STATIC_CODECS = {0: "PCMU", 8: "PCMA"}
-TELEPHONE_EVENT_PT = 101
+from callback_tw.media.codecs import (
+    NOT_VOICE,
+    SAMPLE_RATE,
+    STATIC_NAMES,
+    TELEPHONE_EVENT_PT,
+    TELEPHONE_EVENTS,
+    VOICE_CODECS,
+)
 
 
 class SdpError(ValueError):
@@ -48,25 +53,14 @@ class AudioStream:
 
     def audioCodecs(self) -> set[str]:
         """Codec names that carry voice (not telephone-event / comfort noise)."""
-        return {c for c in self.codecs if c not in ("TELEPHONE-EVENT", "CN")}
+        return {c for c in self.codecs if c not in NOT_VOICE}
 
     def firstVoiceCodec(self) -> tuple[str, int] | None:
         """The first voice codec of the m= line, as (name, payload type)."""
         for name, pt in zip(self.codecs, self.payloadTypes):
-            if name not in ("TELEPHONE-EVENT", "CN"):
+            if name not in NOT_VOICE:
                 return name, pt
         return None
-
-
-_STATIC_NAMES = {
-    0: "PCMU",
-    3: "GSM",
-    4: "G723",
-    8: "PCMA",
-    9: "G722",
-    13: "CN",
-    18: "G729",
-}
 
 
 def parseAudio(text: str) -> AudioStream:
@@ -105,7 +99,7 @@ def parseAudio(text: str) -> AudioStream:
                     pass
         payloadTypes = tuple(int(x) for x in media.formats)
         codecs = tuple(
-            names.get(pt, _STATIC_NAMES.get(pt, f"PT{pt}")) for pt in payloadTypes
+            names.get(pt, STATIC_NAMES.get(pt, f"PT{pt}")) for pt in payloadTypes
         )
         return AudioStream(address, int(media.port), codecs, payloadTypes, ptime)
     raise SdpError("no audio stream in SDP")
@@ -140,8 +134,8 @@ class SdpSession:
         )
 
     def offer(self, rtpAddress: str, rtpPort: int) -> str:
-        """Our own media: PCMU, PCMA and telephone-event on C{rtpPort}."""
-        pts = " ".join(str(pt) for pt in STATIC_CODECS)
+        """Our own media: the voice codecs and telephone-event on C{rtpPort}."""
+        pts = " ".join(str(c.payloadType) for c in VOICE_CODECS)
         lines = [
             "v=0\r\n",
             self._origin(),
@@ -151,11 +145,11 @@ class SdpSession:
             f"m=audio {rtpPort} RTP/AVP {pts} {TELEPHONE_EVENT_PT}\r\n",
         ]
         lines += [
-            f"a=rtpmap:{pt} {name}/8000\r\n" for pt, name in STATIC_CODECS.items()
+            f"a=rtpmap:{c.payloadType} {c.name}/{c.clockRate}\r\n" for c in VOICE_CODECS
         ]
         lines += [
-            f"a=rtpmap:{TELEPHONE_EVENT_PT} telephone-event/8000\r\n",
-            f"a=fmtp:{TELEPHONE_EVENT_PT} 0-15\r\n",
+            f"a=rtpmap:{TELEPHONE_EVENT_PT} telephone-event/{SAMPLE_RATE}\r\n",
+            f"a=fmtp:{TELEPHONE_EVENT_PT} {TELEPHONE_EVENTS}\r\n",
             "a=ptime:20\r\n",
             "a=sendrecv\r\n",
         ]

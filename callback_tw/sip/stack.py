@@ -1,16 +1,14 @@
 # -*- test-case-name: tests.test_sip_stack -*-
 """
 The SIP stack as a Twisted service: sippy's transaction manager on the
-reactor, the factory of outgoing legs, and the policy for requests nobody
-asked for.
-
-In server-to-server mode every leg goes to the outbound peer server with the
-default caller as From user (the spec: some providers reject a NULL caller).
+reactor (L{callback_tw.sip.adapter}), the factory of outgoing legs, and the
+policy for requests nobody asked for. Where a leg goes is decided by
+L{callback_tw.sip.routing}.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sippy.SipConf import SipConf
 from twisted.application.service import Service
@@ -18,21 +16,11 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succ
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from callback_tw.sip import reactor as sipreactor
+from callback_tw.sip import adapter
 from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg
 
-
-class _SipTraceLogger:
-    """sippy's C{_sip_logger}: every SIP message, to twisted.logger when asked."""
-
-    _log = Logger(namespace="callback_tw.sip.trace")
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def write(self, *args: Any, **kwargs: Any) -> None:
-        if self.enabled:
-            self._log.info("{message}", message="".join(str(a) for a in args))
+if TYPE_CHECKING:
+    from callback_tw.sip.routing import Route
 
 
 class SipStack(Service):
@@ -66,8 +54,7 @@ class SipStack(Service):
         self._requestedPort = port
         self.host = advertisedAddress or address
         self._trace = trace
-        self._tm: sipreactor.ReactorTransactionManager | None = None
-        self._globalConfig: dict[str, Any] = {}
+        self._tm: adapter.ReactorTransactionManager | None = None
         self.port: int | None = None
         self.registrar = registrar
 
@@ -77,20 +64,16 @@ class SipStack(Service):
 
     def startService(self) -> None:
         """Bind the SIP port and start sippy's transaction manager."""
-        sipreactor.useReactor(self._reactor)
+        adapter.useReactor(self._reactor)
         SipConf.my_uaname = USER_AGENT
-        self._globalConfig = {
-            "_sip_address": self._address,
-            "_sip_port": self._requestedPort,
-            "_sip_logger": _SipTraceLogger(self._trace),
-            "_reactor": self._reactor,
-            "_sip_advertised": self.host,
-        }
-        self._tm = sipreactor.ReactorTransactionManager(
-            self._globalConfig, self._incomingRequest
+        self._tm = adapter.startTransactionManager(
+            self._reactor,
+            self._address,
+            self._requestedPort,
+            self.host,
+            self._trace,
+            self._incomingRequest,
         )
-        self._globalConfig["_sip_tm"] = self._tm
-        sipreactor.routeSippyErrors()
         self.port = self._tm.servers()[0].port
         self._log.info(
             "SIP on udp {address}:{port} (advertised as {host})",
@@ -111,7 +94,7 @@ class SipStack(Service):
         if tm is None:
             return succeed(None)
         servers = tm.servers()
-        cancelled = sipreactor.ED2.cancelAll()
+        cancelled = adapter.ED2.cancelAll()
         tm.shutdown()
         self._log.info("SIP stopped ({n} sippy timers cancelled)", n=cancelled)
         stopped = [s.stopped for s in servers if s.stopped is not None]
@@ -120,7 +103,7 @@ class SipStack(Service):
     @property
     def pendingTransactions(self) -> int:
         """Our requests (INVITE, BYE, CANCEL...) still waiting for a final answer."""
-        return 0 if self._tm is None else len(self._tm.tclient)
+        return 0 if self._tm is None else self._tm.pendingClientTransactions
 
     @inlineCallbacks
     def settle(self, timeout: float, interval: float = 0.05) -> Any:
@@ -141,33 +124,24 @@ class SipStack(Service):
     def dial(
         self,
         user: str,
-        callerId: str,
-        target: tuple[str, int],
+        route: Route,
         offer: str,
         listener: ILegListener,
         noAnswerTimeout: float,
         name: str = "",
-        **routeOptions: Any,
     ) -> Leg:
-        """
-        Place an outgoing leg and return it (already dialling).
-
-        @param routeOptions: C{credentials}, C{outboundProxy}, C{fromDomain}
-            of L{Leg}.
-        """
+        """Place an outgoing leg to C{user} by C{route}; it is already dialling."""
         if self._tm is None:
             raise RuntimeError("the SIP stack is not running")
         leg = Leg(
-            self._globalConfig,
+            self._tm.global_config,
             user,
-            callerId,
-            target,
+            route,
             offer,
             listener,
             self._reactor,
             noAnswerTimeout,
             name,
-            **routeOptions,
         )
         leg.dial()
         return leg
@@ -176,11 +150,6 @@ class SipStack(Service):
     def transactionManager(self) -> Any:
         """sippy's transaction manager, while running (for REGISTER clients)."""
         return self._tm
-
-    @property
-    def globalConfig(self) -> dict[str, Any]:
-        """sippy's global configuration of this stack."""
-        return self._globalConfig
 
     def _incomingRequest(self, req: Any, transaction: Any) -> Any:
         """

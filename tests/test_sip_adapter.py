@@ -1,10 +1,11 @@
 """
-Tests for L{callback_tw.sip.reactor}: sippy's timers and UDP on the Twisted
+Tests for L{callback_tw.sip.adapter}: sippy's timers and UDP on the Twisted
 reactor.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 import threading
 
@@ -14,13 +15,15 @@ from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from callback_tw.sip import reactor as sipreactor
+from callback_tw.sip import adapter
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
 from tests.siphelpers import (
+    FAR_ROUTE,
     FakeSipReactor,
     RecordingListener,
     runUntil,
+    startStack,
     useFakeReactor,
 )
 
@@ -32,14 +35,14 @@ class DispatcherInstallTests(SynchronousTestCase):
         loop (and its SIGURG handling and thread) never exists.
         """
         module = sys.modules["sippy.Core.EventDispatcher"]
-        self.assertIs(module.ED2, sipreactor.ED2)
+        self.assertIs(module.ED2, adapter.ED2)
         import sippy.Time.Timeout as timeoutModule
 
-        self.assertIs(timeoutModule.ED2, sipreactor.ED2)
+        self.assertIs(timeoutModule.ED2, adapter.ED2)
 
     def test_loopRefuses(self) -> None:
         """Running sippy's own loop is an error, not a silent second loop."""
-        self.assertRaises(RuntimeError, sipreactor.ED2.loop)
+        self.assertRaises(RuntimeError, adapter.ED2.loop)
 
 
 class TimerTests(SynchronousTestCase):
@@ -69,7 +72,7 @@ class TimerTests(SynchronousTestCase):
         self.clock.advance(5)
         self.assertEqual(self.calls, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(sipreactor.ED2.armedTimers(), [])
+        self.assertEqual(adapter.ED2.armedTimers(), [])
 
     def test_periodicForever(self) -> None:
         """
@@ -136,7 +139,7 @@ class TimerTests(SynchronousTestCase):
         """cancelAll disarms every timer sippy left armed (used at shutdown)."""
         Timeout(self.record, 1.0)
         Timeout(self.record, 2.0, -1)
-        self.assertEqual(sipreactor.ED2.cancelAll(), 2)
+        self.assertEqual(adapter.ED2.cancelAll(), 2)
         self.clock.advance(10)
         self.assertEqual(self.calls, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -149,16 +152,13 @@ class RetransmissionTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.clock = useFakeReactor(self)
-        self.stack = SipStack("127.0.0.1", 0, reactor=self.clock)
-        self.stack.startService()
-        self.addCleanup(self.stack.stopService)
+        self.clock, self.stack = startStack(self)
         self.listener = RecordingListener()
 
     def dial(self, timeout: float = 120):
         offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
         return self.stack.dial(
-            "100", "1000", ("127.0.0.1", 5099), offer, self.listener, timeout, "t/leg1"
+            "100", FAR_ROUTE, offer, self.listener, timeout, "t/leg1"
         )
 
     def test_timerAandB(self) -> None:
@@ -220,6 +220,54 @@ class RetransmissionTests(SynchronousTestCase):
         )
 
 
+class WriteRetryTests(SynchronousTestCase):
+    """A datagram the kernel has no room for (EAGAIN) is written again shortly."""
+
+    def setUp(self) -> None:
+        self.clock, self.stack = startStack(self)
+        self.port = self.clock.ports[0]
+        self.refusals = 0
+        write = self.port.write
+
+        def refusing(data, addr):
+            if self.refusals:
+                self.refusals -= 1
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            write(data, addr)
+
+        self.port.write = refusing
+
+    def dial(self) -> None:
+        offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
+        self.stack.dial("100", FAR_ROUTE, offer, RecordingListener(), 60, "t/leg1")
+
+    def test_retried(self) -> None:
+        """The INVITE refused twice is sent 20 ms later, once."""
+        self.refusals = 2
+        self.dial()
+        self.assertEqual(self.clock.sent, [])
+        self.clock.advance(0.01)
+        self.assertEqual(self.clock.sent, [])
+        self.clock.advance(0.01)
+        self.assertEqual([s.method for s in self.clock.sent], ["INVITE"])
+        self.assertEqual(round(self.clock.sent[0].time, 3), 0.02)
+
+    def test_droppedAtShutdown(self) -> None:
+        """
+        Stopping the stack drops the writes waiting to be retried: none is
+        left on the clock and nothing is sent after.
+        """
+        self.refusals = 1
+        self.dial()
+        self.stack.stopService()
+        writes = [
+            c for c in self.clock.getDelayedCalls() if c.func.__name__ == "_write"
+        ]
+        self.assertEqual(writes, [])
+        self.clock.advance(1)
+        self.assertEqual(self.clock.sent, [])
+
+
 class RealReactorTests(TestCase):
     """The stack on trial's real reactor: UDP, no threads, nothing left dirty."""
 
@@ -230,8 +278,8 @@ class RealReactorTests(TestCase):
         nobody asked for with 403, and runs no thread of its own.
         """
         threadsBefore = threading.active_count()
-        previous = sipreactor.useReactor(reactor)
-        self.addCleanup(sipreactor.useReactor, previous)
+        previous = adapter.useReactor(reactor)
+        self.addCleanup(adapter.useReactor, previous)
         stack = SipStack("127.0.0.1", 0, reactor=reactor)
         stack.startService()
         received: defer.DeferredQueue = defer.DeferredQueue()
@@ -265,7 +313,7 @@ class RealReactorTests(TestCase):
         finally:
             yield client.stopListening()
             yield stack.stopService()
-        self.assertEqual(sipreactor.ED2.armedTimers(), [])
+        self.assertEqual(adapter.ED2.armedTimers(), [])
 
 
 class FakeReactorSanityTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{callback_tw.callback.load}: the overload guard.
+Tests for L{callback_tw.callback.overload}: the overload guard.
 """
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.callback.errors import CallbackRefused
-from callback_tw.callback.load import LagMonitor
 from callback_tw.callback.manager import CallbackManager
+from callback_tw.callback.overload import OverloadGuard
 from tests.test_callback_call import FakeDialer, FakeMedia, request
 
 
-class LagMonitorTests(SynchronousTestCase):
+class OverloadGuardTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.monitor = LagMonitor(self.clock, maxLag=0.1)
-        self.monitor.start()
-        self.addCleanup(self.monitor.stop)
+        self.monitor = OverloadGuard(self.clock, maxLag=0.1)
+        self.monitor.startService()
+        self.addCleanup(self.monitor.stopService)
 
     def runOnTime(self, seconds: float) -> None:
         for _ in range(round(seconds / 0.05)):
@@ -53,15 +53,15 @@ class LagMonitorTests(SynchronousTestCase):
     def test_disabled(self) -> None:
         """max_lag = 0 turns the guard off: no timer at all."""
         clock = Clock()
-        monitor = LagMonitor(clock, maxLag=0)
-        monitor.start()
+        monitor = OverloadGuard(clock, maxLag=0)
+        monitor.startService()
         self.assertEqual(clock.getDelayedCalls(), [])
         clock.advance(10)
         self.assertFalse(monitor.overloaded)
 
     def test_stop(self) -> None:
         """Stopping leaves nothing scheduled."""
-        self.monitor.stop()
+        self.monitor.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
@@ -73,11 +73,13 @@ class ManagerGuardTests(SynchronousTestCase):
         gone callbacks are accepted again.
         """
         clock = Clock()
-        monitor = LagMonitor(clock, maxLag=0.1)
-        monitor.start()
-        self.addCleanup(monitor.stop)
+        monitor = OverloadGuard(clock, maxLag=0.1)
+        monitor.startService()
+        self.addCleanup(monitor.stopService)
         dialer = FakeDialer()
-        manager = CallbackManager(dialer, FakeMedia(), 10, 100, clock, load=monitor)
+        manager = CallbackManager(
+            dialer, FakeMedia(), 10, 100, clock, overloadGuard=monitor
+        )
         running = manager.startCallback(request(callbackId="a"))
         clock.advance(0.5)
         exc = self.assertRaises(

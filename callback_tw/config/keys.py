@@ -1,0 +1,418 @@
+# -*- test-case-name: tests.test_config_keys -*-
+"""
+The configuration keys, each declared once: section, name, the dataclass
+attribute it fills, default, parser (its rule) and help.
+
+Everything else derives from this table: the reader (which keys exist,
+"did you mean", the defaults of keys left out), the dataclasses' defaults,
+the check of the sample file C{etc/callback.ini} and the reference
+C{docs/configuration.md}.  To add a key: add a L{Key} here and a field to its
+dataclass in L{callback_tw.config.model}, then write it in the sample and
+regenerate the reference (C{python3 -m callback_tw.config --markdown}); the
+tests say what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from callback_tw.config import values
+from callback_tw.config.values import Parser
+
+__all__ = ["KEYS", "NO_DEFAULT", "SECTIONS", "Key", "Section", "key", "keysOf"]
+
+
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+#: The default of a key that must be written: reading it when it is left out
+#: parses the empty text, which the key's parser refuses with its reason.
+NO_DEFAULT: Any = _NoDefault()
+
+
+@dataclass(frozen=True)
+class Section:
+    """
+    One INI section.
+
+    @ivar name: as written between brackets.
+    @ivar help: what the section is for.
+    @ivar entries: for a free-form section (its keys are names the operator
+        chooses), the form of one entry, e.g. C{"name = host[:port]"};
+        L{None} for a section of fixed keys.
+    @ivar optional: the section is read only when the file has it.
+    """
+
+    name: str
+    help: str
+    entries: str | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Key:
+    """
+    One configuration key.
+
+    @ivar section: the section's name.
+    @ivar name: the key as written (lower case).
+    @ivar attribute: the dataclass field it fills; a tuple when the parsed
+        value is a tuple spread over several fields.
+    @ivar parser: its rule: text -> value, and value -> text.
+    @ivar help: what it means, as the sample file and the reference say it.
+    @ivar default: the value when the key is left out, or L{NO_DEFAULT}.
+    @ivar example: what the sample file writes when that is not the
+        default (keys the operator must or usually will set).
+    """
+
+    section: str
+    name: str
+    attribute: str | tuple[str, ...]
+    parser: Parser
+    help: str
+    default: Any = NO_DEFAULT
+    example: str | None = None
+
+    @property
+    def defaultText(self) -> str:
+        """
+        The default as written in a file; empty for L{NO_DEFAULT}.
+        """
+        if self.default is NO_DEFAULT:
+            return ""
+        return self.parser.text(self.default)
+
+
+_S2S = "server-to-server mode"
+
+#: Every section, in the order of the sample file (and of reading).
+SECTIONS: tuple[Section, ...] = (
+    Section(
+        "callback",
+        "The inner interface (IIF): where the application servers send"
+        " REQUEST; and the callback policy.",
+    ),
+    Section(
+        "sip",
+        "The SIP socket.  sippy needs a concrete IP to write in Via, Contact"
+        " and SDP: either give address a local IP, or bind the wildcard"
+        " (0.0.0.0) and set advertised_address.  Both a wildcard is an error.",
+    ),
+    Section(
+        "peer_servers",
+        "The only sources of IIF commands (a datagram from anyone else gets no"
+        " answer), and the targets of the legs (outbound_peer).  A host name is"
+        " resolved once at start-up (IPv4).  When a port is given, an IIF"
+        " datagram must come from exactly that port; without one, any port of"
+        " the host is accepted and SIP goes to port 5060.  At least one is"
+        " needed; names use letters, digits, _ . - and are case-insensitive.",
+        entries="name = host[:port]",
+    ),
+    Section(
+        "external_line",
+        "A VoIP provider's account (the spec's \"external line\"), used in"
+        " external line mode (the section is read and checked whenever it is"
+        " present).  The server REGISTERs the line at start, answers 401/407"
+        " digest challenges (MD5, qop=auth), refreshes at half the granted"
+        " expiry, retries with back-off (5 s doubling to 300 s) while the"
+        " provider fails or does not answer, and unregisters (Expires: 0) when"
+        " it stops.  Every leg goes to sip:<user>@<registrar host> through the"
+        " proxy, From = number, answering the provider's INVITE challenges"
+        " with the same credentials.",
+        optional=True,
+    ),
+    Section(
+        "users",
+        "Local users (digest auth).  They REGISTER with this server; a leg to"
+        " a local number goes to the user's registered contact, and fails at"
+        " once (480) when the user is not registered.  Bindings live in memory:"
+        " after a restart the phones must register again.  Numbers are 1-31"
+        " characters from digits, letters and + * # . - _ (case-insensitive)."
+        "  Phones register at this server's SIP address and port, username ="
+        " number, digest MD5 with qop=auth, realm = the SIP host ([sip]"
+        " advertised_address, else address).  Expiry: default 3600 s, at most"
+        " 7200, less than 60 -> 423.  The contact a phone registers must be"
+        " reachable from here (no NAT fix-up).",
+        entries="number = password",
+    ),
+    Section("media", "Announcements, ringback and RTP ports."),
+)
+
+#: Every key of the fixed sections, in the order of the sample file.
+KEYS: tuple[Key, ...] = (
+    # [callback]
+    Key(
+        "callback",
+        "listen_address",
+        "listenAddress",
+        values.address(),
+        "IIF bind address (IPv4 literal or host name)",
+        "0.0.0.0",
+    ),
+    Key(
+        "callback",
+        "listen_port",
+        "listenPort",
+        values.udpPort(allowAny=True),
+        'IIF UDP port, the spec\'s "Local listen port"; 0 = any free port',
+        5080,
+    ),
+    Key(
+        "callback",
+        "external_line_mode",
+        "externalLineMode",
+        values.boolean(),
+        "yes: legs go through the external line (a VoIP provider's account,"
+        " see [external_line], which is then required); no: server-to-server"
+        " mode, legs go to outbound_peer without registration.",
+        False,
+    ),
+    Key(
+        "callback",
+        "default_caller",
+        "defaultCaller",
+        values.sipUser(),
+        f"The From user of both legs in {_S2S}, where it must be set (some"
+        " VoIP providers reject a call with no caller number); 1-31 characters"
+        " from digits, letters and + * # . - _.  In external line mode it is"
+        " used only when [external_line] number is empty.  Default: empty.",
+        "",
+        example="1000",
+    ),
+    Key(
+        "callback",
+        "outbound_peer",
+        "outboundPeer",
+        values.name("a name from [peer_servers]"),
+        "The name of the peer server (see [peer_servers]) that receives both"
+        f" legs: INVITE sip:<user>@<its host:port>.  Must be set in {_S2S};"
+        " not needed in external line mode.  Default: empty.",
+        "",
+        example="pss",
+    ),
+    Key(
+        "callback",
+        "no_answer_timeout",
+        "noAnswerTimeout",
+        values.seconds(),
+        "seconds a leg may ring before it is CANCELled (> 0)",
+        60.0,
+    ),
+    Key(
+        "callback",
+        "max_duration",
+        "maxDuration",
+        values.wholeNumber(1),
+        "cap for a REQUEST's duration, seconds (>= 1); duration=0 means" ' "this cap"',
+        86400,
+    ),
+    Key(
+        "callback",
+        "max_calls",
+        "maxCalls",
+        values.wholeNumber(1),
+        'callbacks at once (>= 1); one more gets "ACK: ...;code=fail;"',
+        1000,
+    ),
+    Key(
+        "callback",
+        "request_memory",
+        "requestMemory",
+        values.seconds(),
+        "Seconds a finished callback's id is remembered (> 0): a REQUEST"
+        " repeated within that time (UDP repeats datagrams) gets the same ACK"
+        " and RESPONSE again and never a second call.",
+        3600.0,
+    ),
+    Key(
+        "callback",
+        "shutdown_timeout",
+        "shutdownTimeout",
+        values.seconds(),
+        "Stopping the service (SIGTERM, Ctrl-C) releases every callback"
+        " (BYE/CANCEL) and sends its RESPONSE at once, then waits up to this"
+        " many seconds (> 0) for those BYEs and CANCELs to be answered (a lost"
+        " one is retransmitted).",
+        5.0,
+    ),
+    Key(
+        "callback",
+        "max_lag",
+        "maxLag",
+        values.seconds(allowZero=True),
+        "Overload guard, seconds (>= 0; 0 = off): while the server runs later"
+        " than this behind its own clock (a sign that the CPU is saturated),"
+        ' new REQUESTs get "ACK: ...;code=fail;" instead of making every'
+        " running callback late (late BYEs, durations that overrun).  Running"
+        " callbacks are not touched.",
+        0.1,
+    ),
+    # [sip]
+    Key(
+        "sip",
+        "address",
+        "address",
+        values.address(),
+        "SIP bind address (IPv4 literal or host name).  Default: 0.0.0.0.",
+        "0.0.0.0",
+        example="127.0.0.1",
+    ),
+    Key(
+        "sip",
+        "port",
+        "port",
+        values.udpPort(allowAny=True),
+        "SIP UDP port; 0 = any free port",
+        5060,
+    ),
+    Key(
+        "sip",
+        "advertised_address",
+        "advertisedAddress",
+        values.address(optional=True, reachable=True),
+        "address for Via/Contact/SDP when it differs from address (NAT);"
+        " empty = address",
+        "",
+    ),
+    Key(
+        "sip",
+        "trace",
+        "trace",
+        values.boolean(),
+        "yes: log every SIP message sent and received",
+        False,
+    ),
+    # [external_line]
+    Key(
+        "external_line",
+        "registrar",
+        ("registrarHost", "registrarAddress"),
+        values.hostPort(
+            keepHost=True, emptyProblem="must be the provider's host[:port], got ''"
+        ),
+        "where REGISTER goes: host[:port], port 5060 by default; the host as"
+        " written is the domain of R-URI/From/To.  No default.",
+        example="sip.provider.example:5060",
+    ),
+    Key(
+        "external_line",
+        "proxy",
+        "proxy",
+        values.hostPort(keepHost=False, emptyProblem=None),
+        "where INVITEs (and REGISTERs) are sent, host[:port]; empty = the" " registrar",
+        None,
+    ),
+    Key(
+        "external_line",
+        "username",
+        "username",
+        values.sipUser(
+            64, emptyProblem="must be the provider account's user name, got ''"
+        ),
+        "the account's digest user name (also To/From user of REGISTER).  No"
+        " default.",
+        example="1234567",
+    ),
+    Key(
+        "external_line",
+        "password",
+        "password",
+        values.password(),
+        "the account's digest password.  No default.",
+        example="secret",
+    ),
+    Key(
+        "external_line",
+        "number",
+        "number",
+        values.sipUser(sayEmpty=True),
+        "the line's number: From user of every leg; empty = [callback]"
+        " default_caller.  Default: empty.",
+        "",
+        example="1234567",
+    ),
+    Key(
+        "external_line",
+        "register",
+        "register",
+        values.boolean(),
+        "no: do not REGISTER (providers that authenticate each call only)",
+        True,
+    ),
+    Key(
+        "external_line",
+        "expires",
+        "expires",
+        values.wholeNumber(10, 86400),
+        "registration lifetime asked for, 10-86400 s (the provider may grant" " less)",
+        3600,
+    ),
+    # [media]
+    Key(
+        "media",
+        "prompts",
+        "prompts",
+        values.directory(),
+        "Directory of announcement audio (<8-digit ann id>.wav,"
+        " digits/0..9.wav); a relative path is relative to the directory of"
+        " the configuration file.",
+        "prompts",
+    ),
+    Key(
+        "media",
+        "default_ann_id1",
+        "defaultAnnId1",
+        values.annId(),
+        "Announcement for user1 when a REQUEST has no ann_id1: exactly 8"
+        ' digits (the spec\'s default "ann1" is 00080002), or empty for none.',
+        "00080002",
+    ),
+    Key(
+        "media",
+        "ringback_frequency",
+        "ringbackFrequency",
+        values.toneFrequency(),
+        "Hz of the ringback tone played while a leg rings; 0 = no ringback",
+        425,
+    ),
+    Key(
+        "media",
+        "ringback_cadence",
+        "ringbackCadence",
+        values.cadence(),
+        "ringback seconds on,off (on > 0, off >= 0)",
+        (1.0, 4.0),
+    ),
+    Key(
+        "media",
+        "rtp_ports",
+        "rtpPorts",
+        values.portRange(),
+        'Local RTP ports, "low-high" (inclusive, 1024-65535), e.g.'
+        " 10000-20000; an empty value means any free port.  One port is used"
+        " per leg while it is not joined.",
+        None,
+    ),
+)
+
+_BY_NAME = {(k.section, k.name): k for k in KEYS}
+
+
+def key(section: str, name: str) -> Key:
+    """
+    The key C{name} of C{section}.
+
+    @raise KeyError: when the table has no such key.
+    """
+    return _BY_NAME[(section, name)]
+
+
+def keysOf(section: str) -> tuple[Key, ...]:
+    """
+    The keys of C{section}, in the table's order (empty for a free-form
+    section).
+    """
+    return tuple(k for k in KEYS if k.section == section)

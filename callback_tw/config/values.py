@@ -1,0 +1,406 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The rules a single value must follow, one L{Parser} per kind of value.
+
+A parser knows nothing of files, sections or keys: it turns the text of one
+value into what the server runs with, or raises L{Invalid} with what is wrong
+(the reader adds where).  It also writes a value back as text, so that the
+key table can state each default once, as a value, and the sample file and
+the reference can show it as it would be written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from callback_tw.syntax import SIP_USER_CHARACTERS, SIP_USER_MAX_LENGTH, isSipUser
+
+__all__ = [
+    "WILDCARD_ADDRESSES",
+    "Context",
+    "HostPort",
+    "Invalid",
+    "Parser",
+    "Resolver",
+    "parseHostPort",
+]
+
+#: Addresses that mean "every local address": good for binding, useless in a
+#: Via, Contact or SDP, which must carry an address a peer can reach.
+WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0"})
+
+#: Turns a host name into one IPv4 address literal; raises L{OSError}.
+Resolver = Callable[[str], str]
+
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+_ANN_ID = re.compile(r"[0-9]{8}\Z")
+_BOOLEANS = {
+    "yes": True,
+    "true": True,
+    "on": True,
+    "1": True,
+    "no": False,
+    "false": False,
+    "off": False,
+    "0": False,
+}
+
+
+class Invalid(ValueError):
+    """
+    A value breaks its rule.
+
+    @ivar problem: what is wrong, one line, the value quoted with C{repr()}.
+    """
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Context:
+    """
+    What parsing a value may need beyond its text.
+
+    @ivar resolve: resolves host names (blocking, start-up only).
+    @ivar baseDir: the configuration file's directory, for relative paths.
+    """
+
+    resolve: Resolver
+    baseDir: str
+
+
+@dataclass(frozen=True)
+class Parser:
+    """
+    One kind of value.
+
+    @ivar rule: what a value must be, in a few words, for the reference.
+    @ivar parse: C{(text, context) -> value}; raises L{Invalid}.
+    @ivar text: C{value -> text}, the value as written in a file.
+    """
+
+    rule: str
+    parse: Callable[[str, Context], Any]
+    text: Callable[[Any], str] = str
+
+
+class HostPort(NamedTuple):
+    """
+    A C{host[:port]} value.
+
+    @ivar host: the host as written (a SIP domain keeps its spelling).
+    @ivar address: C{host} as an IPv4 literal, resolved.
+    @ivar port: the port written, or the default asked for (maybe L{None}).
+    """
+
+    host: str
+    address: str
+    port: int | None
+
+
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _secondsText(value: float) -> str:
+    """C{60.0} as C{"60"}, C{0.1} as C{"0.1"}: the way a person writes it."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def hostAddress(value: str, resolve: Resolver) -> str:
+    """
+    C{value} as an IPv4 literal: kept when it is one, else resolved.
+
+    @raise Invalid: for an IPv6 literal or a name that does not resolve.
+    """
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        pass
+    if ":" in value or value.startswith("["):
+        raise Invalid(f"must be an IPv4 address or a host name, got {value!r}")
+    try:
+        return resolve(value)
+    except (OSError, UnicodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise Invalid(f"cannot resolve {value!r}: {reason}") from None
+
+
+def parseHostPort(value: str, resolve: Resolver, defaultPort: int | None) -> HostPort:
+    """
+    The one reading of C{host[:port]} (peer servers, registrar, proxy): an
+    IPv4 literal or host name, resolved, never a wildcard, and a port from
+    1 to 65535 or C{defaultPort} when none is written.
+
+    @raise Invalid: naming what is wrong with C{value}.
+    """
+    host, sep, portText = value.rpartition(":")
+    if not sep:
+        host, portText = value, ""
+    if ":" in host or host.startswith("["):
+        raise Invalid(f"must be host[:port] with an IPv4 host, got {value!r}")
+    port = defaultPort
+    if sep:
+        if not (_INTEGER.match(portText) and 1 <= int(portText) <= 65535):
+            raise Invalid(f"must be host[:port], port from 1 to 65535, got {value!r}")
+        port = int(portText)
+    if not host:
+        raise Invalid(f"must be host[:port], got {value!r}")
+    address = hostAddress(host, resolve)
+    if address in WILDCARD_ADDRESSES:
+        raise Invalid(f"must be a concrete address, got {value!r}")
+    return HostPort(host, address, port)
+
+
+def boolean() -> Parser:
+    """yes/no, true/false, on/off, 1/0, in any case."""
+
+    def parse(value: str, context: Context) -> bool:
+        try:
+            return _BOOLEANS[value.lower()]
+        except KeyError:
+            raise Invalid(
+                f"must be yes/no/true/false/on/off/1/0, got {value!r}"
+            ) from None
+
+    return Parser("yes or no (also true/false, on/off, 1/0)", parse, _yesNo)
+
+
+def _yesNo(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def wholeNumber(low: int, high: int | None = None) -> Parser:
+    """A whole number from C{low} (to C{high})."""
+    if high is None:
+        wanted = f"a whole number >= {low}"
+    else:
+        wanted = f"a whole number from {low} to {high}"
+
+    def parse(value: str, context: Context) -> int:
+        number = int(value) if _INTEGER.match(value) else None
+        if number is None or number < low or (high is not None and number > high):
+            raise Invalid(f"must be {wanted}, got {value!r}")
+        return number
+
+    return Parser(wanted, parse)
+
+
+def seconds(*, allowZero: bool = False) -> Parser:
+    """A finite number of seconds, > 0 (or >= 0 when C{allowZero})."""
+    wanted = "a number of seconds " + (">= 0" if allowZero else "> 0")
+
+    def parse(value: str, context: Context) -> float:
+        number = _number(value)
+        if number is None or number < 0 or (number == 0 and not allowZero):
+            raise Invalid(f"must be {wanted}, got {value!r}")
+        return number
+
+    return Parser(wanted, parse, _secondsText)
+
+
+def udpPort(*, allowAny: bool) -> Parser:
+    """A UDP port; 0 (any free port) too when C{allowAny}."""
+    wanted = "a UDP port from 1 to 65535"
+    if allowAny:
+        wanted += " (0: any free port)"
+
+    def parse(value: str, context: Context) -> int:
+        number = int(value) if _INTEGER.match(value) else None
+        if number is None or not (0 if allowAny else 1) <= number <= 65535:
+            raise Invalid(f"must be {wanted}, got {value!r}")
+        return number
+
+    return Parser(wanted, parse)
+
+
+def address(*, optional: bool = False, reachable: bool = False) -> Parser:
+    """
+    An IPv4 literal or a host name resolved to one; empty when C{optional};
+    never a wildcard when C{reachable} (it is written for peers to use).
+    """
+    rule = "an IPv4 address or a host name"
+    if optional:
+        rule += ", or empty"
+
+    def parse(value: str, context: Context) -> str:
+        if not value:
+            if optional:
+                return ""
+            raise Invalid("must be an IPv4 address or a host name, got ''")
+        resolved = hostAddress(value, context.resolve)
+        if reachable and resolved in WILDCARD_ADDRESSES:
+            raise Invalid(f"must be an address peers can reach, got {resolved!r}")
+        return resolved
+
+    return Parser(rule, parse)
+
+
+def hostPort(*, keepHost: bool, emptyProblem: str | None) -> Parser:
+    """
+    C{host[:port]}, port 5060 when not written (see L{parseHostPort}).
+
+    @param keepHost: the value is C{(host as written, (address, port))}
+        instead of C{(address, port)}.
+    @param emptyProblem: the error for an empty value, or L{None} when empty
+        means "not set" (the value is then L{None}).
+    """
+
+    def parse(value: str, context: Context) -> Any:
+        if not value:
+            if emptyProblem is not None:
+                raise Invalid(emptyProblem)
+            return None
+        found = parseHostPort(value, context.resolve, 5060)
+        sendTo = (found.address, found.port)
+        return (found.host, sendTo) if keepHost else sendTo
+
+    rule = "host[:port], port 5060 by default"
+    if emptyProblem is None:
+        rule += "; or empty"
+    return Parser(rule, parse, lambda value: "" if value is None else value)
+
+
+def sipUser(
+    maxLength: int = SIP_USER_MAX_LENGTH,
+    *,
+    emptyProblem: str | None = None,
+    sayEmpty: bool = False,
+) -> Parser:
+    """
+    A SIP user (L{callback_tw.syntax}); empty allowed unless C{emptyProblem}
+    says why not.  C{sayEmpty}: the error says that empty is allowed.
+    """
+    wanted = f"1-{maxLength} characters from {SIP_USER_CHARACTERS}"
+    if sayEmpty:
+        wanted = "empty or " + wanted
+
+    def parse(value: str, context: Context) -> str:
+        if not value:
+            if emptyProblem is not None:
+                raise Invalid(emptyProblem)
+            return ""
+        if not isSipUser(value, maxLength):
+            raise Invalid(f"must be {wanted}, got {value!r}")
+        return value
+
+    rule = wanted if emptyProblem is not None or sayEmpty else wanted + ", or empty"
+    return Parser(rule, parse)
+
+
+def name(rule: str) -> Parser:
+    """A name from a free-form section, case-insensitive like INI keys."""
+    return Parser(rule, lambda value, context: value.lower())
+
+
+def password(
+    *,
+    emptyProblem: str = "must not be empty",
+    controlProblem: str = "must not contain control characters",
+) -> Parser:
+    """Any text but empty or with control characters (it goes in a digest)."""
+
+    def parse(value: str, context: Context) -> str:
+        if not value:
+            raise Invalid(emptyProblem)
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise Invalid(controlProblem)
+        return value
+
+    return Parser("any text without control characters", parse)
+
+
+def directory() -> Parser:
+    """An existing directory, relative to the configuration file's."""
+
+    def parse(value: str, context: Context) -> str:
+        if not value:
+            raise Invalid("must name a directory, got ''")
+        path = os.path.join(context.baseDir, os.path.expanduser(value))
+        path = os.path.normpath(path)
+        if not os.path.isdir(path):
+            raise Invalid(f"no such directory: {path!r}")
+        return path
+
+    return Parser("a directory, relative to the configuration file's", parse)
+
+
+def annId() -> Parser:
+    """An 8-digit announcement id, or empty for none."""
+
+    def parse(value: str, context: Context) -> str:
+        if value and not _ANN_ID.match(value):
+            raise Invalid(f"must be exactly 8 digits or empty, got {value!r}")
+        return value
+
+    return Parser("8 digits, or empty", parse)
+
+
+def toneFrequency() -> Parser:
+    """A tone in Hz below 4 kHz (G.711 carries up to 4 kHz), 0 for none."""
+
+    def parse(value: str, context: Context) -> int:
+        if not (_INTEGER.match(value) and 0 <= int(value) <= 3999):
+            raise Invalid(
+                "must be 0 (no ringback) or a tone from 1 to 3999 Hz," f" got {value!r}"
+            )
+        return int(value)
+
+    return Parser("0, or 1 to 3999 Hz", parse)
+
+
+def cadence() -> Parser:
+    """C{on,off} seconds, on > 0 and off >= 0."""
+
+    def parse(value: str, context: Context) -> tuple[float, float]:
+        parts = [_number(p.strip()) for p in value.split(",")]
+        if len(parts) == 2:
+            on, off = parts
+            if on is not None and off is not None and on > 0 and off >= 0:
+                return (on, off)
+        raise Invalid(f"must be 'on,off' seconds, on > 0 and off >= 0, got {value!r}")
+
+    return Parser(
+        "'on,off' seconds, on > 0, off >= 0",
+        parse,
+        lambda value: f"{value[0]!r},{value[1]!r}",
+    )
+
+
+def portRange() -> Parser:
+    """C{low-high}, an inclusive range of unprivileged ports, or empty."""
+
+    def parse(value: str, context: Context) -> tuple[int, int] | None:
+        if not value:
+            return None
+        low, dash, high = (p.strip() for p in value.partition("-"))
+        if not (
+            dash
+            and _INTEGER.match(low)
+            and _INTEGER.match(high)
+            and 1024 <= int(low) <= int(high) <= 65535
+        ):
+            raise Invalid(
+                "must be empty (any free port) or 'low-high' with"
+                f" 1024 <= low <= high <= 65535, got {value!r}"
+            )
+        return (int(low), int(high))
+
+    return Parser(
+        "'low-high' within 1024-65535, or empty",
+        parse,
+        lambda value: "" if value is None else f"{value[0]}-{value[1]}",
+    )

@@ -1,0 +1,289 @@
+"""
+Tests for L{callback_tw.service.CallbackService} as L{callback_tw.tap.buildService}
+assembles it: the whole server started and stopped in-process on a test reactor,
+checking what it binds, in which order, and what an AS sees when it stops.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import succeed
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from callback_tw.config import loadConfig
+from callback_tw.tap import buildService, loadPrompts
+from tests.siphelpers import FarEnd, useFakeReactor
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONFIG = """\
+[callback]
+listen_address = 127.0.0.1
+listen_port = 5080
+default_caller = 1000
+outbound_peer = pss
+max_duration = 600
+shutdown_timeout = 2
+[sip]
+address = 127.0.0.1
+port = 0
+[peer_servers]
+pss = 127.0.0.1:5070
+as1 = 127.0.0.1:6000
+[media]
+prompts = {prompts}
+"""
+
+AS = ("127.0.0.1", 6000)
+"""The application server the tests speak for (a peer server of L{CONFIG})."""
+
+PROVIDER = ("127.0.0.1", 5070)
+"""Where every leg goes: the outbound peer of L{CONFIG}."""
+
+
+class FakeUDPPort:
+    """
+    A bound UDP port of L{ServiceReactor}: records what is written, never sends.
+
+    @ivar how: C{"listenUDP"} or C{"adoptDatagramPort"}.
+    @ivar written: every C{(data, address)} written, in order.
+    @ivar closed: whether C{stopListening} was called.
+    """
+
+    def __init__(
+        self, reactor: ServiceReactor, how: str, host: str, port: int, protocol: Any
+    ) -> None:
+        self._reactor = reactor
+        self.how = how
+        self.host = host
+        self.port = port
+        self.protocol = protocol
+        self.written: list[tuple[bytes, Any]] = []
+        self.closed = False
+
+    def write(self, data: bytes, addr: Any) -> None:
+        self.written.append((data, addr))
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", self.host, self.port)
+
+    def stopListening(self) -> Any:
+        self.closed = True
+        self._reactor.closed.append(self)
+        self.protocol.doStop()
+        return succeed(None)
+
+
+class ServiceReactor(MemoryReactorClock):
+    """
+    L{MemoryReactorClock} with the UDP the server needs (it has no C{listenUDP}):
+    every port bound is recorded in C{bound}, every port closed in C{closed}, in
+    order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bound: list[FakeUDPPort] = []
+        self.closed: list[FakeUDPPort] = []
+        self._nextPort = 40000
+
+    def _bind(self, how: str, host: str, port: int, protocol: Any) -> FakeUDPPort:
+        if port == 0:
+            port, self._nextPort = self._nextPort, self._nextPort + 2
+        bound = FakeUDPPort(self, how, host, port, protocol)
+        self.bound.append(bound)
+        protocol.makeConnection(bound)
+        return bound
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> FakeUDPPort:
+        return self._bind("listenUDP", interface, port, protocol)
+
+    def adoptDatagramPort(
+        self, fileDescriptor: int, addressFamily: int, protocol: Any, maxPacketSize=8192
+    ) -> FakeUDPPort:
+        return self._bind("adoptDatagramPort", "", 0, protocol)
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+    def run(self, seconds: float, step: float = 0.05) -> None:
+        """Let C{seconds} pass in small steps, as a running reactor would."""
+        for _ in range(round(seconds / step)):
+            self.advance(step)
+
+
+class CallbackServiceTests(SynchronousTestCase):
+    """
+    The assembled server, started and stopped on a L{ServiceReactor}.
+    """
+
+    def setUp(self) -> None:
+        # sippy's timers run on one process-wide dispatcher, which the SIP stack
+        # points at its own reactor when it starts; useFakeReactor puts the
+        # previous one back (and cancels leftovers) after the test.
+        useFakeReactor(self)
+        # Starting tunes the process's garbage collector; undo that.
+        self.addCleanup(gc.set_threshold, *gc.get_threshold())
+        self.addCleanup(gc.unfreeze)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "callback.ini")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(CONFIG.format(prompts=os.path.join(_REPO, "etc", "prompts")))
+        config = loadConfig(path)
+        self.reactor = ServiceReactor()
+        self.service = buildService(config, self.reactor, loadPrompts(config))
+
+    def start(self) -> tuple[FakeUDPPort, FakeUDPPort]:
+        """
+        Start the service; return its SIP and IIF ports.
+        """
+        self.service.startService()
+        self.addCleanup(self.stopIfRunning)
+        sip, iif = self.reactor.bound
+        return sip, iif
+
+    def provider(self, sip: FakeUDPPort, message: str) -> None:
+        """The outbound peer sends C{message} to the server's SIP port."""
+        sip.protocol.datagramReceived(message.encode(), PROVIDER)
+        self.reactor.advance(0)
+
+    def stopIfRunning(self) -> None:
+        if self.service.running:
+            self.stop()
+
+    def stop(self) -> None:
+        """
+        Stop the service, letting time pass while it waits, until it has stopped.
+        """
+        d = self.service.stopService()
+        self.reactor.run(self.service.config.callback.shutdownTimeout + 1)
+        self.successResultOf(d)
+
+    def test_bindsSipThenIIF(self) -> None:
+        """
+        Starting binds the SIP port first, then the IIF port on the configured
+        address and port, whose datagrams go to the IIF protocol; nothing else is
+        bound before a callback needs it.
+        """
+        sip, iif = self.start()
+        self.assertEqual(sip.how, "adoptDatagramPort")
+        self.assertEqual(
+            (iif.how, iif.host, iif.port), ("listenUDP", "127.0.0.1", 5080)
+        )
+        self.assertIs(iif.protocol, self.service.iif)
+        self.assertEqual(len(self.reactor.bound), 2)
+        self.assertTrue(self.service.running)
+
+    def test_periodicJobsOnTheReactor(self) -> None:
+        """
+        The overload guard's tick and the full garbage collection are timers of
+        the reactor the service was built with, only while it runs.
+        """
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.start()
+        delays = sorted(
+            c.getTime() - self.reactor.seconds() for c in self.reactor.getDelayedCalls()
+        )
+        self.assertIn(0.05, delays)
+        self.assertIn(600.0, delays)
+        self.stop()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_requestPlacesACall(self) -> None:
+        """
+        A REQUEST from a peer server is acknowledged on the IIF port, user1 is
+        called through the outbound peer, and the leg's RTP port is bound then.
+        """
+        sip, iif = self.start()
+        iif.protocol.datagramReceived(
+            b"REQUEST: id=7;user1=100;user2=101;duration=60;", AS
+        )
+        self.assertEqual(iif.written, [(b"ACK: id=7;code=ok;", AS)])
+        [(invite, destination)] = sip.written
+        self.assertTrue(invite.startswith(b"INVITE sip:100@127.0.0.1:5070"), invite)
+        self.assertEqual(destination, PROVIDER)
+        rtp = self.reactor.bound[2]
+        self.assertEqual((rtp.how, rtp.host), ("listenUDP", "127.0.0.1"))
+        self.assertIn(b"m=audio %d RTP/AVP" % (rtp.port,), invite)
+
+    def test_durationAboveMaximumRefused(self) -> None:
+        """
+        A REQUEST asking for more than max_duration is refused with code=fail and
+        places no call.
+        """
+        sip, iif = self.start()
+        iif.protocol.datagramReceived(
+            b"REQUEST: id=8;user1=100;user2=101;duration=601;", AS
+        )
+        self.assertEqual(iif.written, [(b"ACK: id=8;code=fail;", AS)])
+        self.assertEqual(sip.written, [])
+
+    def test_stopReleasesRunningCallbacks(self) -> None:
+        """
+        Stopping releases a running callback while SIP and the IIF port are up:
+        user1's ringing INVITE is cancelled, the RESPONSE reaches the AS before the
+        IIF port closes, and the service waits for the CANCEL to be answered. The
+        IIF port closes before SIP; once stopped every port is closed and no
+        delayed call is left on the reactor.
+        """
+        sip, iif = self.start()
+        iif.protocol.datagramReceived(
+            b"REQUEST: id=7;user1=100;user2=101;duration=60;", AS
+        )
+        rtp = self.reactor.bound[2]
+        far = FarEnd(port=PROVIDER[1])
+        invite = sip.written[0][0].decode()
+        self.provider(sip, far.response(invite, 180, "Ringing"))
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+        d = self.service.stopService()
+        [(cancel, destination)] = sip.written[1:]
+        self.assertTrue(cancel.startswith(b"CANCEL sip:100@127.0.0.1:5070"), cancel)
+        self.assertEqual(destination, PROVIDER)
+        self.assertEqual(
+            iif.written,
+            [(b"ACK: id=7;code=ok;", AS), (b"RESPONSE: id=7;real_duration=0;", AS)],
+        )
+        self.assertEqual(self.reactor.closed, [rtp])
+        self.provider(sip, far.response(cancel.decode(), 200, "OK"))
+        self.provider(sip, far.response(invite, 487, "Request Terminated"))
+        self.reactor.run(0.1)
+        self.successResultOf(d)
+
+        self.assertEqual(self.service.manager.active, {})
+        self.assertEqual(self.reactor.closed, [rtp, iif, sip])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertFalse(self.service.running)
+        self.assertEqual([e for e in events if "unanswered" in e["log_format"]], [])
+
+    def test_stopGivesUpWaitingAfterTimeout(self) -> None:
+        """
+        A request nobody answers holds the stop for shutdown_timeout seconds at
+        most; then the service says so and stops anyway, leaving nothing behind.
+        """
+        sip, iif = self.start()
+        iif.protocol.datagramReceived(
+            b"REQUEST: id=7;user1=100;user2=101;duration=60;", AS
+        )
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        d = self.service.stopService()
+        self.reactor.run(1.9)
+        self.assertNoResult(d)
+        self.reactor.run(0.2)
+        self.successResultOf(d)
+        [warning] = [e for e in events if "unanswered" in e["log_format"]]
+        self.assertEqual((warning["n"], warning["t"]), (1, 2.0))
+        self.assertEqual(
+            iif.written,
+            [(b"ACK: id=7;code=ok;", AS), (b"RESPONSE: id=7;real_duration=0;", AS)],
+        )
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
