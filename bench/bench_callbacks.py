@@ -438,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.1,
         dest="max_lag",
-        help="the server's overload guard, [callback] max_lag (default 0.1 as shipped; 0: off)",
+        help="the server's overload guard, [callback] max_lag"
+        " (default 0.1 as shipped; 0: off)",
     )
     parser.add_argument(
         "--request-memory",

@@ -205,7 +205,8 @@ class FarEnd:
         """An in-dialog request from the far end (From/To swapped by the caller)."""
         lines = [
             f"{method} {target} SIP/2.0",
-            f"Via: SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK-far-{method}-{cseq}",
+            f"Via: SIP/2.0/UDP {self.host}:{self.port}"
+            f";branch=z9hG4bK-far-{method}-{cseq}",
             "Max-Forwards: 70",
             f"From: {dialogFrom}",
             f"To: {dialogTo}",

@@ -61,7 +61,10 @@ class LegTests(SynchronousTestCase):
         self.assertEqual(self.sent("INVITE")[0].addr, ("127.0.0.1", 5099))
 
     def test_answered(self) -> None:
-        """180 then 200: the owner hears ringing, then the answer with its SDP; ACK sent."""
+        """
+        180 then 200: the owner hears ringing, then the answer with its SDP;
+        ACK sent.
+        """
         self.answer()
         self.assertEqual(self.listener.events, [("ringing",), ("answered", farSdp())])
         self.assertEqual(len(self.sent("ACK")), 1)
@@ -157,7 +160,10 @@ class LegTests(SynchronousTestCase):
         sent in the 200.
         """
         self.answer()
-        self.listener.answerWith = "v=0\r\no=x 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n"
+        self.listener.answerWith = (
+            "v=0\r\no=x 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+            "t=0 0\r\nm=audio 7000 RTP/AVP 0\r\n"
+        )
         reinvite = self.far.inDialog(
             "INVITE", self.invite, 2, self.target, sdp=farSdp(port=6100, version=3)
         )

@@ -44,7 +44,10 @@ class RouterTests(SynchronousTestCase):
         return [s for s in self.clock.sent if s.method == "INVITE"]
 
     def test_peer(self) -> None:
-        """A user who is not local goes to the default route, From the default caller."""
+        """
+        A user who is not local goes to the default route, From the default
+        caller.
+        """
         self.router.dial("555", self.offer, self.listener, "t/leg1")
         (invite,) = self.invites()
         self.assertEqual(invite.firstLine, "INVITE sip:555@127.0.0.1:5070 SIP/2.0")

@@ -214,7 +214,8 @@ class CallbackCall:
             self._duration, self._durationExpired
         )
         self._log.info(
-            "callback {id} user1 answered; duration timer {duration} s started, calling user2",
+            "callback {id} user1 answered; duration timer {duration} s started,"
+            " calling user2",
             id=self.callbackId,
             duration=self._duration,
         )

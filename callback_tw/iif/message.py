@@ -32,6 +32,7 @@ __all__ = [
     "formatAck",
     "formatResponse",
     "parseMessage",
+    "stripLineEnd",
 ]
 
 #: Longest datagram accepted, in bytes (line end included). Real requests are < 200.
@@ -165,7 +166,7 @@ def formatResponse(callbackId: str, realDuration: int) -> bytes:
     )
 
 
-def _stripLineEnd(data: bytes) -> bytes:
+def stripLineEnd(data: bytes) -> bytes:
     """
     Remove one trailing line end (CRLF, LF or CR), which many AS implementations send.
     """
@@ -182,7 +183,7 @@ def _parse(data: bytes, maxDuration: int) -> Request | Cancel:
             f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM_SIZE} bytes"
         )
     try:
-        text = _stripLineEnd(data).decode("ascii")
+        text = stripLineEnd(data).decode("ascii")
     except UnicodeDecodeError:
         raise _Invalid("datagram contains bytes that are not ASCII") from None
     if _CONTROL.search(text):

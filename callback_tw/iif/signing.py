@@ -28,6 +28,8 @@ import hmac
 import os
 import re
 
+from callback_tw.iif.message import stripLineEnd
+
 __all__ = [
     "MIN_KEY_SIZE",
     "BadSignatureError",
@@ -125,17 +127,6 @@ def _mac(data: bytes, key: bytes) -> bytes:
     return hmac.new(key, data, hashlib.sha256).hexdigest().encode("ascii")
 
 
-def _stripLineEnd(data: bytes) -> bytes:
-    """
-    Remove one trailing line end (CRLF, LF or CR), as the IIF codec allows.
-    """
-    if data.endswith(b"\r\n"):
-        return data[:-2]
-    if data.endswith((b"\n", b"\r")):
-        return data[:-1]
-    return data
-
-
 def sign(datagram: bytes, key: bytes, now: float) -> bytes:
     """
     Append C{ts=<now>;sig=<hex>;} to an IIF datagram (command or reply).
@@ -150,7 +141,7 @@ def sign(datagram: bytes, key: bytes, now: float) -> bytes:
     """
     if now < 0:
         raise ValueError(f"now must be >= 0, not {now}")
-    body = _stripLineEnd(datagram)
+    body = stripLineEnd(datagram)
     if not body.endswith(b";"):
         body += b";"
     signed = body + b"ts=%d;" % (int(now),)
@@ -174,7 +165,7 @@ def verify(datagram: bytes, key: bytes, now: float, window: float) -> bytes:
     @raise StaleTimestampError: C{ts} is more than C{window} seconds before C{now}.
     @raise FutureTimestampError: C{ts} is more than C{window} seconds after C{now}.
     """
-    body = _stripLineEnd(datagram)
+    body = stripLineEnd(datagram)
     head, found, tail = body.rpartition(_SIG_PREFIX)
     if not found:
         raise UnsignedError("no sig parameter at the end of the datagram")
@@ -222,7 +213,7 @@ def loadKey(spec: str, baseDir: str | os.PathLike[str] | None) -> bytes:
             path = os.path.join(baseDir, path)
         try:
             with open(path, "rb") as f:
-                key = _stripLineEnd(f.read(4096 + 1))
+                key = stripLineEnd(f.read(4096 + 1))
         except OSError as e:
             raise ValueError(f"key file {path}: {e.strerror or e}") from None
         where = f"key file {path}"

@@ -57,7 +57,7 @@ class AudioStream:
 
     def firstVoiceCodec(self) -> tuple[str, int] | None:
         """The first voice codec of the m= line, as (name, payload type)."""
-        for name, pt in zip(self.codecs, self.payloadTypes):
+        for name, pt in zip(self.codecs, self.payloadTypes, strict=True):
             if name not in NOT_VOICE:
                 return name, pt
         return None

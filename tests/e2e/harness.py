@@ -24,7 +24,7 @@ from twisted.internet import defer
 
 from tests.e2e.loopback import freePort, sleep
 from tests.e2e.peers import ASClient, parseIIF
-from tests.e2e.processes import SIPP, ServerProcess, SippUAS, logProcessOutput
+from tests.e2e.processes import SIPP, ServerProcess, SippUAS, startManaged
 
 __all__ = [
     "SIPP",
@@ -64,11 +64,7 @@ def startCallbackWorld(testCase: Any, reactor: Any = None, **overrides: Any) -> 
     directory = Path(testCase.mktemp())
     directory.mkdir(parents=True)
     uas = SippUAS(str(directory), reactor=reactor)
-    testCase.addCleanup(
-        lambda: logProcessOutput(uas, testCase.id()) if uas.pid else None
-    )
-    testCase.addCleanup(uas.stop)
-    yield uas.start()
+    yield startManaged(testCase, uas)
     client = ASClient(reactor)
     client.start()
     testCase.addCleanup(client.stop)
@@ -76,9 +72,5 @@ def startCallbackWorld(testCase: Any, reactor: Any = None, **overrides: Any) -> 
         str(directory), uas.port, client.port, reactor=reactor, **overrides
     )
     client.defaultTarget = server.iifAddress
-    testCase.addCleanup(
-        lambda: logProcessOutput(server, testCase.id()) if server.pid else None
-    )
-    testCase.addCleanup(server.stop)
-    yield server.start()
+    yield startManaged(testCase, server)
     return CallbackWorld(server, uas, client)

@@ -37,8 +37,7 @@ from tests.e2e.processes import (
     ChildProcess,
     ServerProcess,
     SippUAS,
-    iniValue,
-    logProcessOutput,
+    startManaged,
 )
 
 KAMAILIO = shutil.which("kamailio") or (
@@ -225,17 +224,6 @@ class ExternalLineServer(ServerProcess):
         super().__init__(directory, peerPort, asPorts, reactor=reactor, **overrides)
         self.sections["external_line"] = dict(line)
 
-    def writeConfig(self) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        lines = []
-        for section in ("callback", "sip", "peer_servers", "external_line", "media"):
-            lines.append(f"[{section}]")
-            for key, value in self.sections[section].items():
-                lines.append(f"{key} = {iniValue(value)}")
-            lines.append("")
-        self.configPath.write_text("\n".join(lines))
-        return self.configPath
-
 
 @dataclass
 class ExternalLineWorld:
@@ -274,19 +262,11 @@ def startExternalLineWorld(
     directory.mkdir(parents=True)
     uasArgs = {} if scenario is None else {"scenario": scenario}
     uas = SippUAS(str(directory), reactor=reactor, lifetime=150, **uasArgs)
-    testCase.addCleanup(
-        lambda: logProcessOutput(uas, testCase.id()) if uas.pid else None
-    )
-    testCase.addCleanup(uas.stop)
-    yield uas.start()
+    yield startManaged(testCase, uas)
     provider = (providerClass or KamailioProvider)(
         str(directory), uas.port, maxExpires=maxExpires, reactor=reactor
     )
-    testCase.addCleanup(
-        lambda: logProcessOutput(provider, testCase.id()) if provider.pid else None
-    )
-    testCase.addCleanup(provider.stop)
-    yield provider.start()
+    yield startManaged(testCase, provider)
     client = ASClient(reactor)
     client.start()
     testCase.addCleanup(client.stop)
@@ -305,11 +285,7 @@ def startExternalLineWorld(
         str(directory), uas.port, client.port, values, reactor=reactor, **overrides
     )
     client.defaultTarget = server.iifAddress
-    testCase.addCleanup(
-        lambda: logProcessOutput(server, testCase.id()) if server.pid else None
-    )
-    testCase.addCleanup(server.stop)
-    yield server.start()
+    yield startManaged(testCase, server)
     return ExternalLineWorld(server, provider, uas, client)
 
 

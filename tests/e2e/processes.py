@@ -325,7 +325,7 @@ class ServerProcess(ChildProcess):
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         lines = []
-        for section in ("callback", "sip", "peer_servers", "media"):
+        for section in self.sections:
             lines.append(f"[{section}]")
             for key, value in self.sections[section].items():
                 lines.append(f"{key} = {iniValue(value)}")
@@ -560,3 +560,18 @@ def logProcessOutput(process: ChildProcess, testName: str) -> None:
         status=process.exitStatus.value if process.exitStatus else "running",
         output=process.output,
     )
+
+
+def startManaged(testCase: Any, process: Any) -> Any:
+    """
+    Start C{process} (a L{ChildProcess}) for C{testCase}: on cleanup it is
+    stopped, and its output is logged under the test's id. Cleanups run in
+    reverse order, so what is started last is stopped first.
+
+    @return: the Deferred of C{process.start()}.
+    """
+    testCase.addCleanup(
+        lambda: logProcessOutput(process, testCase.id()) if process.pid else None
+    )
+    testCase.addCleanup(process.stop)
+    return process.start()

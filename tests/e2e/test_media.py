@@ -6,6 +6,7 @@ ports the SIPp phones put in their SDP answers (C{scenarios/uas_media.xml}).
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import struct
@@ -69,7 +70,7 @@ def wavSamples(path: Path) -> list[int]:
 def snr(reference: list[int], decoded: list[int]) -> float:
     """Signal-to-noise ratio in dB of C{decoded} against C{reference}."""
     signal = sum(x * x for x in reference)
-    noise = sum((x - y) ** 2 for x, y in zip(reference, decoded)) or 1
+    noise = sum((x - y) ** 2 for x, y in zip(reference, decoded, strict=False)) or 1
     return 10 * math.log10(signal / noise)
 
 
@@ -125,13 +126,13 @@ class MediaEndToEndTests(TestCase):
         self.assertEqual({p["ssrc"] for p in packets}.__len__(), 1)
         self.assertEqual({p["version"] for p in packets}, {2})
         self.assertEqual({p["pt"] for p in packets}, {0})
-        for a, b in zip(packets, packets[1:]):
+        for a, b in itertools.pairwise(packets):
             self.assertEqual(b["seq"], (a["seq"] + 1) % 65536)
             self.assertEqual(b["ts"], (a["ts"] + 160) % 2**32)
 
     def assertPaced(self, times: list[float]) -> None:
         """20 ms apart, without drift: the median gap and the whole span."""
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         self.assertLess(abs(statistics.median(gaps) - 0.020), 0.003, gaps)
         # Absolute deadlines: the whole run lasts n x 20 ms; sleeping 20 ms
         # after each send would add every delay up.
