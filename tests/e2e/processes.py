@@ -325,7 +325,9 @@ class ServerProcess(ChildProcess):
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         lines = []
-        for section in self.sections:
+        first = ("callback", "sip", "peer_servers")
+        order = [*first, *(name for name in self.sections if name not in first)]
+        for section in order:
             lines.append(f"[{section}]")
             for key, value in self.sections[section].items():
                 lines.append(f"{key} = {iniValue(value)}")
