@@ -64,29 +64,20 @@ _SIGNATURE = re.compile(rb"ts=(\d{1,12});sig=([0-9a-f]{64});")
 
 
 class AckTimeout(Exception):
-    """
-    The server answered none of the attempts to send a command.
-    """
+    """The server answered none of the attempts to send a command."""
 
 
 class CallbackRefused(Exception):
-    """
-    The server answered the REQUEST with C{ACK ... code=fail}: no call was placed.
-    """
+    """The REQUEST got C{ACK ... code=fail}: no call was placed."""
 
 
 class ResponseLost(Exception):
-    """
-    The RESPONSE did not come and asking again for it failed: the server refused
-    the repeated REQUEST (it forgot the id) or stopped answering.
-    """
+    """The RESPONSE is overdue and the server refused or ignored the requery."""
 
 
 @dataclass(frozen=True)
 class Ack:
-    """
-    C{ACK: id=..;code=ok|fail;}.
-    """
+    """C{ACK: id=..;code=ok|fail;}."""
 
     callbackId: str
     ok: bool
@@ -94,9 +85,7 @@ class Ack:
 
 @dataclass(frozen=True)
 class Response:
-    """
-    C{RESPONSE: id=..;real_duration=..;}.
-    """
+    """C{RESPONSE: id=..;real_duration=..;}."""
 
     callbackId: str
     realDuration: int
@@ -126,9 +115,7 @@ class RetryPolicy:
 
 
 def _sign(data: bytes, key: bytes, now: float) -> bytes:
-    """
-    Append C{ts=<now>;sig=<hex HMAC-SHA256 of everything before sig=>;}.
-    """
+    """Append C{ts=<now>;sig=<hex HMAC-SHA256 of everything before sig=>;}."""
     signed = data + b"ts=%d;" % int(now)
     digest = hmac.new(key, signed, hashlib.sha256).hexdigest().encode("ascii")
     return signed + b"sig=" + digest + b";"
@@ -166,17 +153,10 @@ def formatRequest(
     """
     if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
         raise ValueError(f"duration must be an int >= 0, not {duration!r}")
-    params = [
-        ("id", callbackId),
-        ("user1", user1),
-        ("user2", user2),
-        ("duration", str(duration)),
-        ("ann_id1", annId1),
-        ("ann_id2", annId2),
-        ("ann_digit2", annDigit2),
-    ]
+    params = dict(id=callbackId, user1=user1, user2=user2, duration=str(duration))
+    params.update(ann_id1=annId1, ann_id2=annId2, ann_digit2=annDigit2)
     text = "REQUEST: "
-    for name, value in params:
+    for name, value in params.items():
         if value is None:
             continue
         if not _ID.fullmatch(value):

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
+import json
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -15,6 +18,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from callback_tw.cli import client as cli
 from callback_tw.client import (
     Ack,
     AckTimeout,
@@ -40,8 +44,9 @@ class _FakePort:
     A listening UDP port that records what is written.
     """
 
-    def __init__(self, interface: str, port: int) -> None:
+    def __init__(self, interface: str, port: int, protocol: Any) -> None:
         self.interface = interface
+        self.protocol = protocol
         self.port = port
         self.written: list[tuple[bytes, tuple[str, int]]] = []
         self.stopped = False
@@ -62,9 +67,13 @@ class _UDPClock(Clock):
         super().__init__()
         self.rightNow = NOW
         self.ports: list[_FakePort] = []
+        self.triggers: list[tuple[str, str, Any]] = []
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
+        self.triggers.append((phase, event, f))
 
     def listenUDP(self, port: int, protocol: Any, interface: str = "") -> _FakePort:
-        listening = _FakePort(interface, port)
+        listening = _FakePort(interface, port, protocol)
         self.ports.append(listening)
         return listening
 
@@ -528,3 +537,187 @@ class BlockingTests(SynchronousTestCase):
         silent.bind(("127.0.0.1", 0))
         with BlockingCallbackClient(silent.getsockname(), ("127.0.0.1", 0)) as client:
             self.assertRaises(TimeoutError, client.cancel, "x", timeout=0.2)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+ARGS = ["--server", "127.0.0.1:5080", "--id", "7"]
+REQUEST_ARGS = ["request", *ARGS, "--user1", "answer1", "--user2", "hangup5"]
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    C{callback-client}: what a user sees and the exit status.
+    """
+
+    def runCommand(self, argv: list[str], out: io.StringIO | None = None) -> Any:
+        self.clock = _UDPClock()
+        self.out = out if out is not None else io.StringIO()
+        options = cli.Options()
+        options.parseOptions(argv)
+        d = cli.run(self.clock, options, self.out)
+        self.port = self.clock.ports[0]
+        return d
+
+    def reply(self, data: bytes) -> None:
+        self.port.protocol.datagramReceived(data, SERVER)
+
+    def exitCode(self, d: Any) -> int:
+        return self.failureResultOf(d, SystemExit).value.code
+
+    def test_request(self) -> None:
+        """
+        The ACK is printed when it arrives, the RESPONSE when it comes; exit 0.
+        """
+        d = self.runCommand(REQUEST_ARGS + ["--duration", "60", "--ann-digit2", "12"])
+        self.assertEqual(
+            self.port.written[0][0],
+            b"REQUEST: id=7;user1=answer1;user2=hangup5;duration=60;ann_digit2=12;",
+        )
+        self.reply(b"ACK: id=7;code=ok;")
+        self.assertEqual(self.out.getvalue(), "ACK id=7 code=ok\n")
+        self.clock.advance(5)
+        self.reply(b"RESPONSE: id=7;real_duration=5;")
+        self.assertEqual(
+            self.out.getvalue(), "ACK id=7 code=ok\nRESPONSE id=7 real_duration=5\n"
+        )
+        self.assertIsNone(self.successResultOf(d))
+        self.assertTrue(self.port.stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_json(self) -> None:
+        """
+        --json prints one JSON object per event.
+        """
+        d = self.runCommand(REQUEST_ARGS + ["--duration", "0", "--json"])
+        self.reply(b"ACK: id=7;code=ok;")
+        self.clock.advance(2)
+        self.reply(b"RESPONSE: id=7;real_duration=2;")
+        self.successResultOf(d)
+        events = [json.loads(line) for line in self.out.getvalue().splitlines()]
+        self.assertEqual(
+            events,
+            [
+                {"event": "ack", "id": "7", "code": "ok", "elapsed": 0.0},
+                {"event": "response", "id": "7", "real_duration": 2, "elapsed": 2.0},
+            ],
+        )
+
+    def test_refused(self) -> None:
+        """
+        ACK fail is printed and the exit status is 1.
+        """
+        d = self.runCommand(REQUEST_ARGS + ["--duration", "60"])
+        self.reply(b"ACK: id=7;code=fail;")
+        self.assertEqual(self.out.getvalue(), "ACK id=7 code=fail\n")
+        self.assertEqual(self.exitCode(d), 1)
+
+    def test_ackTimeout(self) -> None:
+        """
+        No ACK within --timeout: a clear line and exit 1.
+        """
+        d = self.runCommand(REQUEST_ARGS + ["--duration", "60", "--timeout", "5"])
+        self.clock.advance(5)
+        self.assertEqual(
+            self.out.getvalue(),
+            "TIMEOUT id=7: no ACK from 127.0.0.1:5080 within 5.0 s\n",
+        )
+        self.assertEqual(self.exitCode(d), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_responseTimeout(self) -> None:
+        """
+        An ACK but no RESPONSE within --timeout: a clear line and exit 1.
+        """
+        d = self.runCommand(
+            REQUEST_ARGS + ["--duration", "60", "--timeout", "30", "--json"]
+        )
+        self.reply(b"ACK: id=7;code=ok;")
+        self.clock.advance(30)
+        event = json.loads(self.out.getvalue().splitlines()[-1])
+        self.assertEqual(event["event"], "timeout")
+        self.assertEqual(event["waiting_for"], "response")
+        self.assertEqual(self.exitCode(d), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_liveStatus(self) -> None:
+        """
+        On a terminal a status line is rewritten while waiting and erased
+        before the RESPONSE line.
+        """
+        d = self.runCommand(REQUEST_ARGS + ["--duration", "60"], _Terminal())
+        self.reply(b"ACK: id=7;code=ok;")
+        self.clock.advance(1)
+        status = "\r\x1b[Kid=7 accepted, waiting for the RESPONSE: "
+        self.assertEqual(
+            self.out.getvalue(), f"ACK id=7 code=ok\n{status}0 s{status}1 s"
+        )
+        self.reply(b"RESPONSE: id=7;real_duration=1;")
+        self.assertTrue(
+            self.out.getvalue().endswith("1 s\r\x1b[KRESPONSE id=7 real_duration=1\n")
+        )
+        self.successResultOf(d)
+
+    def test_interrupted(self) -> None:
+        """
+        Stopping the reactor (Ctrl-C) before the answer says so; exit 130.
+        """
+        d = self.runCommand(REQUEST_ARGS + ["--duration", "60"])
+        [(phase, event, trigger)] = self.clock.triggers
+        self.assertEqual((phase, event), ("before", "shutdown"))
+        trigger()
+        self.assertEqual(self.out.getvalue(), "INTERRUPTED id=7: before the answer\n")
+        self.assertEqual(self.exitCode(d), 130)
+
+    def test_cancel(self) -> None:
+        """
+        cancel prints the ACK; exit 0 for ok, 1 for fail.
+        """
+        d = self.runCommand(["cancel", *ARGS])
+        self.assertEqual(self.port.written[0][0], b"CANCEL: id=7;")
+        self.reply(b"ACK: id=7;code=ok;")
+        self.assertEqual(self.out.getvalue(), "ACK id=7 code=ok\n")
+        self.successResultOf(d)
+        d = self.runCommand(["cancel", *ARGS])
+        self.reply(b"ACK: id=7;code=fail;")
+        self.assertEqual(self.exitCode(d), 1)
+
+    def test_keyFile(self) -> None:
+        """
+        --key-file signs what is sent (the line end of the file is not key).
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(KEY + b"\n")
+        self.runCommand(["cancel", *ARGS, "--key-file", path])
+        self.assertEqual(self.port.written[0][0], _sign(b"CANCEL: id=7;", KEY, NOW))
+
+    def test_usage(self) -> None:
+        """
+        Bad usage is a one-line reason after the help, and exit status 2.
+        """
+        short = self.mktemp()
+        with open(short, "wb") as f:
+            f.write(b"short")
+        for argv, reason in [
+            ([], "a command is required"),
+            (["request", *ARGS, "--user1", "a"], "--user2 is required"),
+            (REQUEST_ARGS + ["--duration", "-1"], "--duration must be >= 0"),
+            (
+                ["cancel", "--id", "7", "--server", "5080"],
+                "--server: '5080' is not HOST:PORT",
+            ),
+            (
+                ["cancel", *ARGS, "--key-file", short],
+                "--key-file: the key must be at least 16 bytes",
+            ),
+            (["cancel", *ARGS, "--timeout", "0"], "--timeout must be > 0"),
+        ]:
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            error = self.assertRaises(SystemExit, cli.main, argv)
+            self.assertEqual(error.code, 2, argv)
+            self.assertIn(f"callback-client: {reason}", stderr.getvalue(), argv)
