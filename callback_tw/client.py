@@ -432,12 +432,6 @@ class CallbackClient:
         )
         self._writer = self._port.write
 
-    def getHost(self) -> Any:
-        """
-        Our bound address (an L{IAddress}), for a port chosen by the system.
-        """
-        return self._port.getHost()
-
     def stop(self) -> Deferred[None]:
         """
         Abandon every command in flight (their Deferreds fail with
