@@ -692,8 +692,10 @@ class CommandLineTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(KEY + b"\n")
-        self.runCommand(["cancel", *ARGS, "--key-file", path])
+        d = self.runCommand(["cancel", *ARGS, "--key-file", path])
         self.assertEqual(self.port.written[0][0], _sign(b"CANCEL: id=7;", KEY, NOW))
+        self.reply(_sign(b"ACK: id=7;code=ok;", KEY, NOW))
+        self.successResultOf(d)
 
     def test_usage(self) -> None:
         """
