@@ -576,10 +576,14 @@ class BlockingCallbackClient:
         """
         self._clock = Clock()
         self._clock.rightNow = time.time()
+        self._client = CallbackClient(self._clock, server, bind, key, **options)
         family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_DGRAM)
-        self._socket.bind(bind)
-        self._client = CallbackClient(self._clock, server, bind, key, **options)
+        try:
+            self._socket.bind(bind)
+        except OSError:
+            self._socket.close()
+            raise
         self._client._writer = self._socket.sendto
 
     def __enter__(self) -> BlockingCallbackClient:

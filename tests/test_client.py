@@ -528,6 +528,13 @@ class BlockingTests(SynchronousTestCase):
         expected = b"REQUEST: id=b1;user1=answer1;user2=hangup5;duration=5;"
         self.assertEqual(received, [expected, expected])
 
+    def test_serverIsAnAddress(self) -> None:
+        """
+        The server is given by IP address (replies are matched against it); a
+        host name is a ValueError (C{callback-client} resolves names itself).
+        """
+        self.assertRaises(ValueError, BlockingCallbackClient, ("localhost", 5080))
+
     def test_timeout(self) -> None:
         """
         No answer within C{timeout}: TimeoutError.

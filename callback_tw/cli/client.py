@@ -31,7 +31,6 @@ from twisted.python import usage
 from callback_tw.client import (
     AckTimeout,
     CallbackClient,
-    CallbackRefused,
     PendingCallback,
     ResponseLost,
 )
@@ -249,8 +248,6 @@ async def _awaitResponse(
             f"no RESPONSE within {printer.elapsed():.1f} s {why}".rstrip(),
             waiting_for="response",
         )
-        return 1
-    except CallbackRefused:
         return 1
     finally:
         ticker.stop()
