@@ -305,7 +305,7 @@ class PendingCallback:
                 return
             self._schedule(self._duration + self._client.responseMargin)
         elif not ok:
-            self._close(Failure(ResponseLost(f"{self.callbackId}: requery refused")))
+            self._close(Failure(ResponseLost("the server refused the requery")))
             return
         else:
             self._schedule(self._client.requeryInterval)
@@ -343,7 +343,7 @@ class PendingCallback:
     def _noAck(self) -> None:
         self._sender = None
         if self.acked.called:
-            failure = Failure(ResponseLost(f"{self.callbackId}: no answer to requery"))
+            failure = Failure(ResponseLost("the server did not answer the requery"))
         else:
             failure = Failure(AckTimeout(f"{self.callbackId}: no ACK"))
         self._close(failure)

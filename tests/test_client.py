@@ -650,6 +650,21 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(self.exitCode(d), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_responseLost(self) -> None:
+        """
+        A requery refused by the server ends the wait with a line saying so.
+        """
+        d = self.runCommand(REQUEST_ARGS + ["--duration", "60"])
+        self.reply(b"ACK: id=7;code=ok;")
+        self.clock.advance(150)
+        self.assertEqual(len(self.port.written), 2)
+        self.reply(b"ACK: id=7;code=fail;")
+        self.assertEqual(
+            self.out.getvalue().splitlines()[-1],
+            "TIMEOUT id=7: no RESPONSE after 150.0 s: the server refused the requery",
+        )
+        self.assertEqual(self.exitCode(d), 1)
+
     def test_liveStatus(self) -> None:
         """
         On a terminal a status line is rewritten while waiting and erased

@@ -175,7 +175,9 @@ class _Printer:
             self._statusShown = False
 
 
-def _timeoutAfter(d: Deferred[Any], reactor: Any, printer: _Printer, timeout: Any):
+def _timeoutAfter(
+    d: Deferred[Any], reactor: Any, printer: _Printer, timeout: float | None
+) -> Deferred[Any]:
     if timeout is not None:
         d.addTimeout(max(timeout - printer.elapsed(), 0.0), reactor)
     return d
@@ -240,13 +242,21 @@ async def _awaitResponse(
         realDuration = await _timeoutAfter(
             pending.finished, reactor, printer, config["timeout"]
         )
-    except (defer.TimeoutError, ResponseLost) as e:
-        why = "the server stopped answering" if isinstance(e, ResponseLost) else ""
+    except defer.TimeoutError:
         printer.event(
             "timeout",
             callbackId,
-            f"no RESPONSE within {printer.elapsed():.1f} s {why}".rstrip(),
+            f"no RESPONSE within {printer.elapsed():.1f} s",
             waiting_for="response",
+        )
+        return 1
+    except ResponseLost as e:
+        printer.event(
+            "timeout",
+            callbackId,
+            f"no RESPONSE after {printer.elapsed():.1f} s: {e}",
+            waiting_for="response",
+            reason=str(e),
         )
         return 1
     finally:
