@@ -64,6 +64,9 @@ setup(
         "test": [],
         "dev": ["black", "isort", "ruff"],
     },
+    entry_points={
+        "console_scripts": ["callback-client = callback_tw.cli.client:main"],
+    },
     package_dir={"": "."},
     packages=_packages() + ["twisted.plugins"],
     include_package_data=False,

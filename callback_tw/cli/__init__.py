@@ -1,0 +1,1 @@
+"""Console scripts: callback-client (an AS from the shell) and callback-cdr."""
