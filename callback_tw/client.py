@@ -21,10 +21,7 @@ valid, fresh signature made the same way.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
-import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +35,14 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from callback_tw.iif.message import (
+    Ack,
+    Response,
+    formatCancel,
+    formatRequest,
+    parseServerReply,
+)
+from callback_tw.iif.signing import SignatureError, sign, verify
 from callback_tw.timers import cancelDelayed
 
 __all__ = [
@@ -55,13 +60,6 @@ __all__ = [
     "parseReply",
 ]
 
-_ID = re.compile(r"[!-:<>-~]{1,31}")
-_ACK = re.compile(rb"ACK: id=([!-:<>-~]{1,31});code=(ok|fail);")
-_RESPONSE = re.compile(
-    rb"RESPONSE: id=([!-:<>-~]{1,31});real_duration=(0|[1-9]\d{0,8});"
-)
-_SIGNATURE = re.compile(rb"ts=(\d{1,12});sig=([0-9a-f]{64});")
-
 
 class AckTimeout(Exception):
     """The server answered none of the attempts to send a command."""
@@ -73,22 +71,6 @@ class CallbackRefused(Exception):
 
 class ResponseLost(Exception):
     """The RESPONSE is overdue and the server refused or ignored the requery."""
-
-
-@dataclass(frozen=True)
-class Ack:
-    """C{ACK: id=..;code=ok|fail;}."""
-
-    callbackId: str
-    ok: bool
-
-
-@dataclass(frozen=True)
-class Response:
-    """C{RESPONSE: id=..;real_duration=..;}."""
-
-    callbackId: str
-    realDuration: int
 
 
 @dataclass(frozen=True)
@@ -114,68 +96,6 @@ class RetryPolicy:
             yield min(self.initial * 2**index, self.cap)
 
 
-def _sign(data: bytes, key: bytes, now: float) -> bytes:
-    """Append C{ts=<now>;sig=<hex HMAC-SHA256 of everything before sig=>;}."""
-    signed = data + b"ts=%d;" % int(now)
-    digest = hmac.new(key, signed, hashlib.sha256).hexdigest().encode("ascii")
-    return signed + b"sig=" + digest + b";"
-
-
-def _verify(tail: bytes, data: bytes, key: bytes, now: float, window: float) -> bool:
-    """
-    Whether C{tail} (the C{ts=..;sig=..;} ending C{data}) is a valid signature
-    made with C{key} at most C{window} seconds away from C{now}.
-    """
-    match = _SIGNATURE.fullmatch(tail)
-    if match is None or abs(now - int(match.group(1))) > window:
-        return False
-    signed = data[: len(data) - len(tail)] + b"ts=" + match.group(1) + b";"
-    expected = hmac.new(key, signed, hashlib.sha256).hexdigest().encode("ascii")
-    return hmac.compare_digest(expected, match.group(2))
-
-
-def formatRequest(
-    callbackId: str,
-    user1: str,
-    user2: str,
-    duration: int,
-    annId1: str | None = None,
-    annId2: str | None = None,
-    annDigit2: str | None = None,
-) -> bytes:
-    """
-    Encode a REQUEST in the form the IIF document gives.
-
-    Only framing is checked here (no C{;}, C{=} or space in a value, a whole
-    C{duration}); the server judges everything else and answers C{code=fail}.
-
-    @raise ValueError: for a value that would break the datagram's framing.
-    """
-    if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
-        raise ValueError(f"duration must be an int >= 0, not {duration!r}")
-    params = dict(id=callbackId, user1=user1, user2=user2, duration=str(duration))
-    params.update(ann_id1=annId1, ann_id2=annId2, ann_digit2=annDigit2)
-    text = "REQUEST: "
-    for name, value in params.items():
-        if value is None:
-            continue
-        if not _ID.fullmatch(value):
-            raise ValueError(f"invalid {name} {value!r}")
-        text += f"{name}={value};"
-    return text.encode("ascii")
-
-
-def formatCancel(callbackId: str) -> bytes:
-    """
-    Encode C{CANCEL: id=..;}.
-
-    @raise ValueError: for an id that would break the datagram's framing.
-    """
-    if not _ID.fullmatch(callbackId):
-        raise ValueError(f"invalid id {callbackId!r}")
-    return b"CANCEL: id=%s;" % callbackId.encode("ascii")
-
-
 def parseReply(
     data: bytes, key: bytes | None = None, now: float = 0.0, window: float = 30.0
 ) -> Ack | Response:
@@ -187,22 +107,12 @@ def parseReply(
         not checked.
     @raise ValueError: for anything else.
     """
-    for pattern in (_ACK, _RESPONSE):
-        match = pattern.match(data)
-        if match is not None:
-            break
-    else:
-        raise ValueError("not an ACK or a RESPONSE")
-    tail = data[match.end() :]
     if key is not None:
-        if not _verify(tail, data, key, now, window):
-            raise ValueError("missing, stale or bad signature")
-    elif tail and _SIGNATURE.fullmatch(tail) is None:
-        raise ValueError("unexpected bytes after the reply")
-    callbackId = match.group(1).decode("ascii")
-    if pattern is _ACK:
-        return Ack(callbackId, match.group(2) == b"ok")
-    return Response(callbackId, int(match.group(2)))
+        try:
+            verify(data, key, now, window)
+        except SignatureError as e:
+            raise ValueError(f"reply refused: {e}") from None
+    return parseServerReply(data)
 
 
 def _normaliseHost(host: str) -> str:
@@ -518,7 +428,7 @@ class CallbackClient:
     def _signed(self, data: bytes) -> bytes:
         if self._key is None:
             return data
-        return _sign(data, self._key, self._reactor.seconds())
+        return sign(data, self._key, self._reactor.seconds())
 
     def _write(self, data: bytes) -> None:
         if self._writer is None:

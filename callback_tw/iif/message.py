@@ -6,9 +6,11 @@ An application server (AS) sends C{REQUEST: id=1234;user1=100;user2=101;duration
 (or our extension C{CANCEL: id=1234;}); we answer C{ACK: id=1234;code=ok;} and, when the
 callback is over, C{RESPONSE: id=1234;real_duration=180;}.
 
-This module is a pure codec: bytes in, frozen dataclasses or L{MessageError} out, and
-bytes back for the answers. It does no I/O, keeps no state and imports nothing of ours,
-so every rule of the format can be tested as a table of datagrams.
+This module is a pure codec for both sides: the server parses commands and formats
+replies; an AS (L{callback_tw.client}) formats commands and parses replies. Bytes in,
+frozen dataclasses or L{MessageError} out, and bytes back. It does no I/O, keeps no
+state and imports nothing of ours but the shared user syntax, so every rule of the
+format can be tested as a table of datagrams.
 
 Parsing is strict on purpose: an AS that sends something we do not understand must
 get C{code=fail} at once rather than a callback that does something it did not mean.
@@ -26,6 +28,11 @@ from callback_tw.syntax import isSipUser
 
 __all__ = [
     "MAX_DATAGRAM_SIZE",
+    "Ack",
+    "Response",
+    "formatCancel",
+    "formatRequest",
+    "parseServerReply",
     "Cancel",
     "MessageError",
     "Request",
@@ -47,6 +54,12 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 _METHODS = ("REQUEST", "CANCEL")
+# The server's replies, as L{formatAck} and L{formatResponse} write them.
+_ACK = re.compile(rb"ACK: id=([!-:<>-~]{1,31});code=(ok|fail);")
+_RESPONSE = re.compile(
+    rb"RESPONSE: id=([!-:<>-~]{1,31});real_duration=(0|[1-9]\d{0,8});"
+)
+_SIGNATURE = re.compile(rb"ts=(\d{1,12});sig=([0-9a-f]{64});")
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,90 @@ def formatResponse(callbackId: str, realDuration: int) -> bytes:
         callbackId.encode("ascii"),
         realDuration,
     )
+
+
+# -- the AS side: commands out, replies in
+
+
+@dataclass(frozen=True)
+class Ack:
+    """C{ACK: id=..;code=ok|fail;}."""
+
+    callbackId: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Response:
+    """C{RESPONSE: id=..;real_duration=..;}."""
+
+    callbackId: str
+    realDuration: int
+
+
+def formatRequest(
+    callbackId: str,
+    user1: str,
+    user2: str,
+    duration: int,
+    annId1: str | None = None,
+    annId2: str | None = None,
+    annDigit2: str | None = None,
+) -> bytes:
+    """
+    Encode a REQUEST in the form the IIF document gives.
+
+    Only framing is checked here (no C{;}, C{=} or space in a value, a whole
+    C{duration}); the server judges everything else and answers C{code=fail}.
+
+    @raise ValueError: for a value that would break the datagram's framing.
+    """
+    if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
+        raise ValueError(f"duration must be an int >= 0, not {duration!r}")
+    params = dict(id=callbackId, user1=user1, user2=user2, duration=str(duration))
+    params.update(ann_id1=annId1, ann_id2=annId2, ann_digit2=annDigit2)
+    text = "REQUEST: "
+    for name, value in params.items():
+        if value is None:
+            continue
+        if not _ID.fullmatch(value):
+            raise ValueError(f"invalid {name} {value!r}")
+        text += f"{name}={value};"
+    return text.encode("ascii")
+
+
+def formatCancel(callbackId: str) -> bytes:
+    """
+    Encode C{CANCEL: id=..;}.
+
+    @raise ValueError: for an id that would break the datagram's framing.
+    """
+    if not _ID.fullmatch(callbackId):
+        raise ValueError(f"invalid id {callbackId!r}")
+    return b"CANCEL: id=%s;" % callbackId.encode("ascii")
+
+
+def parseServerReply(data: bytes) -> Ack | Response:
+    """
+    Decode an ACK or a RESPONSE exactly as the server writes it (the AS side
+    of the codec); a trailing C{ts=..;sig=..;} is allowed and not checked
+    here (L{callback_tw.iif.signing.verify} checks it).
+
+    @raise ValueError: for anything else.
+    """
+    for pattern in (_ACK, _RESPONSE):
+        match = pattern.match(data)
+        if match is not None:
+            break
+    else:
+        raise ValueError("not an ACK or a RESPONSE")
+    tail = data[match.end() :]
+    if tail and _SIGNATURE.fullmatch(tail) is None:
+        raise ValueError("unexpected bytes after the reply")
+    callbackId = match.group(1).decode("ascii")
+    if pattern is _ACK:
+        return Ack(callbackId, match.group(2) == b"ok")
+    return Response(callbackId, int(match.group(2)))
 
 
 def stripLineEnd(data: bytes) -> bytes:
