@@ -8,6 +8,8 @@ on the wire, through a real L{SipStack} on a fake reactor.
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.guard import (
@@ -70,7 +72,7 @@ class ReflectionTests(SynchronousTestCase):
         )
 
     def test_viaPort(self) -> None:
-        """A Via naming another port without rport: the answer still goes to the source."""
+        """A Via naming another port, no rport: the answer goes to the source."""
         self.clock.deliver(
             request("OPTIONS", self.stack.port, via=f"127.0.0.1:{VICTIM[1]}"),
             ATTACKER,
@@ -193,10 +195,20 @@ class PerSourceLimitTests(SynchronousTestCase):
 
     def test_blocked(self) -> None:
         """
-        Beyond 5 requests in a second a source is ignored for 30 s, then
-        served again; another source is served meanwhile.
+        Beyond 5 requests in a second a source is ignored for 30 s (one
+        warning says so), then served again; another source is served
+        meanwhile.
         """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.assertEqual(self.send(20), 5)
+        warnings = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn]
+        self.assertEqual(
+            warnings,
+            [
+                "SIP from 127.0.0.1 ignored for 30 s: more than 5 requests"
+                " outside our calls in a second"
+            ],
+        )
         self.clock.advance(1)
         self.assertEqual(self.send(1), 0)
         self.assertEqual(self.send(1, source=("127.0.0.3", 5099)), 1)

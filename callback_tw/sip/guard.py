@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from twisted.logger import Logger
+
 __all__ = [
     "FailureLimiter",
     "LogLimiter",
@@ -111,7 +113,8 @@ class SourceLimiter:
     address; a source that sends more is ignored for C{blockTime} seconds.
 
     Requests within our own dialogs never come here: a provider that floods
-    us with garbage keeps its calls.
+    us with garbage keeps its calls. Each block is logged once (at most
+    L{LogLimiter.burst} lines per interval however many sources).
 
     @ivar rate: requests per second allowed from one source; 0: no limit.
     @ivar blockTime: seconds a source is ignored once over the limit.
@@ -125,6 +128,9 @@ class SourceLimiter:
         self._clock = clock
         #: host -> [window start, requests in the window, blocked until]
         self._sources = _Bounded(maxSources)
+        self._blockLines = LogLimiter(clock)
+
+    _log = Logger()
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -146,6 +152,16 @@ class SourceLimiter:
         state[1] += 1
         if state[1] > self.rate:
             state[2] = now + self.blockTime
+            dropped = self._blockLines.allow(None)
+            if dropped is not None:
+                self._log.warn(
+                    "SIP from {host} ignored for {seconds:g} s: more than"
+                    " {rate} requests outside our calls in a second{dropped}",
+                    host=host,
+                    seconds=self.blockTime,
+                    rate=self.rate,
+                    dropped=f" (+{dropped} more blocks not logged)" if dropped else "",
+                )
             return False
         return True
 
