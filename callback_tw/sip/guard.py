@@ -189,7 +189,7 @@ class FailureLimiter:
         self.window = window
         self.lockTime = lockTime
         self._clock = clock
-        #: key -> [times of recent failures..., locked until] as a list
+        #: key -> {"times": recent failures, "until": end of the lock-out}
         self._keys = _Bounded(maxKeys)
 
     def failed(self, key: str) -> bool:
