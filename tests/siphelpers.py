@@ -60,9 +60,12 @@ def bodyOf(message: str) -> str:
 class FakeUdpPort:
     """What C{adoptDatagramPort} returns: records writes, never sends."""
 
-    def __init__(self, clock: Clock, protocol: object, fd: int) -> None:
+    def __init__(
+        self, clock: Clock, protocol: object, fd: int, maxPacketSize: int
+    ) -> None:
         self._clock = clock
         self.protocol = protocol
+        self.maxPacketSize = maxPacketSize
         self.sent: list[Sent] = []
         self.closed = False
 
@@ -88,7 +91,7 @@ class FakeSipReactor(Clock):
         self.ports: list[FakeUdpPort] = []
 
     def adoptDatagramPort(self, fd, family, protocol, maxPacketSize=8192):
-        port = FakeUdpPort(self, protocol, fd)
+        port = FakeUdpPort(self, protocol, fd, maxPacketSize)
         self.ports.append(port)
         return port
 
@@ -99,9 +102,13 @@ class FakeSipReactor(Clock):
     def sent(self) -> list[Sent]:
         return [s for p in self.ports for s in p.sent]
 
-    def deliver(self, data: str, addr: tuple[str, int] = ("127.0.0.1", 5099)) -> None:
+    def deliver(
+        self, data: str | bytes, addr: tuple[str, int] = ("127.0.0.1", 5099)
+    ) -> None:
         """A datagram arrives at the server's SIP port."""
-        self.ports[-1].protocol.datagramReceived(data.encode(), addr)
+        if isinstance(data, str):
+            data = data.encode()
+        self.ports[-1].protocol.datagramReceived(data, addr)
 
     def settle(self) -> None:
         """Run what is due now (events queued for a later turn)."""
@@ -122,15 +129,21 @@ def useFakeReactor(testCase) -> FakeSipReactor:
     return clock
 
 
-def startStack(testCase) -> tuple[FakeSipReactor, SipStack]:
+def startStack(testCase, **kwargs) -> tuple[FakeSipReactor, SipStack]:
     """
     A L{SipStack} on 127.0.0.1 (any free port) driven by a
     L{FakeSipReactor}, started now and stopped after the test.
 
+    Without C{maxRequestsPerSource} in C{kwargs} the per-source limit is
+    off: these tests send many requests from one address at one instant of
+    the fake clock (the limit has its own tests).
+
+    @param kwargs: more keywords for L{SipStack}.
     @return: the reactor and the stack.
     """
     clock = useFakeReactor(testCase)
-    stack = SipStack("127.0.0.1", 0, reactor=clock)
+    kwargs.setdefault("maxRequestsPerSource", 0)
+    stack = SipStack("127.0.0.1", 0, reactor=clock, **kwargs)
     stack.startService()
     testCase.addCleanup(stack.stopService)
     return clock, stack

@@ -285,6 +285,24 @@ KEYS: tuple[Key, ...] = (
         "yes: log every SIP message sent and received",
         False,
     ),
+    Key(
+        "sip",
+        "max_requests_per_source",
+        "maxRequestsPerSource",
+        values.wholeNumber(0),
+        "requests outside our calls (INVITE, OPTIONS, REGISTER, bad"
+        " messages...) per second from one address before it is ignored"
+        " for block_time; requests in our calls are never limited; 0 = no limit",
+        50,
+    ),
+    Key(
+        "sip",
+        "block_time",
+        "blockTime",
+        values.seconds(),
+        "seconds an address over max_requests_per_source is ignored",
+        60.0,
+    ),
     # [external_line]
     Key(
         "external_line",

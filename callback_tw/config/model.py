@@ -151,12 +151,18 @@ class SipConfig:
         differs from C{address} (NAT, wildcard bind); empty when not set
         (C{advertised_address}).
     @ivar trace: log every SIP message sent and received (C{trace}).
+    @ivar maxRequestsPerSource: requests outside our dialogs per second
+        from one address before it is ignored, 0 for no limit
+        (C{max_requests_per_source}).
+    @ivar blockTime: seconds such an address is ignored (C{block_time}).
     """
 
     address: str = _default("sip", "address")
     port: int = _default("sip", "port")
     advertisedAddress: str = _default("sip", "advertised_address")
     trace: bool = _default("sip", "trace")
+    maxRequestsPerSource: int = _default("sip", "max_requests_per_source")
+    blockTime: float = _default("sip", "block_time")
 
     @property
     def sipHost(self) -> str:

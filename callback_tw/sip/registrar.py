@@ -9,12 +9,21 @@ L{Router} asks L{Registrar.isLocal} and L{Registrar.contactFor} where a leg
 to a local number goes.
 
 Why the choices:
-  - Nonces are stateless: C{<time>.<salt>.<HMAC(secret, time.salt)>}, valid
+  - Nonces are stateless: C{<time>.<serial>.<salt>.<HMAC(secret, ...)>},
+    valid
     C{nonceLifetime} seconds of reactor time, so a restart or a flood of
     unauthenticated REGISTERs costs no memory. Only the nonce counts seen
     (C{nc}) are remembered, for the nonces' lifetime, to refuse a replayed
     Authorization (the digest does not cover Contact: a replay could
-    otherwise move a user's calls elsewhere).
+    otherwise move a user's calls elsewhere). That table is bounded; a
+    nonce pushed out of it while still alive can never be used again (every
+    untracked nonce whose serial is at most the highest one pushed out is
+    stale), so no amount of other REGISTERs makes a captured one
+    replayable.
+  - The digest C{uri} must be the Request-URI (RFC 2617 3.2.2.5).
+  - Guessing is limited: C{maxFailures} failed attempts within
+    C{failureWindow} seconds lock the user and the source address out for
+    C{lockTime} seconds (403 without checking).
   - Users are not revealed: any REGISTER without credentials gets the same
     401, and any wrong credentials the same 403, whether the number exists
     or not.
@@ -25,11 +34,10 @@ Why the choices:
 from __future__ import annotations
 
 import hmac
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from hashlib import md5, sha256
+from hashlib import sha256
 from typing import Any
 
 from sippy.SipContact import SipContact
@@ -37,6 +45,14 @@ from sippy.SipHeader import SipHeader
 from twisted.logger import Logger
 
 from callback_tw.sip.adapter import NamedHeader
+from callback_tw.sip.digest import (
+    BadRequest,
+    digestResponse,
+    parseDigest,
+    sameText,
+    sameUri,
+)
+from callback_tw.sip.guard import FailureLimiter, LogLimiter, printable
 
 #: RFC 3261 10.2.1.1: what a Contact without expires gets.
 DEFAULT_EXPIRES = 3600
@@ -51,12 +67,6 @@ NONCE_LIFETIME = 300
 MAX_BINDINGS = 10
 #: Nonces whose counts are remembered at once (older ones are dropped first).
 MAX_TRACKED_NONCES = 10000
-
-_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
-
-
-class BadRequest(ValueError):
-    """A REGISTER this registrar cannot make sense of: 400 with this reason."""
 
 
 @dataclass
@@ -81,54 +91,6 @@ class Binding:
     cseq: int
 
 
-def parseDigest(value: str) -> dict[str, str]:
-    """
-    The parameters of a C{Digest} credentials header, names lower-case and
-    quotes removed.
-
-    @raise BadRequest: when it is not Digest or not name=value pairs.
-    """
-    scheme, _, rest = value.strip().partition(" ")
-    if scheme.lower() != "digest":
-        raise BadRequest(f"unsupported authorization scheme {scheme!r}")
-    params: dict[str, str] = {}
-    pos = 0
-    rest = rest.strip()
-    while pos < len(rest):
-        match = _PARAM.match(rest, pos)
-        if match is None or match.end() == pos:
-            raise BadRequest("malformed Digest credentials")
-        name, raw = match.group(1).lower(), match.group(2)
-        if raw.startswith('"'):
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
-        params[name] = raw
-        pos = match.end()
-    return params
-
-
-def digestResponse(
-    username: str,
-    realm: str,
-    password: str,
-    method: str,
-    uri: str,
-    nonce: str,
-    qop: str | None,
-    nc: str | None,
-    cnonce: str | None,
-) -> str:
-    """RFC 2617 3.2.2.1 request-digest, MD5, qop absent or C{auth}."""
-
-    def h(text: str) -> str:
-        return md5(text.encode()).hexdigest()
-
-    ha1 = h(f"{username}:{realm}:{password}")
-    ha2 = h(f"{method}:{uri}")
-    if qop:
-        return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
-    return h(f"{ha1}:{nonce}:{ha2}")
-
-
 class Registrar:
     """
     Answers REGISTER for the local users and knows where they are.
@@ -148,11 +110,19 @@ class Registrar:
         maxExpires: int = MAX_EXPIRES,
         defaultExpires: int = DEFAULT_EXPIRES,
         nonceLifetime: float = NONCE_LIFETIME,
+        maxFailures: int = 5,
+        failureWindow: float = 60.0,
+        lockTime: float = 300.0,
+        maxTrackedNonces: int = MAX_TRACKED_NONCES,
     ) -> None:
         """
         @param users: number -> password.
         @param realm: the digest realm (the server's SIP host by default).
         @param reactor: for the time (IReactorTime).
+        @param maxFailures: failed digest attempts within C{failureWindow}
+            seconds that lock a user, and a source address, out for
+            C{lockTime} seconds; 0: never locked.
+        @param maxTrackedNonces: nonces whose counts are kept at once.
         """
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
@@ -166,8 +136,20 @@ class Registrar:
         self.nonceLifetime = nonceLifetime
         self._secret = secrets.token_bytes(32)
         self._bindings: dict[str, list[Binding]] = {}
-        #: nonce -> (issued at, highest nc used); insertion order = age.
-        self._nonceCounts: dict[str, tuple[float, int]] = {}
+        self.maxTrackedNonces = maxTrackedNonces
+        #: nonce -> (issued at, serial, highest nc used); insertion order =
+        #: order of first use.
+        self._nonceCounts: dict[str, tuple[float, int, int]] = {}
+        #: serial of the next nonce; nonces of another run fail the MAC.
+        self._nextSerial = 0
+        #: the highest serial of a live nonce dropped from that table: an
+        #: untracked nonce with a serial up to it may have been used.
+        self._untrackedUpTo = -1
+        self._failures = FailureLimiter(
+            reactor, max(maxFailures, 1), failureWindow, lockTime
+        )
+        self._lockouts = maxFailures > 0
+        self._logLimiter = LogLimiter(reactor)
 
     # -- the locator ---------------------------------------------------------
 
@@ -233,23 +215,55 @@ class Registrar:
         credentials = self._credentials(req)
         if credentials is None:
             return self._challenge(req, stale=False)
+        host = source.rpartition(":")[0]
+        username = credentials.get("username", "").lower()
+        if self._lockouts and (
+            self._failures.locked(username) or self._failures.locked(host)
+        ):
+            self._refused(user, source, "locked out after failed attempts")
+            return _respond(req, 403, "Forbidden")
         verdict = self._verify(req, user, credentials)
         if verdict == "stale":
             self._log.info(
                 "REGISTER {user} from {source}: stale nonce, 401",
-                user=user,
+                user=printable(user, 40),
                 source=source,
             )
             return self._challenge(req, stale=True)
         if verdict != "ok":
-            self._log.warn(
-                "REGISTER {user} from {source} refused: {why}, 403",
-                user=user,
-                source=source,
-                why=verdict,
-            )
+            self._failed(username, host, source)
+            self._refused(user, source, verdict)
             return _respond(req, 403, "Forbidden")
         return self._updateBindings(req, user, callId, cseq, source)
+
+    def _failed(self, username: str, host: str, source: str) -> None:
+        """Count a failed attempt against the user and the address."""
+        if not self._lockouts:
+            return
+        for key, what in ((username, "user"), (host, "address")):
+            if key and self._failures.failed(key):
+                self._log.warn(
+                    "REGISTER: {what} {key} locked out for {seconds:.0f} s"
+                    " after {n} failed attempts (last from {source})",
+                    what=what,
+                    key=printable(key, 40),
+                    seconds=self._failures.lockTime,
+                    n=self._failures.maxFailures,
+                    source=source,
+                )
+
+    def _refused(self, user: str, source: str, why: str) -> None:
+        """One warning per source per interval about refused REGISTERs."""
+        dropped = self._logLimiter.allow(source.rpartition(":")[0])
+        if dropped is None:
+            return
+        self._log.warn(
+            "REGISTER {user} from {source} refused: {why}, 403{dropped}",
+            user=printable(user, 40),
+            source=source,
+            why=printable(why, 80),
+            dropped=f" (+{dropped} not logged)" if dropped else "",
+        )
 
     def _credentials(self, req: Any) -> dict[str, str] | None:
         """
@@ -296,13 +310,15 @@ class Registrar:
             nc,
             cnonce,
         )
-        correct = _same(expected, response.lower())
+        correct = sameText(expected, response.lower())
         if password is None or not correct:
             return "wrong credentials"
         if username.lower() != user.lower():
             return f"credentials of {username} for {user}"
+        if not sameUri(uri, req.getRURI()):
+            return "digest uri is not the Request-URI"
         now = self._reactor.seconds()
-        if not 0 <= now - issued <= self.nonceLifetime:
+        if not 0 <= now - issued[0] <= self.nonceLifetime:
             return "stale"
         if not self._countNonce(nonce, issued, nc):
             return "stale"
@@ -314,41 +330,54 @@ class Registrar:
         return hmac.new(self._secret, text.encode(), sha256).hexdigest()[:32]
 
     def _newNonce(self) -> str:
-        stamp = f"{int(self._reactor.seconds() * 1000):x}.{secrets.token_hex(4)}"
+        serial, self._nextSerial = self._nextSerial, self._nextSerial + 1
+        millis = int(self._reactor.seconds() * 1000)
+        stamp = f"{millis:x}.{serial:x}.{secrets.token_hex(4)}"
         return f"{stamp}.{self._mac(stamp)}"
 
-    def _nonceIssued(self, nonce: str) -> float | None:
-        """When we issued C{nonce} (seconds), or None if we did not."""
+    def _nonceIssued(self, nonce: str) -> tuple[float, int] | None:
+        """
+        When we issued C{nonce} (seconds) and its serial, or None if we did
+        not issue it.
+        """
         stamp, _, mac = nonce.rpartition(".")
-        if not stamp or not _same(self._mac(stamp), mac):
+        if not stamp or not sameText(self._mac(stamp), mac):
             return None
         try:
-            return int(stamp.split(".", 1)[0], 16) / 1000.0
+            millis, serial, _ = stamp.split(".")
+            return int(millis, 16) / 1000.0, int(serial, 16)
         except ValueError:
             return None
 
-    def _countNonce(self, nonce: str, issued: float, nc: str | None) -> bool:
+    def _countNonce(
+        self, nonce: str, issued: tuple[float, int], nc: str | None
+    ) -> bool:
         """
         Record one use of C{nonce}: False for a replay (an nc not above
-        the last one seen, or a second use without qop).
+        the last one seen, or a second use without qop), and for a nonce
+        that may have been used but is no longer tracked (stale).
         """
         try:
             count = int(nc, 16) if nc else 0
         except ValueError:
             return False
         now = self._reactor.seconds()
-        for old in list(self._nonceCounts):
-            at, _ = self._nonceCounts[old]
-            if (
-                now - at <= self.nonceLifetime
-                and len(self._nonceCounts) < MAX_TRACKED_NONCES
-            ):
+        table = self._nonceCounts
+        while table:
+            oldest = next(iter(table))
+            at, serial, _ = table[oldest]
+            alive = now - at <= self.nonceLifetime
+            if alive and len(table) < self.maxTrackedNonces:
                 break
-            del self._nonceCounts[old]
-        last = self._nonceCounts.get(nonce)
-        if last is not None and (count == 0 or count <= last[1]):
+            if alive:
+                self._untrackedUpTo = max(self._untrackedUpTo, serial)
+            del table[oldest]
+        last = table.get(nonce)
+        if last is None and issued[1] <= self._untrackedUpTo:
             return False
-        self._nonceCounts[nonce] = (issued, count)
+        if last is not None and (count == 0 or count <= last[2]):
+            return False
+        table[nonce] = (issued[0], issued[1], count)
         return True
 
     def _challenge(self, req: Any, stale: bool) -> Any:
@@ -508,13 +537,6 @@ class Registrar:
                 )
             )
         return resp
-
-
-def _same(a: str, b: str) -> bool:
-    """Constant-time comparison that takes any text a phone sends."""
-    return hmac.compare_digest(
-        a.encode("utf-8", "replace"), b.encode("utf-8", "replace")
-    )
 
 
 def _respond(req: Any, code: int, reason: str) -> Any:

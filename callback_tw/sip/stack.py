@@ -17,6 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from callback_tw.sip import adapter
+from callback_tw.sip.guard import LogLimiter, SourceLimiter, isScanner, printable
 from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg
 
 if TYPE_CHECKING:
@@ -41,11 +42,16 @@ class SipStack(Service):
         trace: bool = False,
         reactor: Any = None,
         registrar: Any = None,
+        maxRequestsPerSource: int = 50,
+        blockTime: float = 60.0,
     ) -> None:
         """
         @param registrar: answers REGISTER for local users
             (L{callback_tw.sip.registrar.Registrar}); None: REGISTER gets
             403 like anything else nobody asked for.
+        @param maxRequestsPerSource: requests outside our dialogs per second
+            from one address before it is ignored (0: no limit).
+        @param blockTime: seconds such an address is then ignored.
         """
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
@@ -57,6 +63,9 @@ class SipStack(Service):
         self._tm: adapter.ReactorTransactionManager | None = None
         self.port: int | None = None
         self.registrar = registrar
+        #: the per-source limit on requests outside our dialogs.
+        self.guard = SourceLimiter(maxRequestsPerSource, blockTime, reactor)
+        self._refusals = LogLimiter(reactor)
 
     @property
     def reactor(self) -> Any:
@@ -73,6 +82,7 @@ class SipStack(Service):
             self.host,
             self._trace,
             self._incomingRequest,
+            self.guard,
         )
         self.port = self._tm.servers()[0].port
         self._log.info(
@@ -153,26 +163,41 @@ class SipStack(Service):
 
     def _incomingRequest(self, req: Any, transaction: Any) -> Any:
         """
-        A request that belongs to none of our dialogs.
+        A request that belongs to none of our dialogs; what to answer it,
+        as sippy's C{(response, cancel callback, no-ACK callback)} or None
+        for no answer. The transaction manager sends the answer once,
+        statelessly, to the request's real source.
 
-        This server places calls; it does not take them. OPTIONS (a
-        provider's keep-alive) gets 200; a request for a dialog we do not
-        know gets 481; anything else 403, and never starts a call.
+        This server places calls; it does not take them. A known scanner
+        (L{isScanner}) gets nothing; OPTIONS (a provider's keep-alive) gets
+        200; a request for a dialog we do not know 481; anything else 403,
+        and never starts a call. Lines about refusals are rate-limited per
+        source.
         """
         method = req.getMethod()
         source = req.getSource()
+        if req.countHFs("user-agent") and isScanner(str(req.getHFBody("user-agent"))):
+            self._refused(method, source, "scanner, no answer")
+            return None
         if method == "REGISTER" and self.registrar is not None:
             return (self.registrar.handleRegister(req), None, None)
         if method == "OPTIONS":
             return (req.genResponse(200, "OK"), None, None)
         if req.getHFBody("to").getTag() is not None:
-            self._log.info(
-                "{method} from {source} for an unknown dialog: 481",
-                method=method,
-                source=source,
-            )
+            self._refused(method, source, "for an unknown dialog: 481")
             return (req.genResponse(481, "Call/Transaction Does Not Exist"), None, None)
-        self._log.info(
-            "{method} from {source} refused: 403", method=method, source=source
-        )
+        self._refused(method, source, "refused: 403")
         return (req.genResponse(403, "Forbidden"), None, None)
+
+    def _refused(self, method: str, source: tuple[str, int], what: str) -> None:
+        dropped = self._refusals.allow(source[0])
+        if dropped is None:
+            return
+        self._log.info(
+            "{method} from {host}:{port} {what}{dropped}",
+            method=printable(method, 20),
+            host=source[0],
+            port=source[1],
+            what=what,
+            dropped=f" (+{dropped} not logged)" if dropped else "",
+        )

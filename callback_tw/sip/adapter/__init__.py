@@ -10,6 +10,8 @@ The only code that stands in for, subclasses or patches sippy.
   - L{transactions}: sippy's transaction manager, on that transport, fixed.
   - L{ua}: sippy's UA and INVITE event, fixed for outgoing legs.
   - L{headers}: response headers sippy has no class for.
+  - L{patches}: module-level fixes (parse-error responses, escaping of the
+    user part of URIs).
 
 The rest of C{callback_tw.sip} uses sippy's public objects and what this
 package exports.
@@ -23,11 +25,14 @@ from callback_tw.sip.adapter.dispatcher import ED2, useReactor  # isort: skip
 
 from callback_tw.sip.adapter.errors import routeSippyErrors
 from callback_tw.sip.adapter.headers import NamedHeader
+from callback_tw.sip.adapter.patches import installPatches
 from callback_tw.sip.adapter.transactions import (
     ReactorTransactionManager,
     startTransactionManager,
 )
 from callback_tw.sip.adapter.ua import DialogUA, Invite
+
+installPatches()
 
 __all__ = [
     "ED2",

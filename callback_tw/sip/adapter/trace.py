@@ -28,4 +28,6 @@ class SipTraceLogger:
 
     def write(self, *args: Any, **kwargs: Any) -> None:
         if self.enabled:
-            self._log.info("{message}", message="".join(str(a) for a in args))
+            # Not "message": Twisted's legacy log bridge owns that key and
+            # the line would read "()".
+            self._log.info("{sipMessage}", sipMessage="".join(str(a) for a in args))

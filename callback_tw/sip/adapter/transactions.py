@@ -7,18 +7,68 @@ behind methods of our own.
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
+import sippy.SipTransactionManager as _sippyTM
 from sippy.SipTransactionManager import SipTransactionManager
 from sippy.Time.Timeout import Timeout
 from sippy.Udp_server import Udp_server_opts
+from twisted.logger import Logger
 
-from callback_tw.sip.adapter.errors import routeSippyErrors
+from callback_tw.sip.adapter.errors import dumpException, routeSippyErrors
 from callback_tw.sip.adapter.trace import SipTraceLogger
 from callback_tw.sip.adapter.transport import ReactorUdpServer
+from callback_tw.sip.guard import LogLimiter, printable
 
 __all__ = ["ReactorTransactionManager", "startTransactionManager"]
+
+_log = Logger(namespace="callback_tw.sip")
+
+_CALL_ID = re.compile(r"^(?:call-id|i)[ \t]*:[ \t]*(\S+)", re.I | re.M)
+_METHOD = re.compile(r"[A-Z]{2,16}")
+
+#: The transaction managers handling a datagram right now (innermost last):
+#: sippy reports a message it cannot parse through C{dump_exception}, with
+#: no reference to the manager; L{_parseFailed} finds it here.
+_receiving: list[tuple[ReactorTransactionManager, Any, str]] = []
+
+
+def _parseFailed(msg: str, f: Any = None, extra: Any = None) -> None:
+    """
+    sippy's C{dump_exception} in C{SipTransactionManager}: there it is only
+    called for a message it cannot parse, which is one warning line about
+    its sender, not a traceback with the whole message.
+    """
+    if not _receiving:
+        dumpException(msg, f, extra)
+        return
+    tm, remote, text = _receiving[-1]
+    error = sys.exc_info()[1]
+    tm.reportMalformed(remote, text, f"{type(error).__name__}: {error}")
+
+
+_sippyTM.dump_exception = _parseFailed  # type: ignore[attr-defined]
+
+
+def _badStatusLine(text: str) -> str | None:
+    """
+    Why a response's status line is refused before sippy sees it (sippy
+    prints such a message line by line to stdout), or None.
+    """
+    first = text.splitlines()[0] if text else ""
+    parts = first.split(None, 2)
+    if len(parts) < 2:
+        return "no status code"
+    try:
+        code = int(parts[1])
+    except ValueError:
+        return "no status code"
+    if not 100 <= code <= 699:
+        return f"status code {code}"
+    return None
 
 
 class ReactorTransactionManager(SipTransactionManager):
@@ -62,6 +112,175 @@ class ReactorTransactionManager(SipTransactionManager):
                 msg.setTarget((address, transport.lower()))
         return super().newTransaction(msg, *args, **kwargs)
 
+    #: the per-source limit on requests outside our dialogs
+    #: (L{callback_tw.sip.guard.SourceLimiter}); None: no limit.
+    guard: Any = None
+
+    #: whether the datagram being handled belongs to one of our dialogs or
+    #: transactions (an error there is a bug of ours, not a bad message).
+    _ours = False
+
+    def __init__(self, global_config: dict[str, Any], req_cb: Any = None) -> None:
+        super().__init__(global_config, req_cb)
+        self.logLimiter = LogLimiter(global_config["_reactor"])
+
+    def handleIncoming(self, data_in: Any, ra: Any, server: Any, rtime: Any) -> None:
+        """
+        Screen a datagram before sippy parses it, and report a message
+        sippy cannot handle as one warning line (L{reportMalformed}):
+
+          - bytes that are not UTF-8 (sippy raises on them);
+          - anything from a source the guard is ignoring, unless it names
+            one of our calls (requests in our dialogs are never limited);
+          - a response whose status code is not 100-699 (sippy prints such
+            a message to stdout, line by line).
+        """
+        if len(data_in) < 32:
+            return
+        try:
+            text = data_in.decode() if isinstance(data_in, bytes) else data_in
+        except UnicodeDecodeError:
+            self.reportMalformed(ra, data_in, "not UTF-8")
+            return
+        host = ra.address[0]
+        if (
+            self.guard is not None
+            and self.guard.blocked(host)
+            and not self._namesOurCall(text)
+        ):
+            return
+        if text.startswith("SIP/2.0 "):
+            reason = _badStatusLine(text)
+            if reason is not None:
+                self.reportMalformed(ra, text, reason)
+                return
+        self._ours = False
+        _receiving.append((self, ra, text))
+        try:
+            super().handleIncoming(data_in, ra, server, rtime)
+        except Exception as e:
+            if self._ours:
+                raise
+            self.reportMalformed(ra, text, f"{type(e).__name__}: {e}")
+        finally:
+            _receiving.pop()
+
+    def reportMalformed(self, ra: Any, data: Any, reason: str) -> None:
+        """
+        One warning line for a message that cannot be handled: its method
+        when it has one, its source and why, escaped and short; at most one
+        line per source per interval (L{LogLimiter}). The message itself is
+        logged only by the SIP trace. It counts against its source's limit.
+        """
+        host, port = ra.address[0], ra.address[1]
+        if self.guard is not None:
+            self.guard.admit(host)
+        dropped = self.logLimiter.allow(host)
+        if dropped is None:
+            return
+        head = (
+            data[:20].decode("ascii", "replace")
+            if isinstance(data, bytes)
+            else data[:20]
+        )
+        method = _METHOD.match(head)
+        what = (
+            "response"
+            if head.startswith("SIP/")
+            else (method.group(0) if method else "message")
+        )
+        _log.warn(
+            "malformed SIP {what} from {host}:{port}: {reason}{dropped}",
+            what=what,
+            host=host,
+            port=port,
+            reason=printable(reason, 100),
+            dropped=f" (+{dropped} not logged)" if dropped else "",
+        )
+
+    def _namesOurCall(self, text: str) -> bool:
+        """Whether C{text}'s Call-ID is one of our dialogs or client transactions."""
+        match = _CALL_ID.search(text)
+        if match is None:
+            return False
+        callId = match.group(1)
+        if callId in self.req_consumers:
+            return True
+        return any(tid[0] == callId for tid in self.tclient)
+
+    def incomingResponse(self, msg: Any, t: Any, checksum: Any) -> None:
+        """A response to one of our requests: ours (see L{handleIncoming})."""
+        self._ours = True
+        super().incomingResponse(msg, t, checksum)
+
+    def incomingRequest(self, msg: Any, checksum: Any, tids: Any, server: Any) -> None:
+        """
+        A request, parsed. One that belongs to our dialogs or transactions
+        goes through sippy; any other is answered here, statelessly:
+
+          - the guard may ignore it (too many from its source);
+          - one final response per request received, sent once, with no
+            transaction and no retransmission (an INVITE we refuse would
+            otherwise be answered again and again toward a source that
+            never ACKs), to the packet's real source, never to an address
+            the Via names (reflection);
+          - an ACK gets nothing, a CANCEL 481, anything else what
+            C{req_cb} says (None: no answer at all).
+
+        In our dialogs, a C{received} in the top Via that is not the real
+        source is replaced by it: responses may follow the Via there (RFC
+        3261 18.2.2), but never to a host we did not see.
+        """
+        source = msg.getSource()
+        if self._belongsToUs(msg, tids):
+            self._ours = True
+            via = msg.getHFBody("via")
+            if via.params.get("received", source[0]) != source[0]:
+                via.params["received"] = source[0]
+            super().incomingRequest(msg, checksum, tids, server)
+            return
+        if self.guard is not None and not self.guard.admit(source[0]):
+            return
+        method = msg.getMethod()
+        if method == "ACK":
+            return
+        if method == "CANCEL":
+            resp = msg.genResponse(481, "Call/Transaction Does Not Exist")
+        else:
+            rval = self.req_cb(msg, None) if self.req_cb is not None else None
+            resp = rval[0] if rval else None
+        if resp is not None:
+            # A retransmitted REGISTER must find the same 200: its nonce
+            # count is spent. Nothing else is cached, so every request
+            # goes through the guard.
+            cache = checksum if method == "REGISTER" and resp.scode == 200 else None
+            self.sendStateless(server, resp, source, cache)
+
+    def _belongsToUs(self, msg: Any, tids: Any) -> bool:
+        """Whether C{msg} is in one of our dialogs or matches a transaction."""
+        if tids[0][0] in self.req_consumers:
+            return True
+        if any(tid in self.tclient for tid in tids):
+            return True
+        if msg.getMethod() == "ACK":
+            return msg.getTId(wTTG=True) in self.tserver
+        return msg.getTId(wBRN=True) in self.tserver
+
+    def sendStateless(
+        self, server: Any, resp: Any, address: tuple[str, int], cache: Any = None
+    ) -> None:
+        """
+        Send C{resp} once to C{address}, with a To tag as a final response
+        needs (RFC 3261 8.2.6.2); C{cache}: the request's checksum, under
+        which sippy answers its retransmissions with the same bytes.
+        """
+        to = resp.getHFBody("to")
+        if resp.scode > 100 and to.getTag() is None:
+            to.genTag()
+        if server.uopts.isWildCard():
+            server = self.l4r.getServer(address)
+        self.transmitMsg(server, resp, address, cache)
+
     def servers(self) -> list[ReactorUdpServer]:
         """The UDP servers sippy created (one when the address is fixed)."""
         if self.l4r is None:
@@ -81,6 +300,7 @@ def startTransactionManager(
     advertisedAddress: str,
     trace: bool,
     requestHandler: Callable[[Any, Any], Any],
+    guard: Any = None,
 ) -> ReactorTransactionManager:
     """
     Bind the SIP port and start a transaction manager on C{reactor}.
@@ -93,7 +313,11 @@ def startTransactionManager(
     @param advertisedAddress: the address put in Via, Contact and SDP.
     @param trace: log every SIP message.
     @param requestHandler: sippy's C{req_cb}: called with (request,
-        transaction) for a request outside any dialog of ours.
+        transaction) for a request outside any dialog of ours; the
+        transaction is None, and the response in the returned tuple is sent
+        statelessly (L{ReactorTransactionManager.incomingRequest}).
+    @param guard: the per-source limit on requests outside our dialogs
+        (L{callback_tw.sip.guard.SourceLimiter}), or None.
     """
     globalConfig: dict[str, Any] = {
         "_sip_address": address,
@@ -103,6 +327,7 @@ def startTransactionManager(
         "_sip_advertised": advertisedAddress,
     }
     tm = ReactorTransactionManager(globalConfig, requestHandler)
+    tm.guard = guard
     globalConfig["_sip_tm"] = tm
     routeSippyErrors()
     return tm

@@ -30,6 +30,10 @@ __all__ = ["ReactorUdpServer"]
 
 _log = Logger(namespace="callback_tw.sip")
 
+#: The largest UDP payload: a SIP datagram is read whole (Twisted reads
+#: 8 192 bytes unless told otherwise, and drops the rest silently).
+MAX_DATAGRAM = 65535
+
 
 class _SipDatagramProtocol(DatagramProtocol):
     """Hands datagrams from the reactor to sippy's data callback."""
@@ -83,7 +87,10 @@ class ReactorUdpServer:
                 # sippy's dry run: only proves the address is free.
                 return
             self._port = self._reactor.adoptDatagramPort(
-                sock.fileno(), family, _SipDatagramProtocol(self)
+                sock.fileno(),
+                family,
+                _SipDatagramProtocol(self),
+                maxPacketSize=MAX_DATAGRAM,
             )
         finally:
             # The reactor holds its own duplicate of the descriptor.
@@ -109,6 +116,8 @@ class ReactorUdpServer:
         try:
             callback(data, Remote_address(addr, self.transport), self, MonoTime())
         except Exception:
+            # Only errors in our own dialogs get here (the transaction
+            # manager reports bad messages as one line): a bug of ours.
             _log.failure("SIP message from {addr} could not be handled", addr=addr)
 
     def send_to(
