@@ -202,6 +202,8 @@ def buildService(
         sip.trace,
         reactor=reactor,
         registrar=registrar,
+        maxRequestsPerSource=sip.maxRequestsPerSource,
+        blockTime=sip.blockTime,
     )
     lineRegistration = None
     line = config.externalLine

@@ -33,6 +33,7 @@ shutdown_timeout = 2
 [sip]
 address = 127.0.0.1
 port = 0
+max_requests_per_source = 3
 [peer_servers]
 pss = 127.0.0.1:5070
 as1 = 127.0.0.1:6000
@@ -214,6 +215,30 @@ class CallbackServiceTests(SynchronousTestCase):
         rtp = self.reactor.bound[2]
         self.assertEqual((rtp.how, rtp.host), ("listenUDP", "127.0.0.1"))
         self.assertIn(b"m=audio %d RTP/AVP" % (rtp.port,), invite)
+
+    def test_sipPerSourceLimitFromConfig(self) -> None:
+        """
+        [sip] max_requests_per_source reaches the SIP stack: a stranger's
+        fourth out-of-dialog request in one second gets no answer.
+        """
+        sip, iif = self.start()
+        stranger = ("127.0.0.9", 5099)
+        for n in range(5):
+            options = (
+                f"OPTIONS sip:probe@127.0.0.1:{sip.port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.9:5099;branch=z9hG4bK-opt-{n}\r\n"
+                "Max-Forwards: 70\r\n"
+                "From: <sip:probe@127.0.0.9>;tag=p\r\n"
+                f"To: <sip:probe@127.0.0.1>\r\n"
+                f"Call-ID: opt-{n}@127.0.0.9\r\n"
+                f"CSeq: {n + 1} OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n"
+            )
+            sip.protocol.datagramReceived(options.encode(), stranger)
+        self.reactor.advance(0)
+        answers = [d for d, a in sip.written if a == stranger]
+        self.assertEqual(len(answers), 3, answers)
+        self.assertTrue(all(d.startswith(b"SIP/2.0 200") for d in answers), answers)
 
     def test_durationAboveMaximumRefused(self) -> None:
         """
