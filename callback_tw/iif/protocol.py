@@ -210,6 +210,7 @@ class IIFProtocol(DatagramProtocol):
         kind: str,
         format: str,
         level: LogLevel = LogLevel.warn,
+        /,
         **fields: Any,
     ) -> None:
         """
