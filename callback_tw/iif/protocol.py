@@ -276,7 +276,7 @@ class IIFProtocol(DatagramProtocol):
         if not isinstance(verdict, Admission):
             self._refused(
                 peer,
-                "policy",
+                f"policy {verdict.rule}",
                 "IIF REQUEST {callbackId} from peer {peer} refused by rule {rule}:"
                 " {detail}",
                 callbackId=callbackId,
