@@ -283,8 +283,8 @@ class ServerProcess(ChildProcess):
         @param asPorts: the loopback port(s) of the application server(s):
             peers C{as1}, C{as2}...
         @param peers: more C{[peer_servers]} entries, name -> C{host[:port]}.
-        @param sections: more sections, written after the others (e.g.
-            C{{"peer as1": {"key": ...}}}).
+        @param sections: more values by section (e.g. C{{"peer as1": {"key":
+            ...}}}), merged into the defaults; new sections are written last.
         @param overrides: config values by key name (C{no_answer_timeout=3},
             C{trace=False}); a key of no section is a C{TypeError}.
         """
@@ -314,7 +314,7 @@ class ServerProcess(ChildProcess):
         peerServers.update(peers or {})
         self.sections["peer_servers"] = peerServers
         for name, values in (sections or {}).items():
-            self.sections[name] = dict(values)
+            self.sections.setdefault(name, {}).update(values)
         self.directory = Path(directory).resolve()
         self.configPath = self.directory / "callback.ini"
         self._ready: Deferred | None = None

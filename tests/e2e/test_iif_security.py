@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from callback_tw.iif.signing import sign, verify
 from tests.e2e.harness import startCallbackWorld
-from tests.e2e.loopback import sleep
+from tests.e2e.loopback import freePort, sleep
 from tests.e2e.peers import ASClient, parseIIF
 from tests.e2e.processes import SIPP
 from tests.e2e.siplog import describeMessages, requestsOf
@@ -177,3 +177,42 @@ class IIFSecurityEndToEndTests(TestCase):
         self.assertEqual(len(self.server.logLines("refused by rule rate")), 1)
         # as2's repeat of m1 got no RESPONSE of as1's callback.
         self.assertEqual(as2.receivedTexts(_is("RESPONSE", "m1")), [])
+
+    @defer.inlineCallbacks
+    def test_rtpPortsUsedUp(self) -> Any:
+        """
+        With the one RTP port of the range held by a ringing leg, REQUESTs get
+        code=fail and no phone rings; the server logs one line for all of them and
+        no traceback; the port serves again once the callback is cancelled.
+        """
+        port = freePort()
+        while port % 2:
+            port = freePort()
+        yield self.startWorld(
+            no_answer_timeout=30,
+            sections={"media": {"rtp_ports": f"{port}-{port}"}},
+        )
+        client = self.client
+        client.request("h1", "ring1", "answer1")
+        self.assertEqual((yield client.expectAck("h1")), "ok")
+        for i in range(5):
+            client.request(f"e{i}", f"answer{10 + i}", "answer2")
+        codes = yield defer.gatherResults([client.expectAck(f"e{i}") for i in range(5)])
+        self.assertEqual(codes, ["fail"] * 5)
+        self.assertNoCallTo(*[f"answer{10 + i}" for i in range(5)])
+        self.assertEqual(len(self.server.logLines("no free RTP port")), 1)
+        self.assertEqual(self.server.logLines("Traceback"), [])
+        client.send("CANCEL: id=h1;")
+        self.assertEqual((yield client.expectAck("h1")), "ok")
+        yield client.expectResponse("h1")
+        # The freed port serves user1; user2 then finds none: one warning, the
+        # callback ends with real_duration=0, still no traceback. (A released
+        # port is closed on the reactor's next turn, which a REQUEST read in the
+        # same turn as the CANCEL would not see yet: wait a little.)
+        yield sleep(reactor, 0.2)
+        client.request("h2", "answer3", "hangup1")
+        self.assertEqual((yield client.expectAck("h2")), "ok")
+        realDuration, _ = yield client.expectResponse("h2")
+        self.assertEqual(realDuration, 0)
+        self.assertEqual(len(self.server.logLines("callback h2: cannot call user2")), 1)
+        self.assertEqual(self.server.logLines("Traceback"), [])
