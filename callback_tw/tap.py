@@ -182,6 +182,7 @@ def buildService(
     from callback_tw.callback.announcer import Announcer
     from callback_tw.callback.manager import CallbackManager
     from callback_tw.callback.overload import OverloadGuard
+    from callback_tw.iif.peers import peersFromConfig
     from callback_tw.iif.protocol import IIFProtocol
     from callback_tw.media.player import RTPScheduler
     from callback_tw.media.rtp import RTPPortAllocator
@@ -233,10 +234,11 @@ def buildService(
     )
     iif = IIFProtocol(
         manager,
-        [(p.host, p.port) for p in config.peerServers.values()],
+        peersFromConfig(config),
         callback.maxDuration,
         reactor=reactor,
         requestMemory=callback.requestMemory,
+        signatureWindow=callback.signatureWindow,
     )
     return CallbackService(
         config,

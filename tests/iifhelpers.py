@@ -95,13 +95,21 @@ def makeProtocol(
     maxDuration: int = 86400,
     requestMemory: float = 3600.0,
     maxRemembered: int = 100_000,
-) -> tuple[IIFProtocol, FakeDatagramTransport, FakeManager, Clock]:
+    signatureWindow: float = 30.0,
+    now: float = 0.0,
+    manager: Any = None,
+) -> tuple[IIFProtocol, FakeDatagramTransport, Any, Clock]:
     """
-    An L{IIFProtocol} started on a L{FakeDatagramTransport}, with a L{FakeManager} and a
-    L{Clock} as its reactor.
+    An L{IIFProtocol} started on a L{FakeDatagramTransport}, with a L{FakeManager}
+    (or C{manager}) and a L{Clock} as its reactor.
+
+    @param peers: L{callback_tw.iif.peers.Peer}s or C{(host, port)} pairs.
+    @param now: the clock's time at the start (Unix seconds, for signatures).
     """
     clock = Clock()
-    manager = FakeManager()
+    clock.advance(now)
+    if manager is None:
+        manager = FakeManager()
     protocol = IIFProtocol(
         manager,
         peers,
@@ -109,6 +117,7 @@ def makeProtocol(
         reactor=clock,
         requestMemory=requestMemory,
         maxRemembered=maxRemembered,
+        signatureWindow=signatureWindow,
     )
     transport = FakeDatagramTransport()
     protocol.makeConnection(transport)

@@ -16,6 +16,7 @@ from callback_tw.config import (
     CallbackConfig,
     ExternalLineConfig,
     MediaConfig,
+    PeerConfig,
     SipConfig,
 )
 from callback_tw.config.__main__ import main
@@ -31,6 +32,7 @@ _DATACLASSES = {
     "sip": SipConfig,
     "external_line": ExternalLineConfig,
     "media": MediaConfig,
+    "peer NAME": PeerConfig,
 }
 
 

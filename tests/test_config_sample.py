@@ -19,13 +19,14 @@ from callback_tw.config import (
     SipConfig,
     loadConfig,
 )
-from callback_tw.config.keys import KEYS, SECTIONS, keysOf
+from callback_tw.config.keys import KEYS, SECTIONS, keysOf, templateOf
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(_REPO, "etc", "callback.ini")
 
-# Commented ("; ") or not: optional sections are shown commented out.
-_SECTION = re.compile(r"(?:; )?\[([0-9a-z_]+)\]\s*\Z")
+# Commented ("; ") or not: optional sections are shown commented out; a
+# template section ([peer NAME]) by an example of it ([peer as1]).
+_SECTION = re.compile(r"(?:; )?\[([0-9a-z_]+(?: [0-9a-z_.\-]+)?)\]\s*\Z")
 _KEY = re.compile(r"(?:; )?([0-9a-z_]+) =(.*)\Z")
 # configparser's inline comments: ";" or "#" after whitespace.
 _INLINE_COMMENT = re.compile(r"\s[;#]")
@@ -57,6 +58,9 @@ class _Sample:
             found = _SECTION.match(line)
             if found:
                 section = found.group(1)
+                template = templateOf(section)
+                if template is not None:
+                    section = template.name
                 self.sections.append(section)
                 self.comments[section] = ""
                 above = []

@@ -25,12 +25,18 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from callback_tw.callback.errors import CallbackRefused
 from callback_tw.sip.leg import LegEnd, LegState, ReInviteFailed
 from callback_tw.sip.sdp import SdpError, SdpSession, parseAudio, sharedVoiceCodecs
 from callback_tw.timers import cancelDelayed
+
+#: Why a leg cannot be placed when the RTP port range is used up: an expected
+#: condition under load (or with far ends that never hang up), reported as a
+#: refusal or one warning, never as a traceback.
+NO_RTP_PORT = "no free RTP port ([media] rtp_ports exhausted)"
 
 
 class CallState(StrEnum):
@@ -144,6 +150,17 @@ class CallbackCall:
         Call user1. Fires C{accepted} at once; an error placing the leg
         (no RTP port, SIP stack down) fails it instead and ends the call.
         """
+        try:
+            self._dial("leg1", self.request.user1)
+        except CannotListenError:
+            # Every REQUEST fails alike while the range is used up: the IIF
+            # reports the refusal, rate-limited; no line per REQUEST here.
+            self._notStarted(NO_RTP_PORT)
+            return
+        except Exception as e:
+            self._log.failure("callback {id}: cannot call user1", id=self.callbackId)
+            self._notStarted(f"cannot call user1: {e}")
+            return
         self._log.info(
             "callback {id} accepted: user1={user1} user2={user2} duration={duration}",
             id=self.callbackId,
@@ -151,17 +168,18 @@ class CallbackCall:
             user2=self.request.user2,
             duration=self._duration,
         )
-        try:
-            self._dial("leg1", self.request.user1)
-        except Exception as e:
-            self._log.failure("callback {id}: cannot call user1", id=self.callbackId)
-            self.state = CallState.ENDED
-            self._closeMedia()
-            self.accepted.errback(CallbackRefused(f"cannot call user1: {e}"))
-            self._finish(CallResult(0, f"cannot call user1: {e}"))
-            return
         self.state = CallState.CALLING1
         self.accepted.callback(None)
+
+    def _notStarted(self, reason: str) -> None:
+        """
+        User1 could not even be called: fail C{accepted} (the AS gets
+        C{code=fail}) and end with C{real_duration=0}.
+        """
+        self.state = CallState.ENDED
+        self._closeMedia()
+        self.accepted.errback(CallbackRefused(reason))
+        self._finish(CallResult(0, reason))
 
     def cancel(self, cause: str) -> bool:
         """Release the callback from outside (AS CANCEL, shutdown)."""
@@ -228,6 +246,16 @@ class CallbackCall:
             )
         try:
             self._dial("leg2", self.request.user2)
+        except CannotListenError:
+            self._log.warn(
+                "callback {id}: cannot call user2: {reason}",
+                id=self.callbackId,
+                reason=NO_RTP_PORT,
+            )
+            self._release(
+                f"cannot call user2: {NO_RTP_PORT}",
+                reason=(503, "Service Unavailable"),
+            )
         except Exception as e:
             self._log.failure("callback {id}: cannot call user2", id=self.callbackId)
             self._release(

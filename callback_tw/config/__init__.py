@@ -11,8 +11,10 @@ modules: L{values} (the rule of one value), L{keys} (the table), L{model}
 sections, the rules across keys), L{reference} (the Markdown reference,
 C{python3 -m callback_tw.config --markdown}).
 
-This package imports nothing of ours but L{callback_tw.syntax}, the SIP-user
-rule it shares with the IIF codec.
+This package imports nothing of ours but three pure rules it shares with the
+layers that apply them, so each has one definition: L{callback_tw.syntax}
+(the SIP-user rule of the IIF codec), L{callback_tw.iif.signing.loadKey}
+(reading a peer's key) and L{callback_tw.policy.parsePatterns} (allow/deny).
 """
 
 from callback_tw.config.model import (
@@ -21,6 +23,7 @@ from callback_tw.config.model import (
     ConfigError,
     ExternalLineConfig,
     MediaConfig,
+    PeerConfig,
     PeerServer,
     SipConfig,
 )
@@ -33,6 +36,7 @@ __all__ = [
     "ConfigError",
     "ExternalLineConfig",
     "MediaConfig",
+    "PeerConfig",
     "PeerServer",
     "SipConfig",
     "WILDCARD_ADDRESSES",

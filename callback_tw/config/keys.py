@@ -20,7 +20,17 @@ from typing import Any
 from callback_tw.config import values
 from callback_tw.config.values import Parser
 
-__all__ = ["KEYS", "NO_DEFAULT", "SECTIONS", "Key", "Section", "key", "keysOf"]
+__all__ = [
+    "KEYS",
+    "NO_DEFAULT",
+    "PEER_SECTION",
+    "SECTIONS",
+    "Key",
+    "Section",
+    "key",
+    "keysOf",
+    "templateOf",
+]
 
 
 class _NoDefault:
@@ -44,12 +54,27 @@ class Section:
         chooses), the form of one entry, e.g. C{"name = host[:port]"};
         L{None} for a section of fixed keys.
     @ivar optional: the section is read only when the file has it.
+    @ivar entryOf: for a template section (C{"peer NAME"}), the free-form
+        section whose entries may each have one: the file writes
+        C{[peer as1]} for the entry C{as1}, and the keys are declared once,
+        under the template's name.
     """
 
     name: str
     help: str
     entries: str | None = None
     optional: bool = False
+    entryOf: str | None = None
+
+    @property
+    def prefix(self) -> str | None:
+        """
+        For a template section, what its instances start with
+        (C{"peer "}); L{None} otherwise.
+        """
+        if self.entryOf is None:
+            return None
+        return self.name.split(" ", 1)[0] + " "
 
 
 @dataclass(frozen=True)
@@ -87,6 +112,10 @@ class Key:
 
 
 _S2S = "server-to-server mode"
+_PEER = "peer NAME"
+
+#: The name of the per-peer template section (C{[peer as1]} in a file).
+PEER_SECTION = _PEER
 
 #: Every section, in the order of the sample file (and of reading).
 SECTIONS: tuple[Section, ...] = (
@@ -110,6 +139,20 @@ SECTIONS: tuple[Section, ...] = (
         " the host is accepted and SIP goes to port 5060.  At least one is"
         " needed; names use letters, digits, _ . - and are case-insensitive.",
         entries="name = host[:port]",
+    ),
+    Section(
+        "peer NAME",
+        "What one peer server may do, for a NAME of [peer_servers] (one"
+        " section per peer, all optional; a section for a name that is not"
+        " in [peer_servers] is an error).  A peer with a key must sign every"
+        " command (ts=<unix seconds>;sig=<hex HMAC-SHA256>; at its end, see"
+        " docs/signing.md); its unsigned, badly signed or stale commands get"
+        " no answer at all and place no call, and the server signs its ACK"
+        " and RESPONSE to it.  A REQUEST refused by allow, deny, max_calls,"
+        " rate or max_duration gets code=fail; only the peer that created a"
+        " callback may CANCEL it or get its ACK/RESPONSE again.",
+        optional=True,
+        entryOf="peer_servers",
     ),
     Section(
         "external_line",
@@ -250,6 +293,17 @@ KEYS: tuple[Key, ...] = (
         " callbacks are not touched.",
         0.1,
     ),
+    Key(
+        "callback",
+        "signature_window",
+        "signatureWindow",
+        values.seconds(),
+        "Signed IIF commands (a [peer NAME] with a key): the largest"
+        " difference, in seconds (> 0), between the command's ts and this"
+        " server's clock; an older or newer command is refused without an"
+        " answer.  Keep both clocks synchronised (NTP).",
+        30.0,
+    ),
     # [sip]
     Key(
         "sip",
@@ -302,6 +356,82 @@ KEYS: tuple[Key, ...] = (
         values.seconds(),
         "seconds an address over max_requests_per_source is ignored",
         60.0,
+    ),
+    # [peer NAME]
+    Key(
+        _PEER,
+        "commands",
+        "commands",
+        values.optionalBoolean(),
+        "yes: this peer may send IIF commands; no: its datagrams are dropped"
+        " like a stranger's.  Empty means yes, except for [callback]"
+        " outbound_peer (the SIP peer must not become an application server"
+        " by accident).  Default: empty.",
+        None,
+        example="yes",
+    ),
+    Key(
+        _PEER,
+        "key",
+        "key",
+        values.secretKey(),
+        "The HMAC key this peer signs with: file:<path> (relative to the"
+        " configuration file's directory; one trailing line end removed) or"
+        " the secret itself, at least 16 bytes.  When set, every command"
+        " must be signed.  Empty: unsigned commands.  Default: empty.",
+        None,
+        example="file:as1.key",
+    ),
+    Key(
+        _PEER,
+        "allow",
+        "allow",
+        values.patterns(),
+        "Comma-separated shell patterns (* ? [...]) that user1 and user2 must"
+        " both match; empty = any number.  Default: empty.",
+        (),
+        example="+49*, 0[1-9]*",
+    ),
+    Key(
+        _PEER,
+        "deny",
+        "deny",
+        values.patterns(),
+        "Comma-separated shell patterns that neither user1 nor user2 may"
+        " match; deny wins over allow.  Default: empty.",
+        (),
+        example="0900*, 00*, +882*, *#*",
+    ),
+    Key(
+        _PEER,
+        "max_calls",
+        "maxCalls",
+        values.wholeNumber(0),
+        "callbacks of this peer at once; 0 = no limit but [callback]"
+        " max_calls.  Default: 0.",
+        0,
+        example="100",
+    ),
+    Key(
+        _PEER,
+        "rate",
+        "rate",
+        values.rate(),
+        "new REQUESTs per second from this peer (token bucket, burst = rate);"
+        " 0 = no limit.  Default: 0.",
+        0.0,
+        example="20",
+    ),
+    Key(
+        _PEER,
+        "max_duration",
+        "maxDuration",
+        values.wholeNumber(0),
+        "cap of this peer's durations, seconds (at most [callback]"
+        " max_duration; duration=0 means this cap); 0 = [callback]"
+        " max_duration.  Default: 0.",
+        0,
+        example="3600",
     ),
     # [external_line]
     Key(
@@ -426,6 +556,18 @@ def key(section: str, name: str) -> Key:
     @raise KeyError: when the table has no such key.
     """
     return _BY_NAME[(section, name)]
+
+
+def templateOf(name: str) -> Section | None:
+    """
+    The template section a section written C{name} is an instance of
+    (C{"peer as1"} -> the C{"peer NAME"} section), or L{None}.
+    """
+    for section in SECTIONS:
+        prefix = section.prefix
+        if prefix is not None and name.startswith(prefix):
+            return section
+    return None
 
 
 def keysOf(section: str) -> tuple[Key, ...]:

@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "ExternalLineConfig",
     "MediaConfig",
+    "PeerConfig",
     "PeerServer",
     "SipConfig",
 ]
@@ -125,6 +126,8 @@ class CallbackConfig:
         wait for the BYE/CANCEL of the released callbacks to be answered.
     @ivar maxLag: overload guard: while the reactor runs later than this
         (seconds) new callbacks are refused; 0 turns the guard off.
+    @ivar signatureWindow: the largest C{|now - ts|}, in seconds, of a signed
+        command (C{signature_window}).
     """
 
     listenAddress: str = _default("callback", "listen_address")
@@ -138,6 +141,35 @@ class CallbackConfig:
     requestMemory: float = _default("callback", "request_memory")
     shutdownTimeout: float = _default("callback", "shutdown_timeout")
     maxLag: float = _default("callback", "max_lag")
+    signatureWindow: float = _default("callback", "signature_window")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerConfig:
+    """
+    A C{[peer NAME]} section: what one peer server may do.  Every peer of
+    C{[peer_servers]} has one (L{Config.peers}), with the defaults when the
+    file has no section for it.
+
+    @ivar commands: the peer may send IIF commands (C{commands}); L{None}
+        only as the key's default, which the reader replaces: yes for every
+        peer but the C{outbound_peer}.
+    @ivar key: the HMAC key the peer signs with, or L{None} for unsigned
+        commands (C{key}); never in a repr.
+    @ivar allow: patterns user1 and user2 must match; empty: any.
+    @ivar deny: patterns neither may match; deny wins.
+    @ivar maxCalls: its callbacks at once, 0 for no limit of its own.
+    @ivar rate: its new REQUESTs per second, 0 for no limit.
+    @ivar maxDuration: the cap of its durations, 0 for the server's.
+    """
+
+    commands: bool | None = _default("peer NAME", "commands")
+    key: bytes | None = field(default=_default("peer NAME", "key"), repr=False)
+    allow: tuple[str, ...] = _default("peer NAME", "allow")
+    deny: tuple[str, ...] = _default("peer NAME", "deny")
+    maxCalls: int = _default("peer NAME", "max_calls")
+    rate: float = _default("peer NAME", "rate")
+    maxDuration: int = _default("peer NAME", "max_duration")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,6 +284,8 @@ class Config:
         file has none (it is always set in external line mode).
     @ivar users: local users, number -> password (read-only mapping, empty
         without a C{[users]} section).
+    @ivar peers: what each peer server may do, by the names of
+        L{peerServers} (read-only mapping; every peer has an entry).
     """
 
     path: str
@@ -264,6 +298,9 @@ class Config:
     externalLine: ExternalLineConfig | None = None
     users: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType({}), repr=False
+    )
+    peers: Mapping[str, PeerConfig] = field(
+        default_factory=lambda: types.MappingProxyType({})
     )
 
     @property

@@ -14,6 +14,7 @@ look-up is blocking, and doing it once at start-up keeps it off the call path.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import difflib
 import os
 import re
@@ -23,13 +24,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from callback_tw.config import values
-from callback_tw.config.keys import SECTIONS, keysOf
+from callback_tw.config.keys import PEER_SECTION, SECTIONS, keysOf, templateOf
 from callback_tw.config.model import (
     CallbackConfig,
     Config,
     ConfigError,
     ExternalLineConfig,
     MediaConfig,
+    PeerConfig,
     PeerServer,
     SipConfig,
 )
@@ -45,7 +47,8 @@ from callback_tw.syntax import SIP_USER_CHARACTERS, isSipUser
 __all__ = ["loadConfig"]
 
 _PEER_NAME = re.compile(r"[0-9a-z_.\-]+\Z")
-_SECTION_NAMES = tuple(s.name for s in SECTIONS)
+_SECTION_NAMES = tuple(s.name for s in SECTIONS if s.entryOf is None)
+_KNOWN_SECTIONS = ", ".join(f"[{s.name}]" for s in SECTIONS)
 _USER_PASSWORD = values.password(
     emptyProblem="must be the user's password, got ''",
     controlProblem="the password must not contain control characters",
@@ -117,13 +120,9 @@ def loadConfig(path: str, *, resolve: Resolver | None = None) -> Config:
     """
     parser = _readParser(path)
     for name in parser.sections():
-        if name not in _SECTION_NAMES:
+        if name not in _SECTION_NAMES and templateOf(name) is None:
             raise ConfigError(
-                path,
-                "unknown section (known sections: "
-                + ", ".join(f"[{s}]" for s in _SECTION_NAMES)
-                + ")",
-                name,
+                path, f"unknown section (known sections: {_KNOWN_SECTIONS})", name
             )
     context = Context(
         resolve=_resolveIPv4 if resolve is None else resolve,
@@ -151,21 +150,28 @@ def loadConfig(path: str, *, resolve: Resolver | None = None) -> Config:
         media=MediaConfig(**fields("media")),
     )
     _checkAcrossKeys(config)
-    return config
+    peers = _readPeerSections(config, parser, context)
+    return dataclasses.replace(config, peers=types.MappingProxyType(peers))
 
 
 def _readSection(
-    path: str, parser: configparser.ConfigParser, name: str, context: Context
+    path: str,
+    parser: configparser.ConfigParser,
+    name: str,
+    context: Context,
+    template: str | None = None,
 ) -> dict[str, Any]:
     """
     The dataclass fields of the fixed section C{name}: every key of the table
     parsed from the file, or from its default when left out.
 
+    @param template: the table's name of the section when C{name} is an
+        instance of a template (C{"peer NAME"} for C{"peer as1"}).
     @raise ConfigError: for a key the table lacks (with the closest known
         one) or a value its parser refuses.
     """
     written = parser[name] if parser.has_section(name) else {}
-    keys = keysOf(name)
+    keys = keysOf(name if template is None else template)
     known = [key.name for key in keys]
     for unknown in written:
         if unknown not in known:
@@ -188,6 +194,56 @@ def _readSection(
         else:
             fields[key.attribute] = value
     return fields
+
+
+def _readPeerSections(
+    config: Config, parser: configparser.ConfigParser, context: Context
+) -> dict[str, PeerConfig]:
+    """
+    A L{PeerConfig} for every peer server: its C{[peer NAME]} section, or the
+    defaults; C{commands} left empty becomes "yes, unless it is the
+    outbound peer".
+
+    @raise ConfigError: for a section of a name that is not a peer server, a
+        key or value of the table's refusing, or a C{max_duration} above the
+        server's.
+    """
+    path = config.path
+    written: dict[str, str] = {}
+    for section in parser.sections():
+        if templateOf(section) is None:
+            continue
+        name = section.split(" ", 1)[1].strip().lower()
+        if name not in config.peerServers:
+            known = ", ".join(sorted(config.peerServers))
+            raise ConfigError(
+                path, f"{name!r} is not in [peer_servers] (one of: {known})", section
+            )
+        if name in written:
+            raise ConfigError(path, f"section given twice ([{written[name]}])", section)
+        written[name] = section
+    peers: dict[str, PeerConfig] = {}
+    for name in config.peerServers:
+        section = written.get(name)
+        if section is None:
+            peer = PeerConfig()
+        else:
+            peer = PeerConfig(
+                **_readSection(path, parser, section, context, PEER_SECTION)
+            )
+            if peer.maxDuration > config.callback.maxDuration:
+                raise ConfigError(
+                    path,
+                    f"must be at most [callback] max_duration"
+                    f" ({config.callback.maxDuration}), got {peer.maxDuration}",
+                    section,
+                    "max_duration",
+                )
+        if peer.commands is None:
+            commands = name != config.callback.outboundPeer
+            peer = dataclasses.replace(peer, commands=commands)
+        peers[name] = peer
+    return peers
 
 
 def _entries(parser: configparser.ConfigParser, name: str) -> Mapping[str, str]:

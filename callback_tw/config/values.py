@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from callback_tw.iif.signing import loadKey
+from callback_tw.policy import parsePatterns
 from callback_tw.syntax import SIP_USER_CHARACTERS, SIP_USER_MAX_LENGTH, isSipUser
 
 __all__ = [
@@ -181,6 +183,82 @@ def boolean() -> Parser:
 
 def _yesNo(value: bool) -> str:
     return "yes" if value else "no"
+
+
+def optionalBoolean() -> Parser:
+    """
+    Like L{boolean}, or empty for L{None}: the reader then applies a rule of
+    its own (C{[peer NAME] commands} depends on the peer).
+    """
+    strict = boolean()
+
+    def parse(value: str, context: Context) -> bool | None:
+        return None if not value else strict.parse(value, context)
+
+    return Parser(
+        strict.rule + ", or empty",
+        parse,
+        lambda value: "" if value is None else _yesNo(value),
+    )
+
+
+def secretKey() -> Parser:
+    """
+    An HMAC key (L{callback_tw.iif.signing.loadKey}): C{file:<path>}, relative
+    to the configuration file's directory, or the secret itself; empty for
+    none.  Errors never quote the secret, and the value is bytes that are
+    never written back (its text is empty).
+    """
+
+    def parse(value: str, context: Context) -> bytes | None:
+        if not value:
+            return None
+        try:
+            return loadKey(value, context.baseDir)
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+
+    return Parser(
+        "file:<path>, or the secret itself (at least 16 bytes), or empty",
+        parse,
+        lambda value: "",
+    )
+
+
+def patterns() -> Parser:
+    """
+    Comma-separated shell patterns (L{callback_tw.policy.parsePatterns}),
+    as a tuple; empty for none.
+    """
+
+    def parse(value: str, context: Context) -> tuple[str, ...]:
+        try:
+            found = parsePatterns(value)
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+        bad = [p for p in found if any(ord(c) < 33 or ord(c) == 127 for c in p)]
+        if bad:
+            raise Invalid(f"a pattern must not contain blanks, got {bad[0]!r}")
+        return found
+
+    return Parser(
+        "comma-separated shell patterns (* ? [...]), or empty",
+        parse,
+        ", ".join,
+    )
+
+
+def rate() -> Parser:
+    """Events per second, a finite number >= 0 (0: no limit)."""
+    wanted = "a number of events per second >= 0 (0: no limit)"
+
+    def parse(value: str, context: Context) -> float:
+        number = _number(value)
+        if number is None or number < 0:
+            raise Invalid(f"must be {wanted}, got {value!r}")
+        return number
+
+    return Parser(wanted, parse, _secondsText)
 
 
 def wholeNumber(low: int, high: int | None = None) -> Parser:

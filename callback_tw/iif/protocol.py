@@ -3,27 +3,31 @@
 The inner interface (IIF) server: a UDP L{DatagramProtocol} between application servers
 (AS) and the callback manager.
 
-It decides who may talk to us (the peer-server allowlist), turns datagrams into commands
-with L{callback_tw.iif.message}, hands them to the manager, writes the ACK as soon as
-the manager has started (or refused) the callback, and the RESPONSE when the call's
-C{finished} Deferred fires.
+It asks L{callback_tw.iif.peers} who sent a datagram, whether it is signed as it must
+be and whether the peer may do what it asks; turns datagrams into commands with
+L{callback_tw.iif.message}; hands them to the manager; writes the ACK as soon as the
+manager has started (or refused) the callback, and the RESPONSE when the call's
+C{finished} Deferred fires, signed for a peer with a key.
 
 UDP loses and repeats datagrams and an AS retransmits when it misses our ACK, so REQUEST
-is idempotent here: a repeated REQUEST (same id, same parameters) is answered again,
-from the manager while the callback runs and from L{callback_tw.iif.memory} after it
-ended, and never places a second call.
+is idempotent here: a repeated REQUEST (same id, same parameters, same peer) is answered
+again, from the manager while the callback runs and from L{callback_tw.iif.memory} after
+it ended, and never places a second call.
+
+Nothing a peer (or someone speaking as one) sends can make us write a log line per
+datagram on a refusal path: those lines go through L{RateLimitedLog}, one per peer and
+kind of refusal per interval, with the count of the ones not written.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from callback_tw.callback.errors import CallbackRefused
@@ -36,8 +40,13 @@ from callback_tw.iif.message import (
     formatResponse,
     parseMessage,
 )
+from callback_tw.iif.peers import Peer, PeerTable
+from callback_tw.iif.signing import SignatureError
+from callback_tw.policy import Admission, RateLimitedLog
 
 __all__ = ["IIFProtocol"]
+
+_Address = tuple[Any, ...]
 
 
 class _Known(StrEnum):
@@ -47,98 +56,37 @@ class _Known(StrEnum):
     FINISHED = "finished"  # RESPONSE sent; remembered for requestMemory seconds
 
 
-def _normaliseHost(host: str) -> str:
-    """
-    Canonical text of an IP literal, so C{"::ffff:127.0.0.1"}, C{"0:0::1"} and
-    C{"::1"} compare as the addresses they are.
-
-    @raise ValueError: if C{host} is not an IP literal.
-    """
-    address = ipaddress.ip_address(host)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
-def _formatSource(addr: tuple[Any, ...]) -> str:
+def _formatSource(addr: _Address) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-class _DropLimiter:
-    """
-    Decide which dropped datagrams get a log line, so a flood cannot fill the log.
-
-    Each source host gets at most one line per C{interval} seconds; the next line says
-    how many drops were suppressed in between. At most C{maxSources} hosts are tracked
-    per interval; beyond that (a flood from many, maybe spoofed, addresses) all other
-    sources share one line per interval.
-    """
-
-    def __init__(self, interval: float, maxSources: int) -> None:
-        self._interval = interval
-        self._maxSources = maxSources
-        # host -> [time of its last line, drops suppressed since]; oldest line first.
-        self._sources: OrderedDict[str, list[float]] = OrderedDict()
-        self._othersLastLine: float | None = None
-        self._othersSuppressed = 0
-
-    def drop(self, host: str, now: float) -> tuple[bool, int] | None:
-        """
-        Count one dropped datagram from C{host}.
-
-        @return: L{None} if it should not be logged, else C{(aggregate, suppressed)}:
-            whether the line stands for many sources, and how many drops were not logged
-            since the previous line of the same kind.
-        """
-        state = self._sources.get(host)
-        if state is not None:
-            if now - state[0] < self._interval:
-                state[1] += 1
-                return None
-            suppressed = int(state[1])
-            self._sources.move_to_end(host)
-            state[:] = [now, 0]
-            return (False, suppressed)
-        while self._sources:
-            oldest = next(iter(self._sources.values()))
-            if now - oldest[0] < self._interval:
-                break
-            self._sources.popitem(last=False)
-        if len(self._sources) < self._maxSources:
-            self._sources[host] = [now, 0]
-            return (False, 0)
-        if (
-            self._othersLastLine is not None
-            and now - self._othersLastLine < self._interval
-        ):
-            self._othersSuppressed += 1
-            return None
-        suppressed, self._othersSuppressed = self._othersSuppressed, 0
-        self._othersLastLine = now
-        return (True, suppressed)
 
 
 class IIFProtocol(DatagramProtocol):
     """
     Serve the IIF on one UDP port.
 
-    @ivar dropLogInterval: seconds between two log lines about drops from one source.
+    @ivar dropLogInterval: seconds between two log lines about drops from one
+        non-peer source.
     @ivar maxDropSources: non-peer sources logged individually per interval.
+    @ivar refusalLogInterval: seconds between two log lines about one kind of
+        refusal (bad signature, invalid command, a policy rule...) of one peer.
     """
 
     _log = Logger()
     dropLogInterval = 10.0
     maxDropSources = 32
+    refusalLogInterval = 10.0
+    _maxRefusalKeys = 1024
 
     def __init__(
         self,
         manager: Any,
-        peers: Iterable[tuple[str, int | None]],
+        peers: Iterable[Peer | tuple[str, int | None]],
         maxDuration: int,
         reactor: Any = None,
         requestMemory: float = 3600.0,
         maxRemembered: int = 100_000,
+        signatureWindow: float = 30.0,
     ) -> None:
         """
         @param manager: the callback manager, the one owner of running callback ids:
@@ -147,15 +95,17 @@ class IIFProtocol(DatagramProtocol):
             C{cancelCallback(callbackId) -> bool}. A call has its C{request} and the
             Deferred C{finished} (fires with an object with C{realDuration} and
             C{cause}).
-        @param peers: the peer servers as C{(ip literal, port or None)}; only they may
-            send commands, from that port exactly when one is given, from any port
-            otherwise.
+        @param peers: the peer servers: L{Peer}s (name, address, key, rules), or
+            C{(ip literal, port or None)} for peers without rules or key. Only they
+            may send commands, from that port exactly when one is given, from any
+            port otherwise.
         @param maxDuration: the largest C{duration} a REQUEST may ask for.
         @param reactor: an L{IReactorTime}; the global reactor by default.
         @param requestMemory: seconds a finished REQUEST id is remembered, so a repeated
             REQUEST gets its ACK and RESPONSE again instead of a second call.
         @param maxRemembered: the most finished ids remembered; the oldest go first.
             Running callbacks are the manager's and do not count.
+        @param signatureWindow: the largest C{|now - ts|} of a keyed peer's command.
         @raise ValueError: if a peer host is not an IP literal.
         """
         if reactor is None:
@@ -164,19 +114,22 @@ class IIFProtocol(DatagramProtocol):
         self._manager = manager
         self._maxDuration = maxDuration
         self._memory = RequestMemory(reactor, requestMemory, maxRemembered)
-        self._peers: dict[str, set[int] | None] = {}
-        for host, port in peers:
-            try:
-                key = _normaliseHost(host)
-            except ValueError:
-                raise ValueError(f"peer host {host!r} is not an IP address") from None
-            if port is None or self._peers.get(key, set()) is None:
-                self._peers[key] = None
-            else:
-                self._peers.setdefault(key, set()).add(port)  # type: ignore[union-attr]
-        self._drops = _DropLimiter(self.dropLogInterval, self.maxDropSources)
+        self._peers = PeerTable(
+            peers, reactor, signatureWindow, requestMemory, maxRemembered
+        )
+        self._drops = RateLimitedLog(self.dropLogInterval, self.maxDropSources, reactor)
+        self._refusals = RateLimitedLog(
+            self.refusalLogInterval, self._maxRefusalKeys, reactor
+        )
         # While not None, RESPONSEs are queued here instead of sent (see _cancel).
-        self._heldResponses: list[tuple[bytes, tuple[Any, ...]]] | None = None
+        self._heldResponses: list[tuple[bytes, _Address, Peer]] | None = None
+
+    @property
+    def peers(self) -> PeerTable:
+        """
+        The peer table: rejected datagrams by peer and kind, running callbacks.
+        """
+        return self._peers
 
     # -- DatagramProtocol
 
@@ -189,171 +142,271 @@ class IIFProtocol(DatagramProtocol):
         """
         self._memory.stop()
 
-    def datagramReceived(self, datagram: bytes, addr: tuple[Any, ...]) -> None:
+    def datagramReceived(self, datagram: bytes, addr: _Address) -> None:
         """
-        Handle one IIF command; anything from a non-peer is dropped without an answer.
+        Handle one IIF command. A non-peer's datagram, a datagram of a peer that may
+        not send commands and a keyed peer's datagram that is not signed as it must
+        be get no answer at all.
         """
-        if not self._isPeer(addr):
+        peer = self._peers.identify(addr)
+        if peer is None:
             self._dropped(addr)
+            return
+        if not peer.commands:
+            self._peers.dropped(peer)
+            self._refused(
+                peer,
+                "commands",
+                "IIF dropped datagram from {source}: peer {peer} may not send"
+                " commands",
+                source=_formatSource(addr),
+            )
+            return
+        try:
+            datagram = self._peers.open(peer, datagram)
+        except SignatureError as e:
+            self._refused(
+                peer,
+                "signature",
+                "IIF ignored a datagram from peer {peer} ({source}), no answer:"
+                " {kind}: {reason}",
+                source=_formatSource(addr),
+                kind=e.kind,
+                reason=e.reason,
+            )
             return
         try:
             message = parseMessage(datagram, self._maxDuration)
         except MessageError as e:
-            self._log.warn(
+            self._refused(
+                peer,
+                "invalid",
                 "IIF invalid command from {source} (id {callbackId!r}): {reason}",
                 source=_formatSource(addr),
                 callbackId=e.callbackId,
                 reason=e.reason,
             )
-            self._send(formatAck(e.callbackId, False), addr)
+            self._send(formatAck(e.callbackId, False), addr, peer)
             return
         if message.ignored:
-            self._log.info(
+            self._refused(
+                peer,
+                "ignored",
                 "IIF {callbackId}: ignoring unknown parameters {names}",
+                LogLevel.info,
                 callbackId=message.callbackId,
                 names=", ".join(message.ignored),
             )
         if isinstance(message, Cancel):
-            self._cancel(message, addr)
+            self._cancel(message, addr, peer)
         else:
-            self._request(message, addr)
+            self._request(message, addr, peer)
 
-    # -- the allowlist
+    # -- refusals and drops, rate-limited
 
-    def _isPeer(self, addr: tuple[Any, ...]) -> bool:
-        try:
-            host = _normaliseHost(addr[0])
-        except ValueError:
+    def _refused(
+        self,
+        peer: Peer,
+        kind: str,
+        format: str,
+        level: LogLevel = LogLevel.warn,
+        /,
+        **fields: Any,
+    ) -> None:
+        """
+        Log one refusal of C{peer}: at most one line per peer and C{kind} per
+        L{refusalLogInterval}.
+        """
+        self._refusals.emit(
+            self._log, (peer.name, kind), format, level, peer=peer.name, **fields
+        )
+
+    def _dropped(self, addr: _Address) -> None:
+        self._drops.emit(
+            self._log,
+            str(addr[0]),
+            "IIF dropped datagram from non-peer {source}",
+            source=_formatSource(addr),
+        )
+
+    def _foreign(
+        self, peer: Peer, command: str, callbackId: str, addr: _Address
+    ) -> bool:
+        """
+        Refuse with C{code=fail} a command about another peer's callback.
+
+        @return: whether it was refused.
+        """
+        refusal = self._peers.check(peer, callbackId)
+        if refusal is None:
             return False
-        if host not in self._peers:
-            return False
-        ports = self._peers[host]
-        return ports is None or addr[1] in ports
-
-    def _dropped(self, addr: tuple[Any, ...]) -> None:
-        verdict = self._drops.drop(str(addr[0]), self._reactor.seconds())
-        if verdict is None:
-            return
-        aggregate, suppressed = verdict
-        if aggregate:
-            self._log.warn(
-                "IIF dropped datagram from non-peer {source} "
-                "(too many non-peer sources; "
-                "{suppressed} more drops from them not logged)",
-                source=_formatSource(addr),
-                suppressed=suppressed,
-            )
-        else:
-            self._log.warn(
-                "IIF dropped datagram from non-peer {source} "
-                "({suppressed} more drops from this host not logged)",
-                source=_formatSource(addr),
-                suppressed=suppressed,
-            )
+        self._refused(
+            peer,
+            "owner",
+            "IIF {command} {callbackId} from peer {peer} refused: {refusal}",
+            command=command,
+            callbackId=callbackId,
+            refusal=str(refusal),
+        )
+        self._send(formatAck(callbackId, False), addr, peer)
+        return True
 
     # -- REQUEST
 
-    def _request(self, request: Request, addr: tuple[Any, ...]) -> None:
+    def _request(self, request: Request, addr: _Address, peer: Peer) -> None:
         callbackId = request.callbackId
         finished = self._memory.recall(callbackId)
         if finished is not None:
-            self._repeated(
-                request, finished.request, _Known.FINISHED, addr, finished.realDuration
-            )
+            if not self._foreign(peer, "REQUEST", callbackId, addr):
+                self._repeated(
+                    request,
+                    finished.request,
+                    _Known.FINISHED,
+                    addr,
+                    peer,
+                    finished.realDuration,
+                )
             return
         running = self._manager.runningCallback(callbackId)
         if running is not None:
-            self._repeated(request, running.request, _Known.RUNNING, addr)
+            if not self._foreign(peer, "REQUEST", callbackId, addr):
+                self._repeated(request, running.request, _Known.RUNNING, addr, peer)
+            return
+        verdict = self._peers.admit(peer, request)
+        if not isinstance(verdict, Admission):
+            self._refused(
+                peer,
+                f"policy {verdict.rule}",
+                "IIF REQUEST {callbackId} from peer {peer} refused by rule {rule}:"
+                " {detail}",
+                callbackId=callbackId,
+                rule=str(verdict.rule),
+                detail=verdict.detail,
+            )
+            self._send(formatAck(callbackId, False), addr, peer)
+            return
+        call = self._start(request, verdict.duration, addr, peer)
+        if call is None:
             return
         self._log.info(
             "IIF REQUEST {callbackId} from {source}: user1={user1} user2={user2} "
-            "duration={duration}",
+            "duration={duration} (peer {peer})",
             callbackId=callbackId,
             source=_formatSource(addr),
             user1=request.user1,
             user2=request.user2,
             duration=request.duration,
+            peer=peer.name,
         )
+        self._log.info("IIF REQUEST {callbackId} accepted", callbackId=callbackId)
+        self._send(formatAck(callbackId, True), addr, peer)
+        call.finished.addCallbacks(
+            self._finishedOk,
+            self._finishedError,
+            callbackArgs=(request, addr, peer),
+            errbackArgs=(request, addr, peer),
+        ).addErrback(self._bug, callbackId)
+
+    def _start(
+        self, request: Request, duration: int, addr: _Address, peer: Peer
+    ) -> Any:
+        """
+        Hand an admitted REQUEST to the manager, with the duration the policy
+        enforces.
+
+        @return: the started call, or L{None} when the manager refused it (the
+            AS has its C{code=fail} then, and the peer its slot back).
+        """
+        callbackId = request.callbackId
+        if duration != request.duration:
+            request = replace(request, duration=duration)
         try:
-            call = self._manager.startCallback(request)
+            return self._manager.startCallback(request)
         except CallbackRefused as e:
-            self._log.warn(
-                "IIF REQUEST {callbackId} refused: {reason}",
+            self._refused(
+                peer,
+                "refused",
+                "IIF REQUEST {callbackId} from peer {peer} refused: {reason}",
                 callbackId=callbackId,
                 reason=e.reason,
             )
-            self._send(formatAck(callbackId, False), addr)
-            return
         except Exception:
             self._log.failure(
                 "IIF REQUEST {callbackId}: the manager failed", callbackId=callbackId
             )
-            self._send(formatAck(callbackId, False), addr)
-            return
-        self._log.info("IIF REQUEST {callbackId} accepted", callbackId=callbackId)
-        self._send(formatAck(callbackId, True), addr)
-        call.finished.addCallbacks(
-            self._finishedOk,
-            self._finishedError,
-            callbackArgs=(request, addr),
-            errbackArgs=(request, addr),
-        ).addErrback(self._bug, callbackId)
+        self._peers.refused(callbackId)
+        self._send(formatAck(callbackId, False), addr, peer)
+        return None
 
     def _repeated(
         self,
         request: Request,
         original: Request,
         known: _Known,
-        addr: tuple[Any, ...],
+        addr: _Address,
+        peer: Peer,
         realDuration: int | None = None,
     ) -> None:
         """
-        Answer a REQUEST whose id is known: when it repeats the original, the same ACK
-        again, and the RESPONSE again when the callback has finished (C{realDuration});
-        C{code=fail} when it reuses the id with other parameters.
+        Answer a REQUEST of C{peer} whose id is its own: when it repeats the
+        original, the same ACK again, and the RESPONSE again when the callback has
+        finished (C{realDuration}); C{code=fail} when it reuses the id with other
+        parameters.
         """
         callbackId = request.callbackId
         source = _formatSource(addr)
-        if original != request:
-            self._log.warn(
+        effective = self._peers.effective
+        if effective(peer, original) != effective(peer, request):
+            self._refused(
+                peer,
+                "reused",
                 "IIF REQUEST {callbackId} from {source} reuses the id of a {state} "
                 "callback with different parameters; refused",
                 callbackId=callbackId,
                 source=source,
                 state=known,
             )
-            self._send(formatAck(callbackId, False), addr)
+            self._send(formatAck(callbackId, False), addr, peer)
             return
-        self._log.info(
+        self._refused(
+            peer,
+            "repeated",
             "IIF REQUEST {callbackId} from {source} repeated ({state} callback)",
+            LogLevel.info,
             callbackId=callbackId,
             source=source,
             state=known,
         )
-        self._send(formatAck(callbackId, True), addr)
+        self._send(formatAck(callbackId, True), addr, peer)
         if realDuration is not None:
-            self._send(formatResponse(callbackId, realDuration), addr)
+            self._send(formatResponse(callbackId, realDuration), addr, peer)
 
     def _finishedOk(
-        self, result: Any, request: Request, source: tuple[Any, ...]
+        self, result: Any, request: Request, source: _Address, peer: Peer
     ) -> None:
-        self._ended(request, source, int(result.realDuration), str(result.cause))
+        self._ended(request, source, peer, int(result.realDuration), str(result.cause))
 
     def _finishedError(
-        self, failure: Failure, request: Request, source: tuple[Any, ...]
+        self, failure: Failure, request: Request, source: _Address, peer: Peer
     ) -> None:
         self._log.failure(
             "IIF callback {callbackId} ended with an error; reporting real_duration=0",
             failure,
             callbackId=request.callbackId,
         )
-        self._ended(request, source, 0, "error: " + failure.getErrorMessage())
+        self._ended(request, source, peer, 0, "error: " + failure.getErrorMessage())
 
     def _ended(
-        self, request: Request, source: tuple[Any, ...], realDuration: int, cause: str
+        self,
+        request: Request,
+        source: _Address,
+        peer: Peer,
+        realDuration: int,
+        cause: str,
     ) -> None:
         """
-        Send the RESPONSE to where the REQUEST came from, and remember the id.
+        Give the peer its slot back, send the RESPONSE to where the REQUEST came
+        from, and remember the id.
         """
         callbackId = request.callbackId
         realDuration = max(0, realDuration)
@@ -364,7 +417,8 @@ class IIFProtocol(DatagramProtocol):
             realDuration=realDuration,
             cause=cause,
         )
-        self._sendResponse(formatResponse(callbackId, realDuration), source)
+        self._peers.ended(callbackId)
+        self._sendResponse(formatResponse(callbackId, realDuration), source, peer)
         self._memory.remember(request, realDuration)
 
     def _bug(self, failure: Failure, callbackId: str) -> None:
@@ -376,13 +430,10 @@ class IIFProtocol(DatagramProtocol):
 
     # -- CANCEL
 
-    def _cancel(self, cancel: Cancel, addr: tuple[Any, ...]) -> None:
+    def _cancel(self, cancel: Cancel, addr: _Address, peer: Peer) -> None:
         callbackId = cancel.callbackId
-        self._log.info(
-            "IIF CANCEL {callbackId} from {source}",
-            callbackId=callbackId,
-            source=_formatSource(addr),
-        )
+        if self._foreign(peer, "CANCEL", callbackId, addr):
+            return
         # A manager that ends the call synchronously must not get its RESPONSE on the
         # wire before this CANCEL's ACK.
         self._heldResponses = []
@@ -395,24 +446,37 @@ class IIFProtocol(DatagramProtocol):
             found = False
         finally:
             held, self._heldResponses = self._heldResponses, None
-        if not found:
-            self._log.warn(
-                "IIF CANCEL {callbackId}: no running callback with this id",
+        if found:
+            self._log.info(
+                "IIF CANCEL {callbackId} from {source}",
+                callbackId=callbackId,
+                source=_formatSource(addr),
+            )
+        else:
+            self._refused(
+                peer,
+                "cancel",
+                "IIF CANCEL {callbackId} from peer {peer}: no running callback with"
+                " this id",
                 callbackId=callbackId,
             )
-        self._send(formatAck(callbackId, found), addr)
-        for data, dest in held:
-            self._send(data, dest)
+        self._send(formatAck(callbackId, found), addr, peer)
+        for data, dest, owner in held:
+            self._send(data, dest, owner)
 
     # -- output
 
-    def _sendResponse(self, data: bytes, addr: tuple[Any, ...]) -> None:
+    def _sendResponse(self, data: bytes, addr: _Address, peer: Peer) -> None:
         if self._heldResponses is not None:
-            self._heldResponses.append((data, addr))
+            self._heldResponses.append((data, addr, peer))
         else:
-            self._send(data, addr)
+            self._send(data, addr, peer)
 
-    def _send(self, data: bytes, addr: tuple[Any, ...]) -> None:
+    def _send(self, data: bytes, addr: _Address, peer: Peer) -> None:
+        """
+        Write C{data} to C{addr}, signed when C{peer} has a key (at the time it is
+        sent, so a RESPONSE hours after its REQUEST carries a fresh C{ts}).
+        """
         if self.transport is None:
             self._log.warn(
                 "IIF not listening; lost {data!r} to {destination}",
@@ -420,6 +484,7 @@ class IIFProtocol(DatagramProtocol):
                 destination=_formatSource(addr),
             )
             return
+        data = self._peers.seal(peer, data)
         try:
             self.transport.write(data, addr)
         except OSError:

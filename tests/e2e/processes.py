@@ -274,6 +274,7 @@ class ServerProcess(ChildProcess):
         asPorts: int | Sequence[int],
         reactor: Any = None,
         peers: Mapping[str, str] | None = None,
+        sections: Mapping[str, Mapping[str, Any]] | None = None,
         **overrides: Any,
     ) -> None:
         """
@@ -282,6 +283,8 @@ class ServerProcess(ChildProcess):
         @param asPorts: the loopback port(s) of the application server(s):
             peers C{as1}, C{as2}...
         @param peers: more C{[peer_servers]} entries, name -> C{host[:port]}.
+        @param sections: more values by section (e.g. C{{"peer as1": {"key":
+            ...}}}), merged into the defaults; new sections are written last.
         @param overrides: config values by key name (C{no_answer_timeout=3},
             C{trace=False}); a key of no section is a C{TypeError}.
         """
@@ -310,6 +313,8 @@ class ServerProcess(ChildProcess):
             peerServers[f"as{index}"] = f"{LOOPBACK}:{port}"
         peerServers.update(peers or {})
         self.sections["peer_servers"] = peerServers
+        for name, values in (sections or {}).items():
+            self.sections.setdefault(name, {}).update(values)
         self.directory = Path(directory).resolve()
         self.configPath = self.directory / "callback.ini"
         self._ready: Deferred | None = None
