@@ -57,16 +57,25 @@ setup(
         "zope.interface>=6",
         # sippy 2.5 requires rtpsynth>=1.3.0; announcements use it directly.
         "rtpsynth>=1.3,<2",
+        # The durable store on PostgreSQL (SQLite needs nothing extra); the
+        # binary wheel carries libpq, so no compiler or libpq-dev is needed.
+        "psycopg[binary]>=3.1,<4",
     ],
     extras_require={
-        # The tests need nothing beyond the install itself and SIPp (the
-        # Debian package sip-tester, not a Python package).
+        # The tests need nothing beyond the install itself, SIPp, Kamailio
+        # and PostgreSQL's server binaries (Debian packages sip-tester,
+        # kamailio, postgresql; scripts/test installs them).
         "test": [],
         "dev": ["black", "isort", "ruff"],
     },
     package_dir={"": "."},
     packages=_packages() + ["twisted.plugins"],
     include_package_data=False,
+    entry_points={
+        "console_scripts": [
+            "callback-cdr = callback_tw.cli.cdr:main",
+        ],
+    },
     zip_safe=False,
     classifiers=[
         "Framework :: Twisted",

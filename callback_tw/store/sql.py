@@ -13,7 +13,7 @@ so a group commit and its per-write savepoints read the same on both.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from callback_tw.store.errors import StoreError
@@ -201,6 +201,16 @@ class Connection:
         Callbacks accepted in [C{since}, C{until}) from C{peer}, oldest
         first; each filter is optional.
         """
+        return list(self.iterCallbacks(since, until, peer, limit))
+
+    def iterCallbacks(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        peer: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CallbackRecord]:
+        """L{listCallbacks}, a page of rows at a time (for large exports)."""
         where, params = [], []
         if since is not None:
             where.append("accepted_at >= ?")
@@ -217,10 +227,13 @@ class Connection:
         sql += " ORDER BY accepted_at, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [callbackFromRow(row) for row in self.execute(sql, params).fetchall()]
+        cursor = self.execute(sql, params)
+        while rows := cursor.fetchmany(1000):
+            for row in rows:
+                yield callbackFromRow(row)
 
 
-def connect(url: StoreURL, timeout: float = 5.0, readOnly: bool = False) -> Connection:
+def connect(url: StoreURL, timeout: float = 5.0, create: bool = True) -> Connection:
     """
     Open a connection to the store at C{url}.
 
@@ -229,14 +242,14 @@ def connect(url: StoreURL, timeout: float = 5.0, readOnly: bool = False) -> Conn
     keys on; C{timeout} is how long a write waits for a lock.
     PostgreSQL: C{timeout} bounds connecting.
 
-    @param readOnly: open an existing SQLite file for reading only (never
-        create it).
+    @param create: create a missing SQLite file (the server does; the CDR
+        tool does not, it reports the mistake).
     @raise StoreError: the database cannot be opened; the message names the
         URL without its password.
     """
     try:
         if url.dialect == "sqlite":
-            if readOnly:
+            if not create:
                 raw = sqlite3.connect(
                     f"file:{url.path}?mode=rw",
                     uri=True,

@@ -1,0 +1,3 @@
+"""
+Console scripts (plain blocking programs, not the server).
+"""
