@@ -16,9 +16,10 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from callback_tw.store import (
+    CallbackRecord,
     LegDialog,
     NewCallback,
     PurgeJob,
@@ -73,6 +74,47 @@ async def waitFor(predicate: Any, timeout: float = 15.0) -> None:
             return
         await sleep(0.02)
     raise AssertionError(f"still false after {timeout} s: {predicate}")
+
+
+class RecoveredDurationTests(SynchronousTestCase):
+    """L{CallbackRecord.recoveredDuration}: real_duration after a crash."""
+
+    def record(self, **times: Any) -> CallbackRecord:
+        values = dict(
+            id="k1",
+            serverId="s",
+            peer="as1",
+            peerAddress="h:1",
+            user1="100",
+            user2="101",
+            duration=60,
+            annId1=None,
+            annId2=None,
+            annDigit2=None,
+            state="joined",
+            acceptedAt=0.0,
+        )
+        return CallbackRecord(**values, **times)
+
+    def test_untilLastCheckpoint(self) -> None:
+        """From user2's answer to the last checkpoint, halves rounded up."""
+        self.assertEqual(
+            self.record(answered2At=10.0, checkpointAt=52.5).recoveredDuration(), 43
+        )
+        self.assertEqual(
+            self.record(answered2At=10.0, checkpointAt=52.4).recoveredDuration(), 42
+        )
+
+    def test_user2NeverAnswered(self) -> None:
+        """0 when user2 never answered, even with checkpoints."""
+        self.assertEqual(self.record(checkpointAt=50.0).recoveredDuration(), 0)
+
+    def test_noCheckpointYet(self) -> None:
+        """Answered but no checkpoint since (or an older one): 0."""
+        self.assertEqual(self.record(answered2At=10.0).recoveredDuration(), 0)
+        self.assertEqual(
+            self.record(answered2At=10.0, checkpointAt=9.0).recoveredDuration(), 0
+        )
 
 
 class StoreTestsMixin:
@@ -239,6 +281,48 @@ class StoreTestsMixin:
         )
         self.assertIsNone(await store.lookup("nosuch"))
 
+    async def test_idReusedAfterRequestMemory(self) -> None:
+        """
+        With forgetBefore, an ended callback accepted before that time is
+        replaced by the new one (the AS reused an old id); a newer or a
+        running one is kept and reported as the existing row.
+        """
+        store = await self.openStore()
+        await store.accept(request("old"), at=100.0)
+        await store.upsertLeg(dialog("old"))
+        await store.markEnded("old", "timer", 60, at=200.0)
+        await store.accept(request("running"), at=100.0)
+        reused = await store.accept(request("old", user2="102"), forgetBefore=1000.0)
+        kept = await store.accept(request("running", user2="102"), forgetBefore=1000.0)
+        self.assertTrue(reused.created)
+        self.assertEqual((reused.record.user2, reused.record.ended), ("102", False))
+        self.assertEqual(await store.legs("old"), [])
+        self.assertFalse(kept.created)
+        self.assertEqual(kept.record.user2, "101")
+        recent = await store.accept(request("old", user2="103"), forgetBefore=50.0)
+        self.assertFalse(recent.created)
+
+    async def test_unfinishedWithLegs(self) -> None:
+        """
+        Recovery reads each unfinished callback of this server with the
+        dialogs its BYEs and CANCELs need.
+        """
+        store = await self.openStore()
+        await store.accept(request("a"), at=1.0)
+        await store.upsertLeg(dialog("a", 1, state="answered"))
+        await store.upsertLeg(dialog("a", 2, remoteTag=None, remoteTarget=None))
+        await store.accept(request("b"), at=2.0)
+        result = await store.unfinishedWithLegs()
+        self.assertEqual(
+            [(r.id, [leg.leg for leg in legs]) for r, legs in result],
+            [("a", [1, 2]), ("b", [])],
+        )
+        self.assertEqual(
+            result[0][1][1], dialog("a", 2, remoteTag=None, remoteTarget=None)
+        )
+        self.assertEqual(result[0][1][0].routeSet, ("<sip:proxy@127.0.0.1:5080;lr>",))
+        self.assertIs(result[0][1][0].viaProvider, False)
+
     async def test_updateRefusesIdentity(self) -> None:
         """The id, owner and REQUEST parameters cannot be updated."""
         store = await self.openStore()
@@ -282,6 +366,18 @@ class StoreTestsMixin:
             sorted(row[0] for row in self.readDirectly("SELECT callback_id FROM legs")),
             ["recent", "running"],
         )
+
+    async def test_purgeInChunks(self) -> None:
+        """
+        A purge larger than one chunk goes on, chunk after chunk, until
+        everything old is gone.
+        """
+        store = await self.openStore()
+        for i in range(5):
+            await store.accept(request(f"old{i}"), at=0.0)
+            await store.markEnded(f"old{i}", "timer", 1, at=1.0)
+        self.assertEqual(await store.purge(90, chunk=2), 5)
+        self.assertEqual(self.readDirectly("SELECT count(*) FROM callbacks")[0][0], 0)
 
     async def test_purgeJob(self) -> None:
         """
@@ -367,6 +463,25 @@ class StoreTestsMixin:
             self.assertNotIn(self.password, repr(errors))
         self.assertTrue(await store.accept(request("k2")))
 
+    async def test_idleProbe(self) -> None:
+        """
+        With no write at all, the probe notices the database going away
+        (healthy false, one error line) and coming back (healthy true).
+        """
+        store = await self.openStore(probeInterval=0.05, retryDelays=(0.05, 0.1))
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.breakDatabase(self.url)
+        self.addCleanup(self.repairDatabase, self.url)
+        await waitFor(lambda: not store.healthy)
+        self.repairDatabase(self.url)
+        await waitFor(lambda: store.healthy)
+        levels = [
+            e["log_level"]
+            for e in events
+            if e["log_namespace"].startswith("callback_tw.store")
+        ]
+        self.assertEqual(levels, [LogLevel.error, LogLevel.info])
+
     async def test_queueBounded(self) -> None:
         """
         The writes kept while the database is down are bounded: one more
@@ -394,6 +509,17 @@ class StoreTestsMixin:
             self.readDirectly("SELECT state FROM callbacks")[0][0], "ended"
         )
         await self.assertFailure(store.lookup("k1"), StoreUnavailable)
+
+    async def test_closeCommitsAllQueued(self) -> None:
+        """close() drains a queue longer than one transaction's batch."""
+        store = await self.openStore(maxBatch=3)
+        await store.accept(request("k1"))
+        done = [store.update("k1", leg1Status=100 + i) for i in range(10)]
+        await store.close()
+        self.assertEqual([d.called for d in done], [True] * 10)
+        self.assertEqual(
+            self.readDirectly("SELECT leg1_status FROM callbacks")[0][0], 109
+        )
 
 
 class SQLiteStoreTests(StoreTestsMixin, TestCase):

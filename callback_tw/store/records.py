@@ -9,6 +9,7 @@ them that the SQL, the CDR tool and the updates derive from.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -20,6 +21,9 @@ __all__ = [
     "CallbackRecord",
     "LegDialog",
     "NewCallback",
+    "callbackFromRow",
+    "legFromRow",
+    "legToRow",
 ]
 
 
@@ -122,6 +126,19 @@ class CallbackRecord:
             self.annId2,
             self.annDigit2,
         )
+
+    def recoveredDuration(self) -> int:
+        """
+        The real_duration of a callback that was running when its server
+        died, as if it ended at its last checkpoint: the conversation time
+        from user2's answer to the checkpoint, rounded to the nearest second
+        (halves up) as L{callback_tw.callback.call} does; 0 if user2 never
+        answered.
+        """
+        if self.answered2At is None:
+            return 0
+        last = max(self.checkpointAt or self.answered2At, self.answered2At)
+        return math.floor(last - self.answered2At + 0.5)
 
     def sameRequest(self, request: NewCallback) -> bool:
         """True if C{request} repeats the REQUEST this callback came from."""

@@ -93,12 +93,33 @@ class Connection:
     # Writes.
 
     def insertCallback(
-        self, serverId: str, new: NewCallback, at: float
+        self,
+        serverId: str,
+        new: NewCallback,
+        at: float,
+        forgetBefore: float | None = None,
     ) -> tuple[CallbackRecord, bool]:
         """
         Insert C{new} owned by C{serverId} unless its id exists (on any
         server); return the row now stored and whether this call made it.
+
+        @param forgetBefore: an ended callback with the same id accepted
+            before this time is forgotten (deleted with its legs) first, so
+            that an AS may reuse an id after the request memory.  Between
+            two servers doing so at once, PostgreSQL's row lock makes the
+            second one's DELETE see the first one's new row and keep it.
         """
+        if forgetBefore is not None:
+            self.execute(
+                "DELETE FROM legs WHERE callback_id IN (SELECT id FROM callbacks"
+                " WHERE id = ? AND ended_at IS NOT NULL AND accepted_at < ?)",
+                (new.id, forgetBefore),
+            )
+            self.execute(
+                "DELETE FROM callbacks"
+                " WHERE id = ? AND ended_at IS NOT NULL AND accepted_at < ?",
+                (new.id, forgetBefore),
+            )
         cursor = self.execute(
             "INSERT INTO callbacks (id, server_id, peer, peer_address, user1, user2,"
             " duration, ann_id1, ann_id2, ann_digit2, state, accepted_at)"
@@ -148,21 +169,26 @@ class Connection:
             legToRow(dialog),
         )
 
-    def purge(self, before: float) -> int:
+    def purge(self, before: float, limit: int = 1000) -> int:
         """
-        Delete the callbacks that ended before C{before}, and their legs.
-        A callback that has not ended is never purged: recovery owns it.
+        Delete up to C{limit} callbacks that ended before C{before}, and
+        their legs.  A callback that has not ended is never purged: recovery
+        owns it.
 
-        @return: how many callbacks were deleted.
+        @return: how many callbacks were deleted (C{limit}: maybe more left).
         """
-        self.execute(
-            "DELETE FROM legs WHERE callback_id IN"
-            " (SELECT id FROM callbacks WHERE ended_at < ?)",
-            (before,),
-        )
-        return self.execute(
-            "DELETE FROM callbacks WHERE ended_at < ?", (before,)
-        ).rowcount
+        ids = [
+            row[0]
+            for row in self.execute(
+                f"SELECT id FROM callbacks WHERE ended_at < ? LIMIT {int(limit)}",
+                (before,),
+            ).fetchall()
+        ]
+        if ids:
+            marks = ", ".join("?" for _ in ids)
+            self.execute(f"DELETE FROM legs WHERE callback_id IN ({marks})", ids)
+            self.execute(f"DELETE FROM callbacks WHERE id IN ({marks})", ids)
+        return len(ids)
 
     # Reads.
 
@@ -269,9 +295,17 @@ def connect(url: StoreURL, timeout: float = 5.0, create: bool = True) -> Connect
             raw.execute("PRAGMA foreign_keys=ON")
             return Connection(raw, "sqlite")
         psycopg = _psycopg()
+        # TCP keepalives and tcp_user_timeout bound how long a write can hang
+        # on a server that vanished without closing the connection (a
+        # network partition): the writer fails, and the store reports it.
         raw = psycopg.connect(
             autocommit=True,
-            connect_timeout=max(1, int(timeout)),
+            connect_timeout=max(2, int(timeout)),
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+            tcp_user_timeout=int(max(timeout, 1.0) * 3000),
             **dict(url.conninfo),
         )
         return Connection(raw, "postgresql")
