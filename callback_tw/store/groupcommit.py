@@ -56,12 +56,26 @@ class _Write:
 def _applyBatch(connection: Connection, batch: list[_Write]) -> list[Any]:
     """
     On the writer thread: apply C{batch} in one transaction.  A write that
-    fails for its own reason is rolled back to its savepoint and its
-    exception is its result; an unreachable database fails the whole batch.
-    An empty batch is an empty transaction: the probe.
+    fails for its own reason fails alone and the others are committed; an
+    unreachable database fails the whole batch.  An empty batch is an empty
+    transaction: the probe.
+
+    Writes that fail for their own reason are bugs, so rare: the batch runs
+    first without savepoints (each costs two round trips on PostgreSQL), and
+    only if one write fails is it run again with one savepoint per write.
     """
+    try:
+        return _transaction(connection, batch, isolate=False)
+    except Exception as e:
+        if transient(e) or len(batch) < 2:
+            raise
+    return _transaction(connection, batch, isolate=True)
+
+
+def _transaction(
+    connection: Connection, batch: list[_Write], isolate: bool
+) -> list[Any]:
     results: list[Any] = []
-    isolate = len(batch) > 1
     connection.begin()
     try:
         for write in batch:

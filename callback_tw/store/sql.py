@@ -120,29 +120,31 @@ class Connection:
                 " WHERE id = ? AND ended_at IS NOT NULL AND accepted_at < ?",
                 (new.id, forgetBefore),
             )
-        cursor = self.execute(
-            "INSERT INTO callbacks (id, server_id, peer, peer_address, user1, user2,"
-            " duration, ann_id1, ann_id2, ann_digit2, state, accepted_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            (
-                new.id,
-                serverId,
-                new.peer,
-                new.peerAddress,
-                new.user1,
-                new.user2,
-                new.duration,
-                new.annId1,
-                new.annId2,
-                new.annDigit2,
-                at,
-            ),
+        values = (
+            new.id,
+            serverId,
+            new.peer,
+            new.peerAddress,
+            new.user1,
+            new.user2,
+            new.duration,
+            new.annId1,
+            new.annId2,
+            new.annDigit2,
+            "accepted",
+            at,
         )
-        created = cursor.rowcount == 1
+        cursor = self.execute(
+            f"INSERT INTO callbacks ({', '.join(CALLBACK_COLUMNS[:12])})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            values,
+        )
+        if cursor.rowcount == 1:
+            return callbackFromRow(values), True
         record = self.readCallback(new.id)
         assert record is not None
-        return record, created
+        return record, False
 
     def updateCallback(self, callbackId: str, values: dict[str, Any]) -> bool:
         """
