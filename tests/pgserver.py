@@ -6,7 +6,10 @@ C{scripts/test} installs when missing) build a cluster in a temporary
 directory and start it on a free loopback port, with its socket in the same
 directory.  PostgreSQL refuses to run as root, so under root (CI) the
 cluster belongs to the C{postgres} system user (or C{nobody}).  The server is
-stopped, in bounded time, when the test process exits.
+stopped, in bounded time, when the test process exits.  C{pg_ctl} detaches
+the server from the test's process group, so a test run killed before it
+could stop its server leaves one behind: the next run stops and removes such
+leftovers (their C{owner} file names a test process that is gone).
 
 Tests reach it as the unprivileged role L{ROLE} with a password (so URLs
 carry a real password to keep out of messages); the superuser connection
@@ -47,6 +50,33 @@ def _binDir() -> str | None:
     return os.path.dirname(os.path.realpath(initdb)) if initdb else None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _removeLeftovers(binDir: str) -> None:
+    """Stop and remove clusters whose test process has died."""
+    pattern = os.path.join(tempfile.gettempdir(), "callback-pg-*", "owner")
+    for owner in glob.glob(pattern):
+        directory = os.path.dirname(owner)
+        try:
+            with open(owner) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        leftover = PostgresServer(binDir, directory)
+        leftover._running = True
+        leftover.stop()
+
+
 def _freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,9 +91,13 @@ class PostgresServer:
     @ivar directory: the temporary directory (data, socket, log).
     """
 
-    def __init__(self, binDir: str) -> None:
+    def __init__(self, binDir: str, directory: str | None = None) -> None:
         self._bin = binDir
-        self.directory = tempfile.mkdtemp(prefix="callback-pg-")
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="callback-pg-")
+            with open(os.path.join(directory, "owner"), "w") as f:
+                f.write(str(os.getpid()))
+        self.directory = directory
         self._data = os.path.join(self.directory, "data")
         self._prefix: list[str] = []
         if os.geteuid() == 0:
@@ -214,6 +248,7 @@ def server() -> PostgresServer:
         import psycopg  # noqa: F401
     except ImportError:
         raise SkipTest("psycopg 3 is not installed (pip install -e .)") from None
+    _removeLeftovers(binDir)
     candidate = PostgresServer(binDir)
     try:
         candidate.start()
