@@ -8,13 +8,16 @@ through a second, independent connection.
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
+import sys
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -544,6 +547,35 @@ class SQLiteStoreTests(StoreTestsMixin, TestCase):
         """The file is in WAL mode, so CDR readers never block the writer."""
         await self.openStore()
         self.assertEqual(self.readDirectly("PRAGMA journal_mode")[0][0], "wal")
+
+    async def test_unclosedStoreLetsProcessExit(self) -> None:
+        """
+        A process that opened a store and never closed it still exits (the
+        store's threads do not hold it), and what it committed is there.
+        """
+        path = os.path.abspath(self.mktemp())
+        # SIGALRM ends a child that hangs at exit, so the test fails, not hangs.
+        script = (
+            "import signal\n"
+            "signal.alarm(20)\n"
+            "from twisted.internet import defer, task\n"
+            "from callback_tw.store import NewCallback, open as openStore\n"
+            "async def main(reactor):\n"
+            f"    store = await openStore('sqlite:///{path}', 's', reactor)\n"
+            "    await store.accept(NewCallback('k1', 'as1', 'h:1', '1', '2', 6))\n"
+            "    store.update('k1', state='calling1')\n"
+            "task.react(lambda r: defer.ensureDeferred(main(r)))\n"
+        )
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        d = getProcessOutputAndValue(
+            sys.executable, ["-c", script], env={**os.environ, "PYTHONPATH": root}
+        )
+        # A child ended by a signal fails the Deferred with (out, err, signal).
+        d.addErrback(lambda f: (b"", b"", f"ended by signal {f.value!r}"))
+        out, err, code = await d
+        self.assertEqual((code, err), (0, b""))
+        self.url = "sqlite:///" + path
+        self.assertEqual(self.readDirectly("SELECT id FROM callbacks"), [("k1",)])
 
     async def test_relativePath(self) -> None:
         """A relative SQLite path is relative to the base directory given."""

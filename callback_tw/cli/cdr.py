@@ -128,6 +128,13 @@ class Options(usage.Options):
         ["export", None, _Export, "all fields, as CSV or JSON lines"],
     ]
 
+    def opt_version(self) -> None:
+        """Show callback_tw's version and exit."""
+        from callback_tw import __version__
+
+        print(f"callback-cdr (callback_tw) {__version__}")
+        sys.exit(0)
+
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError("name a command: list, show or export")

@@ -257,7 +257,8 @@ class GroupCommit:
                     waiter.errback(failure)
             self._afterFlush()
             return
-        self._setHealthy(False, redact(" ".join(str(failure.value).split())))
+        reason = redact(" ".join(str(failure.value).split()))
+        self._setHealthy(False, reason[:200])
         if self._closed:
             self._pending[:0] = batch
             self._afterFlush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -211,13 +212,8 @@ class Accepted:
 
 
 def _snake(name: str) -> str:
-    out = []
-    for char in name:
-        if char.isupper():
-            out.append("_" + char.lower())
-        else:
-            out.append(char)
-    return "".join(out).replace("_u_r_i", "_uri").replace("_c_seq", "_cseq")
+    """C{localURI} -> C{local_uri}, C{nextCSeq} -> C{next_cseq}."""
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
 CALLBACK_ATTRIBUTES = tuple(f.name for f in fields(CallbackRecord))

@@ -15,6 +15,7 @@ one rate-limited line.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,17 @@ from callback_tw.store.sql import Connection, connect, isTransient
 from callback_tw.store.url import StoreURL
 
 __all__ = ["DatabaseThread"]
+
+
+def _daemonThread(*args: Any, **kwargs: Any) -> threading.Thread:
+    """
+    The pool's thread is a daemon: a store that was never closed (a crash in
+    start-up, a forgotten close) must not keep the process from exiting
+    (Python waits for every other thread at exit, and Twisted's SIGTERM
+    handler is gone by then).  Losing its queued writes is a crash like any
+    other, which recovery handles.
+    """
+    return threading.Thread(*args, daemon=True, **kwargs)
 
 
 class DatabaseThread:
@@ -46,6 +58,7 @@ class DatabaseThread:
         self._timeout = timeout
         self._connection: Connection | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
+        self._pool.threadFactory = _daemonThread
         self._pool.start()
 
     def run(self, function: Callable[..., Any], *args: Any) -> Deferred:
