@@ -8,16 +8,13 @@ through a second, independent connection.
 from __future__ import annotations
 
 import itertools
-import os
 import sqlite3
-import sys
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -120,10 +117,11 @@ class RecoveredDurationTests(SynchronousTestCase):
         )
 
 
-class StoreTestsMixin:
+class StoreTestBase:
     """
-    The store's behaviour, whatever the database.  Subclasses provide
-    C{newURL()}, C{breakDatabase()} and C{repairDatabase()}.
+    What every store test needs, whatever the database: a backend mixin
+    (L{SQLiteBackend}, L{PostgreSQLBackend}) provides C{newURL()},
+    C{breakDatabase()} and C{repairDatabase()}.
     """
 
     password: str | None = None
@@ -155,6 +153,48 @@ class StoreTestsMixin:
             return connection.execute(sql, params).fetchall()
         finally:
             connection.close()
+
+
+class SQLiteBackend:
+    """Stores on an SQLite file (WAL) in the test's temporary directory."""
+
+    password: str | None = None
+
+    def newURL(self) -> str:
+        return "sqlite:///" + self.mktemp() + "/callbacks.db"
+
+    def breakDatabase(self, url: str) -> None:
+        """Another process holds the write lock: every write times out."""
+        self._locker = sqlite3.connect(parseURL(url).path, isolation_level=None)
+        self._locker.execute("BEGIN EXCLUSIVE")
+
+    def repairDatabase(self, url: str) -> None:
+        locker = getattr(self, "_locker", None)
+        if locker is not None:
+            self._locker = None
+            locker.execute("ROLLBACK")
+            locker.close()
+
+
+class PostgreSQLBackend:
+    """Stores on the real PostgreSQL server the tests start, one database each."""
+
+    password: str | None = pgserver.PASSWORD
+
+    def newURL(self) -> str:
+        self.server = pgserver.server()
+        return self.server.createDatabase(f"store_{next(_names)}")
+
+    def breakDatabase(self, url: str) -> None:
+        """The store's role is locked out and its connections ended."""
+        self.server.lockOut()
+
+    def repairDatabase(self, url: str) -> None:
+        self.server.letIn()
+
+
+class StoreTestsMixin(StoreTestBase):
+    """The store's behaviour while the database works, whatever it is."""
 
     async def test_acceptCommitsBeforeFiring(self) -> None:
         """
@@ -430,152 +470,14 @@ class StoreTestsMixin:
         again = await self.openStore()
         self.assertEqual((await again.lookup("k1")).user1, "100")
 
-    async def test_downThenRecovered(self) -> None:
-        """
-        While the database is down: healthy is false, accept fails at once,
-        other writes wait (one log line, however many retries), then land in
-        order when it is back; healthy turns true again.
-        """
-        store = await self.openStore(retryDelays=(0.05, 0.2), timeout=0.2)
-        await store.accept(request("k1"))
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        self.breakDatabase(self.url)
-        self.addCleanup(self.repairDatabase, self.url)
-        answered = store.update("k1", state="calling2", answered1At=5.0)
-        checkpoints = [store.checkpoint("k1", at=float(t)) for t in range(6, 16)]
-        await waitFor(lambda: not store.healthy)
-        self.assertEqual(store.pendingWrites, 2)
-        refused = store.accept(request("k2"))
-        self.assertTrue(refused.called)
-        await self.assertFailure(refused, StoreUnavailable)
-        await sleep(1.0)
-        self.repairDatabase(self.url)
-        self.assertTrue(await answered)
-        self.assertEqual(set(await gatherResults(checkpoints)), {True})
-        self.assertTrue(store.healthy)
-        record = await store.lookup("k1")
-        self.assertEqual(
-            (record.state, record.answered1At, record.checkpointAt),
-            ("calling2", 5.0, 15.0),
-        )
-        errors = [e for e in events if e["log_level"] == LogLevel.error]
-        self.assertEqual(len(errors), 1)
-        self.assertIn("unavailable", errors[0]["log_format"])
-        self.assertEqual(errors[0]["url"], parseURL(self.url).safe)
-        if self.password:
-            self.assertNotIn(self.password, repr(errors))
-        self.assertTrue(await store.accept(request("k2")))
 
-    async def test_idleProbe(self) -> None:
-        """
-        With no write at all, the probe notices the database going away
-        (healthy false, one error line) and coming back (healthy true).
-        """
-        store = await self.openStore(probeInterval=0.05, retryDelays=(0.05, 0.1))
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        self.breakDatabase(self.url)
-        self.addCleanup(self.repairDatabase, self.url)
-        await waitFor(lambda: not store.healthy)
-        self.repairDatabase(self.url)
-        await waitFor(lambda: store.healthy)
-        levels = [
-            e["log_level"]
-            for e in events
-            if e["log_namespace"].startswith("callback_tw.store")
-        ]
-        self.assertEqual(levels, [LogLevel.error, LogLevel.info])
-
-    async def test_queueBounded(self) -> None:
-        """
-        The writes kept while the database is down are bounded: one more
-        fails with StoreUnavailable instead of growing memory.
-        """
-        store = await self.openStore(retryDelays=(0.05, 0.2), timeout=0.2, maxQueue=3)
-        await store.accept(request("k1"))
-        self.breakDatabase(self.url)
-        self.addCleanup(self.repairDatabase, self.url)
-        kept = [store.update("k1", leg1Status=180 + i) for i in range(3)]
-        await waitFor(lambda: not store.healthy)
-        await self.assertFailure(store.update("k1", state="x"), StoreUnavailable)
-        self.repairDatabase(self.url)
-        self.assertEqual(await gatherResults(kept), [True, True, True])
-        self.assertEqual((await store.lookup("k1")).leg1Status, 182)
-
-    async def test_closeCommitsQueued(self) -> None:
-        """close() commits what is queued before closing the connections."""
-        store = await self.openStore()
-        await store.accept(request("k1"))
-        done = store.update("k1", state="ended")
-        await store.close()
-        self.assertTrue(done.called)
-        self.assertEqual(
-            self.readDirectly("SELECT state FROM callbacks")[0][0], "ended"
-        )
-        await self.assertFailure(store.lookup("k1"), StoreUnavailable)
-
-    async def test_closeCommitsAllQueued(self) -> None:
-        """close() drains a queue longer than one transaction's batch."""
-        store = await self.openStore(maxBatch=3)
-        await store.accept(request("k1"))
-        done = [store.update("k1", leg1Status=100 + i) for i in range(10)]
-        await store.close()
-        self.assertEqual([d.called for d in done], [True] * 10)
-        self.assertEqual(
-            self.readDirectly("SELECT leg1_status FROM callbacks")[0][0], 109
-        )
-
-
-class SQLiteStoreTests(StoreTestsMixin, TestCase):
+class SQLiteStoreTests(SQLiteBackend, StoreTestsMixin, TestCase):
     """The store on an SQLite file (WAL)."""
-
-    def newURL(self) -> str:
-        return "sqlite:///" + self.mktemp() + "/callbacks.db"
-
-    def breakDatabase(self, url: str) -> None:
-        """Another process holds the write lock: every write times out."""
-        self._locker = sqlite3.connect(parseURL(url).path, isolation_level=None)
-        self._locker.execute("BEGIN EXCLUSIVE")
-
-    def repairDatabase(self, url: str) -> None:
-        locker = getattr(self, "_locker", None)
-        if locker is not None:
-            self._locker = None
-            locker.execute("ROLLBACK")
-            locker.close()
 
     async def test_walMode(self) -> None:
         """The file is in WAL mode, so CDR readers never block the writer."""
         await self.openStore()
         self.assertEqual(self.readDirectly("PRAGMA journal_mode")[0][0], "wal")
-
-    async def test_unclosedStoreLetsProcessExit(self) -> None:
-        """
-        A process that opened a store and never closed it still exits (the
-        store's threads do not hold it), and what it committed is there.
-        """
-        path = os.path.abspath(self.mktemp())
-        # SIGALRM ends a child that hangs at exit, so the test fails, not hangs.
-        script = (
-            "import signal\n"
-            "signal.alarm(20)\n"
-            "from twisted.internet import defer, task\n"
-            "from callback_tw.store import NewCallback, open as openStore\n"
-            "async def main(reactor):\n"
-            f"    store = await openStore('sqlite:///{path}', 's', reactor)\n"
-            "    await store.accept(NewCallback('k1', 'as1', 'h:1', '1', '2', 6))\n"
-            "    store.update('k1', state='calling1')\n"
-            "task.react(lambda r: defer.ensureDeferred(main(r)))\n"
-        )
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        d = getProcessOutputAndValue(
-            sys.executable, ["-c", script], env={**os.environ, "PYTHONPATH": root}
-        )
-        # A child ended by a signal fails the Deferred with (out, err, signal).
-        d.addErrback(lambda f: (b"", b"", f"ended by signal {f.value!r}"))
-        out, err, code = await d
-        self.assertEqual((code, err), (0, b""))
-        self.url = "sqlite:///" + path
-        self.assertEqual(self.readDirectly("SELECT id FROM callbacks"), [("k1",)])
 
     async def test_relativePath(self) -> None:
         """A relative SQLite path is relative to the base directory given."""
@@ -585,21 +487,8 @@ class SQLiteStoreTests(StoreTestsMixin, TestCase):
         self.assertTrue(store.url.startswith("sqlite:////"))
 
 
-class PostgreSQLStoreTests(StoreTestsMixin, TestCase):
+class PostgreSQLStoreTests(PostgreSQLBackend, StoreTestsMixin, TestCase):
     """The store on a real PostgreSQL server started by the tests."""
-
-    password = pgserver.PASSWORD
-
-    def newURL(self) -> str:
-        self.server = pgserver.server()
-        return self.server.createDatabase(f"store_{next(_names)}")
-
-    def breakDatabase(self, url: str) -> None:
-        """The store's role is locked out and its connections ended."""
-        self.server.lockOut()
-
-    def repairDatabase(self, url: str) -> None:
-        self.server.letIn()
 
     async def test_wrongPasswordNeverShown(self) -> None:
         """
