@@ -62,6 +62,7 @@ class StoreFaultTestsMixin(StoreTestBase):
         errors = [e for e in events if e["log_level"] == LogLevel.error]
         self.assertEqual(len(errors), 1)
         self.assertIn("unavailable", errors[0]["log_format"])
+        self.assertEqual(errors[0]["queued"], 2)
         self.assertEqual(errors[0]["url"], parseURL(self.url).safe)
         if self.password:
             self.assertNotIn(self.password, repr(errors))

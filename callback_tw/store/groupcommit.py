@@ -257,23 +257,23 @@ class GroupCommit:
                     waiter.errback(failure)
             self._afterFlush()
             return
-        reason = redact(" ".join(str(failure.value).split()))
-        self._setHealthy(False, reason[:200])
+        reason = redact(" ".join(str(failure.value).split()))[:200]
         if self._closed:
             self._pending[:0] = batch
+            self._setHealthy(False, reason)
             self._afterFlush()
             return
+        kept = [write for write in batch if write.retry]
+        self._pending[:0] = kept
+        for write in kept:
+            if write.key is not None:
+                self._keyed.setdefault(write.key, write)
+        self._setHealthy(False, reason)
         unavailable = StoreUnavailable(f"store {self._url} is unavailable")
-        kept = []
         for write in batch:
-            if write.retry:
-                kept.append(write)
-                if write.key is not None:
-                    self._keyed.setdefault(write.key, write)
-            else:
+            if not write.retry:
                 for waiter in write.waiters:
                     waiter.errback(Failure(unavailable))
-        self._pending[:0] = kept
         self._retryCall = self._reactor.callLater(self._retryDelay, self._flush)
         self._retryDelay = min(self._retryDelay * 2, self._retryDelays[1])
         self._afterFlush()
