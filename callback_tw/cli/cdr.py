@@ -163,14 +163,14 @@ def _urlFromConfig(path: str) -> tuple[str, str]:
 
 
 def _list(records: Iterable[CallbackRecord], out: TextIO) -> None:
-    rows = [[str(v) for v in (h for h, _ in _LIST)]]
+    rows = [[heading for heading, _ in _LIST]]
     for record in records:
         row = _row(record)
         rows.append(["" if row[c] is None else str(row[c]) for _, c in _LIST])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_LIST))]
-    for r in rows:
-        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-        out.write("\n")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_LIST))]
+    for row in rows:
+        line = "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
+        out.write(line.rstrip() + "\n")
 
 
 def _show(connection: Connection, callbackId: str, out: TextIO) -> bool:
