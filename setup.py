@@ -57,15 +57,22 @@ setup(
         "zope.interface>=6",
         # sippy 2.5 requires rtpsynth>=1.3.0; announcements use it directly.
         "rtpsynth>=1.3,<2",
+        # The durable store on PostgreSQL (SQLite needs nothing extra); the
+        # binary wheel carries libpq, so no compiler or libpq-dev is needed.
+        "psycopg[binary]>=3.1,<4",
     ],
     extras_require={
-        # The tests need nothing beyond the install itself and SIPp (the
-        # Debian package sip-tester, not a Python package).
-        "test": [],
+        # The tests need Hypothesis, plus SIPp, Kamailio and PostgreSQL's
+        # server binaries (Debian packages sip-tester, kamailio, postgresql;
+        # scripts/test installs them).
+        "test": ["hypothesis>=6.100,<7"],
         "dev": ["black", "isort", "ruff"],
     },
     entry_points={
-        "console_scripts": ["callback-client = callback_tw.cli.client:main"],
+        "console_scripts": [
+            "callback-client = callback_tw.cli.client:main",
+            "callback-cdr = callback_tw.cli.cdr:main",
+        ],
     },
     package_dir={"": "."},
     packages=_packages() + ["twisted.plugins"],

@@ -1,1 +1,4 @@
-"""Console scripts: callback-client (an AS from the shell) and callback-cdr."""
+"""
+Console scripts, plain programs beside the server: callback-client (an AS from
+the shell) and callback-cdr (call records from the store).
+"""

@@ -1,0 +1,256 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+What the store holds, as plain values: one L{CallbackRecord} per callback and
+one L{LegDialog} per leg.  Column names are the attribute names in
+snake_case; L{CALLBACK_COLUMNS} and L{LEG_COLUMNS} are the single list of
+them that the SQL, the CDR tool and the updates derive from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = [
+    "CALLBACK_COLUMNS",
+    "LEG_COLUMNS",
+    "UPDATABLE",
+    "Accepted",
+    "CallbackRecord",
+    "LegDialog",
+    "NewCallback",
+    "callbackFromRow",
+    "legFromRow",
+    "legToRow",
+]
+
+
+@dataclass(frozen=True)
+class NewCallback:
+    """
+    The REQUEST parameters of a callback being accepted, and who asked.
+
+    @ivar id: the AS's callback id.
+    @ivar peer: the peer's configured name.
+    @ivar peerAddress: where the RESPONSE goes, C{"host:port"}.
+    @ivar user1: the first called party.
+    @ivar user2: the second called party.
+    @ivar duration: the requested duration in seconds, as the AS sent it.
+    @ivar annId1: announcement for user1, or L{None}.
+    @ivar annId2: announcement for user2, or L{None}.
+    @ivar annDigit2: digits announced to user2, or L{None}.
+    """
+
+    id: str
+    peer: str
+    peerAddress: str
+    user1: str
+    user2: str
+    duration: int
+    annId1: str | None = None
+    annId2: str | None = None
+    annDigit2: str | None = None
+
+    def requestParameters(self) -> tuple[Any, ...]:
+        """What must match for a repeated REQUEST to be the same one."""
+        return (
+            self.peer,
+            self.user1,
+            self.user2,
+            self.duration,
+            self.annId1,
+            self.annId2,
+            self.annDigit2,
+        )
+
+
+@dataclass(frozen=True)
+class CallbackRecord:
+    """
+    One callback as stored.  Times are POSIX seconds (float) or L{None} when
+    that moment has not happened.
+
+    @ivar serverId: the server that owns the callback (runs it, recovers it,
+        sends its RESPONSE).
+    @ivar state: the callback's state when last written ("calling1",
+        "joined", "ended"...).
+    @ivar endCause: why it ended ("user1 busy (486 Busy Here)", "timer",
+        "recovered"...), L{None} while it runs.
+    @ivar leg1Status: the final SIP status of user1's INVITE (or the BYE's
+        cause), L{None} if none yet; C{leg1Reason} its reason phrase.
+    @ivar realDuration: whole seconds of conversation reported to the AS.
+    @ivar responseSentAt: when the RESPONSE went to the AS.
+    """
+
+    id: str
+    serverId: str
+    peer: str
+    peerAddress: str
+    user1: str
+    user2: str
+    duration: int
+    annId1: str | None
+    annId2: str | None
+    annDigit2: str | None
+    state: str
+    acceptedAt: float
+    answered1At: float | None = None
+    called2At: float | None = None
+    answered2At: float | None = None
+    joinedAt: float | None = None
+    endedAt: float | None = None
+    checkpointAt: float | None = None
+    endCause: str | None = None
+    leg1Status: int | None = None
+    leg1Reason: str | None = None
+    leg2Status: int | None = None
+    leg2Reason: str | None = None
+    realDuration: int | None = None
+    responseSentAt: float | None = None
+
+    @property
+    def ended(self) -> bool:
+        """True once the callback has ended (its real_duration is final)."""
+        return self.endedAt is not None
+
+    def requestParameters(self) -> tuple[Any, ...]:
+        """The same tuple as L{NewCallback.requestParameters}."""
+        return (
+            self.peer,
+            self.user1,
+            self.user2,
+            self.duration,
+            self.annId1,
+            self.annId2,
+            self.annDigit2,
+        )
+
+    def recoveredDuration(self) -> int:
+        """
+        The real_duration of a callback that was running when its server
+        died, as if it ended at its last checkpoint: the conversation time
+        from user2's answer to the checkpoint, rounded to the nearest second
+        (halves up) as L{callback_tw.callback.call} does; 0 if user2 never
+        answered.
+        """
+        if self.answered2At is None:
+            return 0
+        last = max(self.checkpointAt or self.answered2At, self.answered2At)
+        return math.floor(last - self.answered2At + 0.5)
+
+    def sameRequest(self, request: NewCallback) -> bool:
+        """True if C{request} repeats the REQUEST this callback came from."""
+        return self.requestParameters() == request.requestParameters()
+
+    def asDict(self) -> dict[str, Any]:
+        """The record keyed by column name (for CSV/JSON export)."""
+        return {_snake(k): v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class LegDialog:
+    """
+    What a BYE or a CANCEL for one leg needs after a restart.
+
+    @ivar callbackId: the callback the leg belongs to.
+    @ivar leg: 1 (user1) or 2 (user2).
+    @ivar callId: the dialog's Call-ID.
+    @ivar localTag: our From tag.
+    @ivar remoteTag: the far end's To tag, L{None} before a tagged response.
+    @ivar localURI: our From URI; C{remoteURI} the To URI.
+    @ivar remoteTarget: the far end's Contact (the BYE's Request-URI), L{None}
+        before a response with one.
+    @ivar routeSet: the dialog's route set, in the order to use.
+    @ivar nextCSeq: the CSeq number of our next in-dialog request.
+    @ivar inviteBranch: the Via branch of our INVITE (a CANCEL repeats it).
+    @ivar inviteCSeq: the INVITE's CSeq number (a CANCEL repeats it).
+    @ivar destination: C{"host:port"} the requests are sent to.
+    @ivar viaProvider: True when the leg goes through the external line's
+        provider (its outbound proxy), so a BYE does too.
+    @ivar state: "trying", "ringing", "answered", "ended".
+    """
+
+    callbackId: str
+    leg: int
+    callId: str
+    localTag: str
+    remoteTag: str | None
+    localURI: str
+    remoteURI: str
+    remoteTarget: str | None
+    routeSet: tuple[str, ...]
+    nextCSeq: int
+    inviteBranch: str
+    inviteCSeq: int
+    destination: str
+    viaProvider: bool
+    state: str
+
+    def asDict(self) -> dict[str, Any]:
+        """The dialog keyed by column name, the route set as a list."""
+        row = {_snake(k): v for k, v in asdict(self).items()}
+        row["route_set"] = list(self.routeSet)
+        return row
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """
+    The outcome of L{callback_tw.store.Store.accept}.
+
+    @ivar record: the callback's row as committed: ours if C{created}, or the
+        row that was there already (perhaps another server's).
+    @ivar created: True if this call inserted the row, so this server owns a
+        new callback and may send C{ACK code=ok} and dial.
+    """
+
+    record: CallbackRecord
+    created: bool
+
+
+def _snake(name: str) -> str:
+    """C{localURI} -> C{local_uri}, C{nextCSeq} -> C{next_cseq}."""
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+CALLBACK_ATTRIBUTES = tuple(f.name for f in fields(CallbackRecord))
+CALLBACK_COLUMNS = tuple(_snake(name) for name in CALLBACK_ATTRIBUTES)
+LEG_ATTRIBUTES = tuple(f.name for f in fields(LegDialog))
+LEG_COLUMNS = tuple(_snake(name) for name in LEG_ATTRIBUTES)
+
+# What Store.update may change: everything a running callback learns, never
+# its identity, its owner or its REQUEST parameters.
+UPDATABLE = {
+    name: _snake(name)
+    for name in CALLBACK_ATTRIBUTES[CALLBACK_ATTRIBUTES.index("state") :]
+    if name != "acceptedAt"
+}
+
+
+def callbackFromRow(row: tuple[Any, ...]) -> CallbackRecord:
+    """Build a record from a row selected with L{CALLBACK_COLUMNS}."""
+    return CallbackRecord(*row)
+
+
+def legFromRow(row: tuple[Any, ...]) -> LegDialog:
+    """Build a dialog from a row selected with L{LEG_COLUMNS}."""
+    values = dict(zip(LEG_ATTRIBUTES, row, strict=True))
+    values["routeSet"] = tuple(json.loads(values["routeSet"] or "[]"))
+    values["viaProvider"] = bool(values["viaProvider"])
+    return LegDialog(**values)
+
+
+def legToRow(dialog: LegDialog) -> tuple[Any, ...]:
+    """The values to store for C{dialog}, in L{LEG_COLUMNS} order."""
+    values = []
+    for name in LEG_ATTRIBUTES:
+        value = getattr(dialog, name)
+        if name == "routeSet":
+            value = json.dumps(list(value))
+        elif name == "viaProvider":
+            value = int(value)
+        values.append(value)
+    return tuple(values)
