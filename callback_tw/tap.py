@@ -237,7 +237,7 @@ def buildService(
         peersFromConfig(config),
         callback.maxDuration,
         reactor=reactor,
-        requestMemory=callback.requestMemory,
+        requestMemory=config.store.requestMemory,
         signatureWindow=callback.signatureWindow,
     )
     return CallbackService(
