@@ -103,7 +103,7 @@ class Connection:
         Insert C{new} owned by C{serverId} unless its id exists (on any
         server); return the row now stored and whether this call made it.
 
-        @param forgetBefore: an ended callback with the same id accepted
+        @param forgetBefore: an ended callback with the same id that ended
             before this time is forgotten (deleted with its legs) first, so
             that an AS may reuse an id after the request memory.  Between
             two servers doing so at once, PostgreSQL's row lock makes the
@@ -112,12 +112,12 @@ class Connection:
         if forgetBefore is not None:
             self.execute(
                 "DELETE FROM legs WHERE callback_id IN (SELECT id FROM callbacks"
-                " WHERE id = ? AND ended_at IS NOT NULL AND accepted_at < ?)",
+                " WHERE id = ? AND ended_at IS NOT NULL AND ended_at < ?)",
                 (new.id, forgetBefore),
             )
             self.execute(
                 "DELETE FROM callbacks"
-                " WHERE id = ? AND ended_at IS NOT NULL AND accepted_at < ?",
+                " WHERE id = ? AND ended_at IS NOT NULL AND ended_at < ?",
                 (new.id, forgetBefore),
             )
         values = (
@@ -214,6 +214,19 @@ class Connection:
         rows = self.execute(
             f"SELECT {_CALLBACKS} FROM callbacks"
             " WHERE server_id = ? AND ended_at IS NULL ORDER BY accepted_at, id",
+            (serverId,),
+        ).fetchall()
+        return [callbackFromRow(row) for row in rows]
+
+    def unanswered(self, serverId: str) -> list[CallbackRecord]:
+        """
+        The callbacks C{serverId} owns that ended but whose RESPONSE was
+        never recorded as sent, oldest first.
+        """
+        rows = self.execute(
+            f"SELECT {_CALLBACKS} FROM callbacks WHERE server_id = ?"
+            " AND ended_at IS NOT NULL AND response_sent_at IS NULL"
+            " ORDER BY accepted_at, id",
             (serverId,),
         ).fetchall()
         return [callbackFromRow(row) for row in rows]

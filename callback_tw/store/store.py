@@ -97,7 +97,7 @@ class Store:
         Insert a new callback owned by this server, unless its id exists.
 
         @param at: the time accepted (now by default).
-        @param forgetBefore: an ended callback with the same id accepted
+        @param forgetBefore: an ended callback with the same id that ended
             before this time (now minus the request memory) no longer
             counts: it is replaced, so the AS may reuse old ids.
 
@@ -251,6 +251,14 @@ class Store:
             ]
 
         return self._read(read, serverId or self.serverId)
+
+    def unanswered(self, serverId: str | None = None) -> Deferred:
+        """
+        The callbacks of C{serverId} (this server by default) that ended but
+        whose RESPONSE is not recorded as sent (a crash between the two):
+        the RESPONSEs to send again at start-up.
+        """
+        return self._read(Connection.unanswered, serverId or self.serverId)
 
     def listCallbacks(
         self,
