@@ -360,6 +360,21 @@ class StoreTestsMixin(StoreTestBase):
         reused = await store.accept(request("long", user2="102"), forgetBefore=1000.5)
         self.assertTrue(reused.created)
 
+    async def test_forget(self) -> None:
+        """
+        forget() deletes a callback that never got past "accepted", so the
+        same id can be accepted again; a started one is kept.
+        """
+        store = await self.openStore()
+        await store.accept(request("refused"))
+        await store.accept(request("started"))
+        await store.update("started", state="calling1")
+        self.assertTrue(await store.forget("refused"))
+        self.assertFalse(await store.forget("started"))
+        self.assertIsNone(await store.lookup("refused"))
+        self.assertTrue((await store.accept(request("refused"))).created)
+        self.assertEqual((await store.lookup("started")).state, "calling1")
+
     async def test_unanswered(self) -> None:
         """
         unanswered() lists this server's ended callbacks whose RESPONSE is

@@ -146,6 +146,23 @@ class Connection:
         assert record is not None
         return record, False
 
+    def forgetCallback(self, callbackId: str, serverId: str) -> bool:
+        """
+        Delete a callback C{serverId} accepted but never started (still
+        "accepted": no leg was placed), so that its REQUEST, refused after
+        all, is evaluated afresh when repeated.
+        """
+        where = "id = ? AND server_id = ? AND state = 'accepted'"
+        self.execute(
+            f"DELETE FROM legs WHERE callback_id IN (SELECT id FROM callbacks"
+            f" WHERE {where})",
+            (callbackId, serverId),
+        )
+        cursor = self.execute(
+            f"DELETE FROM callbacks WHERE {where}", (callbackId, serverId)
+        )
+        return cursor.rowcount == 1
+
     def updateCallback(self, callbackId: str, values: dict[str, Any]) -> bool:
         """
         Set C{values} (column name -> value) on one callback.

@@ -119,6 +119,19 @@ class Store:
 
         return self._queue.enqueue(apply, retry=False)
 
+    def forget(self, callbackId: str) -> Deferred:
+        """
+        Delete a callback this server accepted but could not start (no RTP
+        port, user1 could not even be called): its AS got C{code=fail}, so
+        the id is not known and a repeat is evaluated afresh.  A callback
+        that got further (state other than "accepted") is kept.
+
+        @return: a Deferred firing with True after the COMMIT if a row went.
+        """
+        return self._queue.enqueue(
+            lambda connection: connection.forgetCallback(callbackId, self.serverId)
+        )
+
     def update(self, callbackId: str, **values: Any) -> Deferred:
         """
         Change a callback's state, timestamps, causes or statuses.
