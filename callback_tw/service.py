@@ -3,20 +3,24 @@
 The running server: starts and stops the parts L{callback_tw.tap} built, in
 the order that loses nothing.
 
-Start: SIP first (legs need it), then the IIF port (commands need legs).
-Stop: release every active callback (BYE/CANCEL) and send its RESPONSE while
-both SIP and the IIF port are still up, bounded by C{shutdown_timeout}; then
-close the IIF port, unregister the external line (bounded, 2 s), then SIP.
+Start: SIP first (legs need it), then the store, then recovery (what a
+crash left unfinished is released over SIP and answered), then the IIF port
+(commands need legs and the store).
+Stop: release every active callback (BYE/CANCEL) and send its RESPONSE (once
+its end is committed) while both SIP and the IIF port are still up, bounded
+by C{shutdown_timeout}; then close the IIF port, unregister the external
+line (bounded, 2 s), then SIP, then the store (its last writes committed).
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
 from callback_tw.sockets import setBuffers
@@ -35,6 +39,13 @@ if TYPE_CHECKING:
     from callback_tw.sip.stack import SipStack
 
 __all__ = ["CallbackService", "collectGarbage", "tuneGarbageCollector"]
+
+#: seconds between two checkpoints of the joined callbacks: a crash loses at
+#: most this much of a call's measured time.
+CHECKPOINT_INTERVAL = 1.0
+
+#: seconds between two runs of the retention purge.
+PURGE_INTERVAL = 86400.0
 
 
 class CallbackService(MultiService):
@@ -60,6 +71,10 @@ class CallbackService(MultiService):
     @ivar overloadGuard: the L{OverloadGuard}.
     @ivar manager: the L{CallbackManager}.
     @ivar iif: the L{IIFProtocol}; C{iifPort} its listening port while running.
+    @ivar store: the open L{callback_tw.store.Store} once started, else
+        L{None}.
+    @ivar ready: a Deferred that fires once the IIF port is open (the store
+        opened and recovery done), or with L{None} if start-up failed.
     """
 
     _log = Logger()
@@ -80,10 +95,12 @@ class CallbackService(MultiService):
         overloadGuard: OverloadGuard,
         manager: CallbackManager,
         iif: IIFProtocol,
+        openStore: Callable[[], Deferred],
     ) -> None:
         """
         @param reactor: the reactor the parts run on: it clocks the periodic
             jobs and binds the IIF port.
+        @param openStore: C{() -> Deferred[Store]}: opens the store at start.
         """
         super().__init__()
         self._reactor = reactor
@@ -100,6 +117,10 @@ class CallbackService(MultiService):
         self.manager = manager
         self.iif = iif
         self.iifPort: Any = None
+        self.store: Any = None
+        self.ready: Deferred = Deferred()
+        self._openStore = openStore
+        self._storeJobs: list[TimerService] = []
         self._collector = TimerService(FULL_COLLECTION_INTERVAL, collectGarbage)
         self._collector.clock = reactor
         self._collector.setServiceParent(self)
@@ -113,6 +134,49 @@ class CallbackService(MultiService):
     def startService(self) -> None:
         tuneGarbageCollector()
         super().startService()  # SIP binds here
+        self._starting = self._startWithStore()
+
+    @inlineCallbacks
+    def _startWithStore(self) -> Any:
+        """
+        Open the store, recover, then open the IIF port.  A store that
+        cannot be opened stops the process (one line naming the URL).
+        """
+        from callback_tw.callback.recovery import Recovery
+        from callback_tw.store import PurgeJob
+
+        try:
+            store = yield self._openStore()
+        except Exception as e:
+            self._log.critical("callback_tw cannot start: {error}", error=str(e))
+            self.ready.callback(None)
+            if self._reactor.running:
+                self._reactor.stop()
+            return
+        self.store = store
+        self.manager.store = store
+        self.iif.store = store
+        checkpoints = TimerService(CHECKPOINT_INTERVAL, self.manager.checkpoint)
+        purge = TimerService(
+            PURGE_INTERVAL, PurgeJob(store, self.config.store.retentionDays)
+        )
+        for job in (checkpoints, purge):
+            job.clock = self._reactor
+            job.setServiceParent(self)
+            self._storeJobs.append(job)
+        yield Recovery(
+            store,
+            self.sip,
+            self.iif.resendResponse,
+            self._reactor,
+        ).run()
+        if not self.running:
+            self.ready.callback(None)
+            return
+        self._listen()
+        self.ready.callback(self)
+
+    def _listen(self) -> None:
         cb = self.config.callback
         self.iifPort = self._reactor.listenUDP(
             cb.listenPort, self.iif, interface=cb.listenAddress
@@ -136,7 +200,13 @@ class CallbackService(MultiService):
         # Each release is synchronous: BYE/CANCEL are sent and every
         # RESPONSE is out when releaseAll returns. Then wait (bounded) for
         # those requests to be answered, so a lost one is retransmitted.
+        if getattr(self, "_starting", None) is not None:
+            yield self.ready
+        for job in self._storeJobs:
+            yield job.stopService()
         self.manager.releaseAll("server shutting down")
+        # Each RESPONSE goes out once its end is committed (a few ms).
+        yield self.iif.drain()
         timeout = self.config.callback.shutdownTimeout
         settled = yield self.sip.settle(timeout)
         if not settled:
@@ -154,6 +224,9 @@ class CallbackService(MultiService):
             # waited for here (bounded by the registration itself).
             yield self.lineRegistration.stopService()
         yield super().stopService()
+        if self.store is not None:
+            # After the callbacks' last writes (their ends, RESPONSEs sent).
+            yield self.store.close()
 
 
 #: gc thresholds: small young generations (a collection every 5 000 net

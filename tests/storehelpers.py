@@ -87,7 +87,10 @@ class MemoryStore:
     # Writes.
 
     def accept(
-        self, new: NewCallback, at: float | None = None, forgetBefore: float | None = None
+        self,
+        new: NewCallback,
+        at: float | None = None,
+        forgetBefore: float | None = None,
     ) -> Deferred:
         if not self.healthy:
             return fail(StoreUnavailable("store memory: is unavailable"))
@@ -97,7 +100,7 @@ class MemoryStore:
             old is not None
             and forgetBefore is not None
             and old.endedAt is not None
-            and old.endedAt < forgetBefore
+            and old.endedAt <= forgetBefore
         ):
             self._forget(new.id)
             old = None
@@ -169,7 +172,9 @@ class MemoryStore:
     def purge(self, olderThanDays: float, chunk: int = 1000) -> Deferred:
         before = self._now(None) - olderThanDays * 86400
         old = [
-            r.id for r in self.rows.values() if r.endedAt is not None and r.endedAt < before
+            r.id
+            for r in self.rows.values()
+            if r.endedAt is not None and r.endedAt < before
         ]
         for callbackId in old:
             self._forget(callbackId)
@@ -184,9 +189,7 @@ class MemoryStore:
         return succeed(self._legs(callbackId))
 
     def _legs(self, callbackId: str) -> list[LegDialog]:
-        return [
-            self.legRows[k] for k in sorted(self.legRows) if k[0] == callbackId
-        ]
+        return [self.legRows[k] for k in sorted(self.legRows) if k[0] == callbackId]
 
     def _mine(self, serverId: str | None) -> list[CallbackRecord]:
         owner = serverId or self.serverId
@@ -200,11 +203,7 @@ class MemoryStore:
 
     def unfinishedWithLegs(self, serverId: str | None = None) -> Deferred:
         return succeed(
-            [
-                (r, self._legs(r.id))
-                for r in self._mine(serverId)
-                if r.endedAt is None
-            ]
+            [(r, self._legs(r.id)) for r in self._mine(serverId) if r.endedAt is None]
         )
 
     def unanswered(self, serverId: str | None = None) -> Deferred:

@@ -46,7 +46,9 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(
             config.store.url,
             "sqlite:///"
-            + os.path.join(os.path.dirname(os.path.abspath(config.path)), "callbacks.db"),
+            + os.path.join(
+                os.path.dirname(os.path.abspath(config.path)), "callbacks.db"
+            ),
         )
         self.assertEqual(config.callback.shutdownTimeout, 5.0)
         self.assertEqual(config.sip, SipConfig(address="127.0.0.1"))

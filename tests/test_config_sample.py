@@ -194,7 +194,8 @@ class SampleConfigTests(SynchronousTestCase):
         self.assertEqual(
             config.store,
             StoreConfig(
-                url="sqlite:///" + os.path.join(os.path.dirname(SAMPLE), "callbacks.db"),
+                url="sqlite:///"
+                + os.path.join(os.path.dirname(SAMPLE), "callbacks.db"),
                 serverId="",
                 requestMemory=86400.0,
                 retentionDays=90,

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from callback_tw.config import loadConfig
 from callback_tw.tap import buildService, loadPrompts
 from tests.siphelpers import FarEnd, useFakeReactor
+from tests.storehelpers import MemoryStore
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,7 +142,13 @@ class CallbackServiceTests(SynchronousTestCase):
             f.write(CONFIG.format(prompts=os.path.join(_REPO, "etc", "prompts")))
         config = loadConfig(path)
         self.reactor = ServiceReactor()
-        self.service = buildService(config, self.reactor, loadPrompts(config))
+        self.store = MemoryStore(clock=self.reactor)
+        self.service = buildService(
+            config,
+            self.reactor,
+            loadPrompts(config),
+            openStore=lambda: succeed(self.store),
+        )
 
     def start(self) -> tuple[FakeUDPPort, FakeUDPPort]:
         """

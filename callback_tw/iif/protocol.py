@@ -11,8 +11,10 @@ C{finished} Deferred fires, signed for a peer with a key.
 
 UDP loses and repeats datagrams and an AS retransmits when it misses our ACK, so REQUEST
 is idempotent here: a repeated REQUEST (same id, same parameters, same peer) is answered
-again, from the manager while the callback runs and from L{callback_tw.iif.memory} after
-it ended, and never places a second call.
+again, from the manager while the callback runs here and from the store
+(L{callback_tw.store}) otherwise, across restarts and servers, and never places a second
+call.  A promise is on disk before it is made: C{ACK code=ok} follows the COMMIT of the
+callback's row, and the RESPONSE follows the COMMIT of its end.
 
 Nothing a peer (or someone speaking as one) sends can make us write a log line per
 datagram on a refusal path: those lines go through L{RateLimitedLog}, one per peer and
@@ -22,16 +24,16 @@ kind of refusal per interval, with the count of the ones not written.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from callback_tw.callback.errors import CallbackRefused
-from callback_tw.iif.memory import RequestMemory
 from callback_tw.iif.message import (
     Cancel,
     MessageError,
@@ -43,6 +45,7 @@ from callback_tw.iif.message import (
 from callback_tw.iif.peers import Peer, PeerTable
 from callback_tw.iif.signing import SignatureError
 from callback_tw.policy import Admission, RateLimitedLog
+from callback_tw.store.records import NewCallback
 
 __all__ = ["IIFProtocol"]
 
@@ -53,7 +56,41 @@ class _Known(StrEnum):
     """What a repeated REQUEST id is known as (a refused REQUEST is not known)."""
 
     RUNNING = "running"  # ACK ok sent; the manager runs its callback
-    FINISHED = "finished"  # RESPONSE sent; remembered for requestMemory seconds
+    FINISHED = "finished"  # ended; the store remembers it for requestMemory seconds
+    ELSEWHERE = "another server's"  # accepted by another server on the same store
+
+
+class _Pending:
+    """
+    A REQUEST whose row is being committed: its repeats wait for the same answer.
+
+    @ivar waiters: C{(addr, peer)} of the repeats received meanwhile.
+    """
+
+    def __init__(self, request: Request, peer: Peer) -> None:
+        self.request = request
+        self.peer = peer
+        self.waiters: list[tuple[_Address, Peer]] = []
+
+
+def parseAddress(text: str) -> tuple[str, int]:
+    """
+    The C{(host, port)} of a stored C{peer_address} (C{"host:port"}, or
+    C{"[v6]:port"}), where a RESPONSE goes.
+
+    @raise ValueError: if it is not one.
+    """
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"not host:port: {text!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """A callback that ended here and whose end is being committed."""
+
+    request: Request
 
 
 def _formatSource(addr: _Address) -> str:
@@ -84,27 +121,35 @@ class IIFProtocol(DatagramProtocol):
         peers: Iterable[Peer | tuple[str, int | None]],
         maxDuration: int,
         reactor: Any = None,
-        requestMemory: float = 3600.0,
+        requestMemory: float = 86400.0,
         maxRemembered: int = 100_000,
         signatureWindow: float = 30.0,
+        *,
+        store: Any = None,
     ) -> None:
         """
         @param manager: the callback manager, the one owner of running callback ids:
-            C{startCallback(request) -> call} (a started call, or raises
-            L{CallbackRefused}), C{runningCallback(callbackId) -> call or None} and
+            C{admit(request)} (raises L{CallbackRefused}, else holds a slot until
+            C{startCallback} or C{withdraw(callbackId)}), C{startCallback(request) ->
+            call} (a started call, or raises L{CallbackRefused}),
+            C{runningCallback(callbackId) -> call or None} and
             C{cancelCallback(callbackId) -> bool}. A call has its C{request} and the
-            Deferred C{finished} (fires with an object with C{realDuration} and
-            C{cause}).
+            Deferred C{finished} (fires with an object with C{realDuration},
+            C{cause} and optionally C{values}, the leg statuses to store).
+        @param store: the L{callback_tw.store.Store} (or an object with its API):
+            every accepted callback is committed there before its ACK.  It may
+            be set later (L{store}), but before the port opens.
         @param peers: the peer servers: L{Peer}s (name, address, key, rules), or
             C{(ip literal, port or None)} for peers without rules or key. Only they
             may send commands, from that port exactly when one is given, from any
             port otherwise.
         @param maxDuration: the largest C{duration} a REQUEST may ask for.
         @param reactor: an L{IReactorTime}; the global reactor by default.
-        @param requestMemory: seconds a finished REQUEST id is remembered, so a repeated
-            REQUEST gets its ACK and RESPONSE again instead of a second call.
-        @param maxRemembered: the most finished ids remembered; the oldest go first.
-            Running callbacks are the manager's and do not count.
+        @param requestMemory: seconds a finished REQUEST id is remembered (by the
+            store, counted from its end), so a repeated REQUEST gets its ACK and
+            RESPONSE again instead of a second call.
+        @param maxRemembered: the most ended callbacks whose owning peer the peer
+            table keeps in memory (for CANCEL); the store is not bounded by it.
         @param signatureWindow: the largest C{|now - ts|} of a keyed peer's command.
         @raise ValueError: if a peer host is not an IP literal.
         """
@@ -113,7 +158,13 @@ class IIFProtocol(DatagramProtocol):
         self._reactor = reactor
         self._manager = manager
         self._maxDuration = maxDuration
-        self._memory = RequestMemory(reactor, requestMemory, maxRemembered)
+        self._store = store
+        self._requestMemory = requestMemory
+        self._pending: dict[str, _Pending] = {}
+        # Callbacks that ended here and whose end is being committed, by id.
+        self._ending: dict[str, Request] = {}
+        # RESPONSEs not yet sent (their end is being committed), for drain().
+        self._responding: set[Deferred] = set()
         self._peers = PeerTable(
             peers, reactor, signatureWindow, requestMemory, maxRemembered
         )
@@ -131,16 +182,23 @@ class IIFProtocol(DatagramProtocol):
         """
         return self._peers
 
+    @property
+    def store(self) -> Any:
+        """The store every accepted callback is committed to."""
+        return self._store
+
+    @store.setter
+    def store(self, store: Any) -> None:
+        self._store = store
+
+    def drain(self) -> Deferred:
+        """
+        Fire when every RESPONSE whose end was being committed has been sent
+        (the service waits for it before it closes the port).
+        """
+        return DeferredList(list(self._responding)).addCallback(lambda _: None)
+
     # -- DatagramProtocol
-
-    def startProtocol(self) -> None:
-        self._memory.start()
-
-    def stopProtocol(self) -> None:
-        """
-        Stop the memory's expiry timer; finished ids left over are then expired lazily.
-        """
-        self._memory.stop()
 
     def datagramReceived(self, datagram: bytes, addr: _Address) -> None:
         """
@@ -254,24 +312,66 @@ class IIFProtocol(DatagramProtocol):
     # -- REQUEST
 
     def _request(self, request: Request, addr: _Address, peer: Peer) -> None:
+        """
+        A REQUEST: a repeat of a callback running here is answered at once; a new
+        id is admitted (policy, manager), committed to the store, then started and
+        acknowledged; an id the store knows is answered from its row.
+        """
         callbackId = request.callbackId
-        finished = self._memory.recall(callbackId)
-        if finished is not None:
-            if not self._foreign(peer, "REQUEST", callbackId, addr):
-                self._repeated(
-                    request,
-                    finished.request,
-                    _Known.FINISHED,
-                    addr,
-                    peer,
-                    finished.realDuration,
-                )
-            return
         running = self._manager.runningCallback(callbackId)
+        if running is None and callbackId in self._ending:
+            running = _Ending(self._ending[callbackId])
         if running is not None:
             if not self._foreign(peer, "REQUEST", callbackId, addr):
                 self._repeated(request, running.request, _Known.RUNNING, addr, peer)
             return
+        pending = self._pending.get(callbackId)
+        if pending is not None:
+            self._whilePending(pending, request, addr, peer)
+            return
+        if not self._store.healthy:
+            self._refused(
+                peer,
+                "store",
+                "IIF REQUEST {callbackId} from peer {peer} refused: store {url}"
+                " unavailable",
+                LogLevel.error,
+                callbackId=callbackId,
+                url=self._store.url,
+            )
+            self._send(formatAck(callbackId, False), addr, peer)
+            return
+        verdict = self._admit(request, addr, peer)
+        if verdict is None:
+            return
+        self._pending[callbackId] = pending = _Pending(request, peer)
+        new = NewCallback(
+            callbackId,
+            peer.name,
+            _formatSource(addr),
+            request.user1,
+            request.user2,
+            request.duration,
+            request.annId1,
+            request.annId2,
+            request.annDigit2,
+        )
+        forgetBefore = self._reactor.seconds() - self._requestMemory
+        d = self._store.accept(new, forgetBefore=forgetBefore)
+        d.addCallbacks(
+            self._accepted,
+            self._notAccepted,
+            callbackArgs=(pending, new, verdict.duration, addr),
+            errbackArgs=(pending, addr),
+        )
+        d.addErrback(self._bug, callbackId)
+
+    def _admit(self, request: Request, addr: _Address, peer: Peer) -> Admission | None:
+        """
+        The policy's and the manager's verdict on a new REQUEST; on a refusal the
+        AS has its C{code=fail} and L{None} is returned.
+        """
+        callbackId = request.callbackId
         verdict = self._peers.admit(peer, request)
         if not isinstance(verdict, Admission):
             self._refused(
@@ -284,9 +384,80 @@ class IIFProtocol(DatagramProtocol):
                 detail=verdict.detail,
             )
             self._send(formatAck(callbackId, False), addr, peer)
+            return None
+        try:
+            self._manager.admit(request)
+        except Exception as e:
+            self._managerRefused(request, e, addr, peer)
+            return None
+        return verdict
+
+    def _whilePending(
+        self, pending: _Pending, request: Request, addr: _Address, peer: Peer
+    ) -> None:
+        """
+        A repeat while the original's row is being committed: the same answer
+        when it comes, or C{code=fail} at once for another peer or other
+        parameters.
+        """
+        effective = self._peers.effective
+        if pending.peer.name != peer.name or effective(peer, pending.request) != (
+            effective(peer, request)
+        ):
+            self._refused(
+                peer,
+                "reused",
+                "IIF REQUEST {callbackId} from {source} reuses the id of a pending"
+                " callback with different parameters or from another peer; refused",
+                callbackId=request.callbackId,
+                source=_formatSource(addr),
+            )
+            self._send(formatAck(request.callbackId, False), addr, peer)
             return
-        call = self._start(request, verdict.duration, addr, peer)
+        pending.waiters.append((addr, peer))
+
+    def _notAccepted(self, failure: Failure, pending: _Pending, addr: _Address) -> None:
+        """
+        The store could not commit the row: C{code=fail}, and nothing was promised.
+        """
+        request, peer = pending.request, pending.peer
+        callbackId = request.callbackId
+        del self._pending[callbackId]
+        self._manager.withdraw(callbackId)
+        self._peers.refused(callbackId)
+        self._refused(
+            peer,
+            "store",
+            "IIF REQUEST {callbackId} from peer {peer} refused: {error}",
+            LogLevel.error,
+            callbackId=callbackId,
+            error=failure.getErrorMessage(),
+        )
+        for dest, owner in [(addr, peer), *pending.waiters]:
+            self._send(formatAck(callbackId, False), dest, owner)
+
+    def _accepted(
+        self,
+        accepted: Any,
+        pending: _Pending,
+        new: NewCallback,
+        duration: int,
+        addr: _Address,
+    ) -> None:
+        request, peer = pending.request, pending.peer
+        callbackId = request.callbackId
+        del self._pending[callbackId]
+        answers = [(addr, peer), *pending.waiters]
+        if not accepted.created:
+            self._manager.withdraw(callbackId)
+            for dest, owner in answers:
+                self._known(accepted.record, new, request, dest, owner)
+            return
+        call = self._start(request, duration, addr, peer)
         if call is None:
+            self._store.forget(callbackId).addErrback(self._bug, callbackId)
+            for dest, owner in pending.waiters:
+                self._send(formatAck(callbackId, False), dest, owner)
             return
         self._log.info(
             "IIF REQUEST {callbackId} from {source}: user1={user1} user2={user2} "
@@ -299,7 +470,8 @@ class IIFProtocol(DatagramProtocol):
             peer=peer.name,
         )
         self._log.info("IIF REQUEST {callbackId} accepted", callbackId=callbackId)
-        self._send(formatAck(callbackId, True), addr, peer)
+        for dest, owner in answers:
+            self._send(formatAck(callbackId, True), dest, owner)
         call.finished.addCallbacks(
             self._finishedOk,
             self._finishedError,
@@ -307,41 +479,92 @@ class IIFProtocol(DatagramProtocol):
             errbackArgs=(request, addr, peer),
         ).addErrback(self._bug, callbackId)
 
+    def _known(
+        self,
+        record: Any,
+        new: NewCallback,
+        request: Request,
+        addr: _Address,
+        peer: Peer,
+    ) -> None:
+        """
+        Answer a REQUEST whose id the store had already: another peer's id or
+        other parameters get C{code=fail}; a callback of another server
+        C{code=ok} (its owner sends the RESPONSE); an ended one the ACK and its
+        RESPONSE again; one still running (its end being committed) the ACK.
+        """
+        callbackId = request.callbackId
+        if record.peer != peer.name:
+            self._peers.refused(callbackId)
+            self._refused(
+                peer,
+                "owner",
+                "IIF REQUEST {callbackId} from peer {peer} refused: the id belongs"
+                " to peer {owner}",
+                callbackId=callbackId,
+                owner=record.peer,
+            )
+            self._send(formatAck(callbackId, False), addr, peer)
+            return
+        self._peers.ended(callbackId)
+        if record.serverId != self._store.serverId:
+            known, realDuration = _Known.ELSEWHERE, None
+        elif record.ended:
+            known, realDuration = _Known.FINISHED, record.realDuration or 0
+        else:
+            known, realDuration = _Known.RUNNING, None
+        self._repeated(
+            request,
+            None if record.sameRequest(new) else False,
+            known,
+            addr,
+            peer,
+            realDuration,
+        )
+
     def _start(
         self, request: Request, duration: int, addr: _Address, peer: Peer
     ) -> Any:
         """
-        Hand an admitted REQUEST to the manager, with the duration the policy
-        enforces.
+        Hand an admitted, committed REQUEST to the manager, with the duration
+        the policy enforces.
 
         @return: the started call, or L{None} when the manager refused it (the
             AS has its C{code=fail} then, and the peer its slot back).
         """
-        callbackId = request.callbackId
         if duration != request.duration:
             request = replace(request, duration=duration)
         try:
             return self._manager.startCallback(request)
-        except CallbackRefused as e:
+        except Exception as e:
+            self._managerRefused(request, e, addr, peer)
+        return None
+
+    def _managerRefused(
+        self, request: Request, error: Exception, addr: _Address, peer: Peer
+    ) -> None:
+        callbackId = request.callbackId
+        if isinstance(error, CallbackRefused):
             self._refused(
                 peer,
                 "refused",
                 "IIF REQUEST {callbackId} from peer {peer} refused: {reason}",
                 callbackId=callbackId,
-                reason=e.reason,
+                reason=error.reason,
             )
-        except Exception:
+        else:
             self._log.failure(
-                "IIF REQUEST {callbackId}: the manager failed", callbackId=callbackId
+                "IIF REQUEST {callbackId}: the manager failed",
+                Failure(error),
+                callbackId=callbackId,
             )
         self._peers.refused(callbackId)
         self._send(formatAck(callbackId, False), addr, peer)
-        return None
 
     def _repeated(
         self,
         request: Request,
-        original: Request,
+        original: Request | bool | None,
         known: _Known,
         addr: _Address,
         peer: Peer,
@@ -352,11 +575,18 @@ class IIFProtocol(DatagramProtocol):
         original, the same ACK again, and the RESPONSE again when the callback has
         finished (C{realDuration}); C{code=fail} when it reuses the id with other
         parameters.
+
+        @param original: the original L{Request} to compare with, or the
+            comparison already made (L{None}: the same; C{False}: different).
         """
         callbackId = request.callbackId
         source = _formatSource(addr)
-        effective = self._peers.effective
-        if effective(peer, original) != effective(peer, request):
+        if isinstance(original, Request):
+            effective = self._peers.effective
+            same = effective(peer, original) == effective(peer, request)
+        else:
+            same = original is None
+        if not same:
             self._refused(
                 peer,
                 "reused",
@@ -383,18 +613,27 @@ class IIFProtocol(DatagramProtocol):
 
     def _finishedOk(
         self, result: Any, request: Request, source: _Address, peer: Peer
-    ) -> None:
-        self._ended(request, source, peer, int(result.realDuration), str(result.cause))
+    ) -> Deferred:
+        return self._ended(
+            request,
+            source,
+            peer,
+            int(result.realDuration),
+            str(result.cause),
+            getattr(result, "values", None) or {},
+        )
 
     def _finishedError(
         self, failure: Failure, request: Request, source: _Address, peer: Peer
-    ) -> None:
+    ) -> Deferred:
         self._log.failure(
             "IIF callback {callbackId} ended with an error; reporting real_duration=0",
             failure,
             callbackId=request.callbackId,
         )
-        self._ended(request, source, peer, 0, "error: " + failure.getErrorMessage())
+        return self._ended(
+            request, source, peer, 0, "error: " + failure.getErrorMessage(), {}
+        )
 
     def _ended(
         self,
@@ -403,10 +642,13 @@ class IIFProtocol(DatagramProtocol):
         peer: Peer,
         realDuration: int,
         cause: str,
-    ) -> None:
+        values: dict[str, Any],
+    ) -> Deferred:
         """
-        Give the peer its slot back, send the RESPONSE to where the REQUEST came
-        from, and remember the id.
+        Give the peer its slot back, commit the end, then send the RESPONSE to
+        where the REQUEST came from and record that it went.  While the store is
+        down the RESPONSE goes at once (its end is written when the store is
+        back): an AS is not kept waiting on a database.
         """
         callbackId = request.callbackId
         realDuration = max(0, realDuration)
@@ -418,8 +660,66 @@ class IIFProtocol(DatagramProtocol):
             cause=cause,
         )
         self._peers.ended(callbackId)
-        self._sendResponse(formatResponse(callbackId, realDuration), source, peer)
-        self._memory.remember(request, realDuration)
+        self._ending[callbackId] = request
+        healthy = self._store.healthy
+        committed = self._store.markEnded(callbackId, cause, realDuration, **values)
+        done: Deferred = Deferred()
+
+        def respond(result: Any) -> None:
+            if isinstance(result, Failure):
+                self._log.error(
+                    "IIF callback {callbackId}: its end is not stored ({error});"
+                    " sending the RESPONSE anyway",
+                    callbackId=callbackId,
+                    error=result.getErrorMessage(),
+                )
+            if self._ending.get(callbackId) is request:
+                del self._ending[callbackId]
+            self._sendResponse(formatResponse(callbackId, realDuration), source, peer)
+            self._store.markResponseSent(callbackId).addErrback(
+                lambda f: self._log.warn(
+                    "IIF callback {callbackId}: RESPONSE not recorded as sent"
+                    " ({error})",
+                    callbackId=callbackId,
+                    error=f.getErrorMessage(),
+                )
+            )
+            self._responding.discard(done)
+            done.callback(None)
+
+        self._responding.add(done)
+        if healthy:
+            committed.addBoth(respond)
+        else:
+            committed.addErrback(lambda f: None)
+            respond(None)
+        return done
+
+    def resendResponse(self, record: Any) -> None:
+        """
+        Send the RESPONSE of an ended callback whose RESPONSE may never have
+        gone out (a crash between its end and its RESPONSE), to the address that
+        asked, signed when that peer has a key, and record it.
+        """
+        try:
+            addr = parseAddress(record.peerAddress)
+        except ValueError:
+            self._log.error(
+                "IIF callback {callbackId}: stored peer address {address!r} is"
+                " unusable; its RESPONSE cannot be sent",
+                callbackId=record.id,
+                address=record.peerAddress,
+            )
+            return
+        peer = self._peers.identify(addr) or Peer(record.peer, addr[0], addr[1])
+        self._send(formatResponse(record.id, record.realDuration or 0), addr, peer)
+        self._store.markResponseSent(record.id).addErrback(
+            lambda f: self._log.warn(
+                "IIF callback {callbackId}: RESPONSE not recorded as sent ({error})",
+                callbackId=record.id,
+                error=f.getErrorMessage(),
+            )
+        )
 
     def _bug(self, failure: Failure, callbackId: str) -> None:
         self._log.failure(

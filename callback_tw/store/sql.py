@@ -104,7 +104,7 @@ class Connection:
         server); return the row now stored and whether this call made it.
 
         @param forgetBefore: an ended callback with the same id that ended
-            before this time is forgotten (deleted with its legs) first, so
+            at or before this time is forgotten (deleted with its legs) first, so
             that an AS may reuse an id after the request memory.  Between
             two servers doing so at once, PostgreSQL's row lock makes the
             second one's DELETE see the first one's new row and keep it.
@@ -112,12 +112,12 @@ class Connection:
         if forgetBefore is not None:
             self.execute(
                 "DELETE FROM legs WHERE callback_id IN (SELECT id FROM callbacks"
-                " WHERE id = ? AND ended_at IS NOT NULL AND ended_at < ?)",
+                " WHERE id = ? AND ended_at IS NOT NULL AND ended_at <= ?)",
                 (new.id, forgetBefore),
             )
             self.execute(
                 "DELETE FROM callbacks"
-                " WHERE id = ? AND ended_at IS NOT NULL AND ended_at < ?",
+                " WHERE id = ? AND ended_at IS NOT NULL AND ended_at <= ?",
                 (new.id, forgetBefore),
             )
         values = (

@@ -98,7 +98,7 @@ class Store:
 
         @param at: the time accepted (now by default).
         @param forgetBefore: an ended callback with the same id that ended
-            before this time (now minus the request memory) no longer
+            at or before this time (now minus the request memory) no longer
             counts: it is replaced, so the AS may reuse old ids.
 
         @return: a Deferred firing after the COMMIT with L{Accepted}: the
