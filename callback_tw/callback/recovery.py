@@ -110,21 +110,14 @@ class Recovery:
         @return: a Deferred firing with C{(finished, resent)} counts.
         """
         started = self._reactor.seconds()
+        # Both read before anything is written: the callbacks finished below
+        # must not show up as ended and unanswered too.
         try:
             unfinished = yield self._store.unfinishedWithLegs()
-        except Exception as e:
-            self._log.error("recovery: cannot read the store: {error}", error=str(e))
-            return (0, 0)
-        results = yield DeferredList(
-            [self._finish(record, legs) for record, legs in unfinished],
-            consumeErrors=True,
-        )
-        finished = sum(1 for ok, value in results if ok and value)
-        try:
             unanswered = yield self._store.unanswered()
         except Exception as e:
             self._log.error("recovery: cannot read the store: {error}", error=str(e))
-            unanswered = []
+            return (0, 0)
         for record in unanswered:
             self._log.info(
                 "recovery: callback {id} ended ({cause}) but its RESPONSE was not"
@@ -135,6 +128,11 @@ class Recovery:
                 address=record.peerAddress,
             )
             self._respond(record)
+        results = yield DeferredList(
+            [self._finish(record, legs) for record, legs in unfinished],
+            consumeErrors=True,
+        )
+        finished = sum(1 for ok, value in results if ok and value)
         if unfinished or unanswered:
             self._log.info(
                 "recovery: {finished} of {n} unfinished callbacks finished,"
