@@ -25,6 +25,7 @@ from callback_tw.timers import cancelDelayed
 
 __all__ = ["DialogStage", "DialogState", "releaseDialog"]
 
+#: the User-Agent of every request we send.
 USER_AGENT = "callback_tw"
 
 #: the status L{releaseDialog} fires with when the far end never answered.

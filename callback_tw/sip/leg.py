@@ -38,13 +38,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from callback_tw.sip.adapter import DialogUA, Invite
-from callback_tw.sip.dialogs import DialogStage, DialogState
+from callback_tw.sip.dialogs import USER_AGENT, DialogStage, DialogState
 from callback_tw.timers import cancelDelayed
 
 if TYPE_CHECKING:
     from callback_tw.sip.routing import Route
-
-USER_AGENT = "callback_tw"
 
 #: RFC 3261 14.1: after a 491 the owner of the Call-ID waits 2.1 to 4 s.
 GLARE_BACKOFF = (2.1, 4.0)

@@ -147,7 +147,10 @@ class DialogUA(UA):
         }
 
     def recvResponse(self, resp: Any, tr: Any) -> None:
-        """Keep or restore the dialog's route set (see the class)."""
+        """
+        Keep or restore the dialog's route set (see the class), note the
+        first remote tag, and tell L{dialogChanged}.
+        """
         try:
             self._recvResponse(resp, tr)
         finally:
