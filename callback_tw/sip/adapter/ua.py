@@ -107,6 +107,15 @@ class DialogUA(UA):
         self._notifyChanged()
         return tr
 
+    def cleanup(self) -> None:
+        """
+        The UA is dead (sippy calls this from C{UaStateDead}, where it drops
+        C{event_cb}): drop L{dialogChanged} too, which would otherwise keep
+        the leg and the UA in a reference cycle.
+        """
+        self.dialogChanged = None
+        super().cleanup()
+
     def _notifyChanged(self) -> None:
         if self.dialogChanged is not None:
             self.dialogChanged()
