@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.dialogs import DialogState, releaseDialog
@@ -240,10 +242,17 @@ class ReleaseTests(SynchronousTestCase):
         reason = ";".join(p.strip() for p in bye.header("reason").split(";"))
         self.assertEqual(reason, 'SIP;cause=500;text="server restarted"')
         self.assertNoResult(d)
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.clock.deliver(self.far.response(bye.data, 200, "OK"))
         self.clock.settle()
         self.assertEqual(self.successResultOf(d), 200)
         self.assertEqual(self.stack.pendingTransactions, 0)
+        lines = [
+            formatEvent(e)
+            for e in observer
+            if e.get("log_namespace") == "callback_tw.sip.dialogs._Release"
+        ]
+        self.assertEqual(lines, [f"{state.callId} (answered) released by BYE: 200 OK"])
 
     def test_byeRetransmittedThenTimeout(self) -> None:
         """
@@ -306,6 +315,21 @@ class ReleaseTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), 487)
         self.assertEqual(self.stack.pendingTransactions, 0)
 
+    def test_cancelRetransmittedThenTimeout(self) -> None:
+        """
+        A CANCEL nobody answers is retransmitted like any non-INVITE
+        request; at the time limit the Deferred fires 408 and the old
+        INVITE's transaction is gone too.
+        """
+        state = self.ringingState()
+        d = releaseDialog(self.stack, state, (500, "server restarted"), timeout=8.0)
+        start = self.clock.seconds()
+        runUntil(self.clock, start + 8.0)
+        times = [round(s.time - start, 1) for s in self.sent("CANCEL")]
+        self.assertEqual(times, [0.0, 0.5, 1.5, 3.5, 7.5])
+        self.assertEqual(self.successResultOf(d), 408)
+        self.assertEqual(self.stack.pendingTransactions, 0)
+
     def test_cancelWhileTrying(self) -> None:
         """A dialog that had no response yet gets a CANCEL all the same."""
         state = self.crash()
@@ -362,6 +386,25 @@ class ReleaseTests(SynchronousTestCase):
         self.clock.deliver(self.far.response(self.invite, 487, "Request Terminated"))
         self.clock.settle()
         self.assertEqual(self.sent("ACK"), [])
+
+    def test_releasedTwiceAtOnce(self) -> None:
+        """
+        A second release of a dialog whose CANCEL is still running sends
+        nothing and fires 500 at once, with one warning; the first goes on.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        state = self.ringingState()
+        first = releaseDialog(self.stack, state, (500, "server restarted"))
+        second = releaseDialog(self.stack, state, (500, "server restarted"))
+        self.assertEqual(self.successResultOf(second), 500)
+        self.assertEqual(len(self.sent("CANCEL")), 1)
+        (warning,) = [e for e in observer if e["log_level"] == LogLevel.warn]
+        self.assertIn("not sent", formatEvent(warning))
+        self.assertNoResult(first)
+        self.clock.deliver(self.far.response(self.sent("CANCEL")[0].data, 200, "OK"))
+        self.clock.deliver(self.far.response(self.invite, 487, "Request Terminated"))
+        self.clock.settle()
+        self.assertEqual(self.successResultOf(first), 487)
 
     def test_ended(self) -> None:
         """An ended dialog needs nothing: nothing is sent, the Deferred fires 0."""

@@ -154,11 +154,8 @@ class _Release:
                     self._later(self._inviteFinal),
                     self._later(self._cancelFinal),
                 )
-        except Exception:
-            self._log.failure(
-                "{callId}: cannot send the {how}", callId=state.callId, how=self._how
-            )
-            self._finish(500, "not sent")
+        except Exception as e:
+            self._notSent(e)
         return self._deferred
 
     def _later(self, handler: Any) -> Any:
@@ -202,11 +199,16 @@ class _Release:
             self._transactions += release.sendBye(
                 tm, self._state, self._reason, USER_AGENT, self._later(self._byeFinal)
             )
-        except Exception:
-            self._log.failure(
-                "{callId}: cannot send the BYE", callId=self._state.callId
-            )
-            self._finish(500, "not sent")
+        except Exception as e:
+            self._notSent(e)
+
+    def _notSent(self, error: Exception) -> None:
+        """
+        What the stored state or the stack refused (a dialog already being
+        released, a value that does not parse): done, with the reason in
+        the one log line; the caller is never failed.
+        """
+        self._finish(500, f"not sent ({type(error).__name__}: {error})")
 
     def _timedOut(self) -> None:
         self._timeoutCall = None
@@ -225,7 +227,8 @@ class _Release:
         if tm is not None:
             release.abandon(tm, self._transactions)
         self._transactions = []
-        self._log.info(
+        log = self._log.warn if code in (500, 503) else self._log.info
+        log(
             "{callId} ({state}) released by {how}: {code} {reason}",
             callId=self._state.callId,
             state=str(self._state.state),
