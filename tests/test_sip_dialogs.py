@@ -176,6 +176,25 @@ class DialogStateTests(SynchronousTestCase):
         ended = self.listener.dialogs[-1]
         self.assertEqual(ended.nextCSeq, cseqOf(self.sent("BYE")[0].data) + 1)
 
+    def test_abandon(self) -> None:
+        """
+        An abandoned leg (a crash, as far as the far end can tell) sends
+        nothing, tells its owner nothing more, and leaves no timer of its
+        own; its last dialog state is still readable.
+        """
+        invite = self.dial()
+        self.clock.deliver(self.far.response(invite, 180, "Ringing"))
+        self.leg.abandon()
+        sent = len(self.clock.sent)
+        events = list(self.listener.events)
+        self.clock.settle()
+        self.assertEqual((len(self.clock.sent), self.listener.events), (sent, events))
+        self.assertEqual(self.leg.dialogState().callId, headerOf(invite, "call-id"))
+        self.assertNotIn(
+            self.leg,
+            [getattr(c.func, "__self__", None) for c in self.clock.getDelayedCalls()],
+        )
+
     def test_viaProvider(self) -> None:
         """A leg through an outbound proxy says so, and goes there."""
         route = Route(

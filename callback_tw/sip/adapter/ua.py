@@ -72,8 +72,12 @@ class DialogUA(UA):
         Record-Route is put back into such a 2xx before the transaction
         manager reads it.
 
+    It also reports its dialog as plain values (L{dialogFields}) and tells
+    L{dialogChanged} when they may have moved, for crash recovery.
+
     Checked against sippy 2.5.0 (C{UA.recvResponse}, C{UA.recvRequest},
-    C{UA.lSDP}, C{UA.outbound_proxy}).
+    C{UA.lSDP}, C{UA.outbound_proxy}, C{UA.newUacTransaction},
+    C{UA.newTransaction}, C{UA.cleanup} called by C{UaStateDead}).
     """
 
     #: the Record-Route of the 2xx that created the dialog, as received.
