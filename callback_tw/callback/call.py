@@ -386,6 +386,12 @@ class CallbackCall:
         session = self._sessions[name]
         return succeed(session.offer(rtp.host, rtp.port))
 
+    def legDialogChanged(self, leg: Any, state: Any) -> None:
+        """
+        A leg's dialog changed (a L{callback_tw.sip.dialogs.DialogState}):
+        what the store keeps so that a restart can end the leg.
+        """
+
     def legEnded(self, leg: Any, end: LegEnd) -> None:
         name = self._nameOf(leg)
         if self.state == CallState.ENDED or not end.byRemote:
