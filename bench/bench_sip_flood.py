@@ -9,7 +9,9 @@ shipped) and one SIPp UAS playing every phone, then:
 
   1. fuzz: C{--fuzz} bad datagrams (random bytes, broken SIP, bad status
      lines carrying forged log lines, Vias pointing at a "victim" socket)
-     from several loopback addresses;
+     from several loopback addresses, and C{--iif-fuzz} invalid IIF commands
+     from a peer server (each must get exactly one C{ACK ... code=fail} and
+     place no call);
   2. flood: C{--flood-rate} well-formed INVITEs per second for C{--seconds}
      from C{--flood-sources} loopback addresses, while an application server
      asks for C{--legit-rate} callbacks per second;
@@ -83,6 +85,37 @@ def invite(sip: tuple[str, int], via: str, callId: str) -> bytes:
     ).encode()
 
 
+def badCommand(rng: random.Random, n: int) -> bytes:
+    """An IIF datagram that must be refused (seeded, reproducible)."""
+    kind = n % 7
+    if kind == 0:
+        return bytes([rng.randrange(128, 256)]) + rng.randbytes(rng.randint(16, 500))
+    if kind == 1:
+        return b"request: id=f%d;user1=1;user2=2;duration=1;" % n
+    if kind == 2:
+        return b"REQUEST: id=f%d;user1=1;duration=1;" % n
+    if kind == 3:
+        return b"REQUEST: id=f%d;user1=1;user2=2;duration=x%d;" % (n, n)
+    if kind == 4:
+        return b"REQUEST: id=f%d;user1=1\x01;user2=2;duration=1;" % n
+    if kind == 5:
+        return b"REQUEST: id=f%d;user1=1;user2=2;duration=1;" % n + b"x" * 2000
+    return b"CANCEL: id=nosuch%d;" % n
+
+
+class IIFCounter(DatagramProtocol):
+    """A peer server's socket: counts the answers to its bad commands."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.ok = 0
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.total += 1
+        if b"code=ok" in data:
+            self.ok += 1
+
+
 def badDatagram(rng: random.Random, n: int, sip: tuple[str, int], victim: int) -> bytes:
     """One of several kinds of bad datagram (seeded, reproducible)."""
     kind = n % 5
@@ -111,10 +144,10 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         lifetime=options.seconds + 90,
         traceMessages=False,
     )
-    clientPort = harness.freePort()
+    clientPort, fuzzPort = harness.freePort(), harness.freePort()
     server = harness.ServerProcess(
-        str(directory), uas.port, clientPort, reactor=reactor, trace=False,
-        max_lag=0.1, no_answer_timeout=30,
+        str(directory), uas.port, [clientPort, fuzzPort], reactor=reactor,
+        trace=False, max_lag=0.1, no_answer_timeout=30,
     )  # fmt: skip
     server.maxOutput = 500_000_000
     client = BenchAS(server.iifAddress)
@@ -157,6 +190,28 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         report["fuzz_answers"] = sum(s.total for s in fuzzers)
         report["fuzz_log_bytes_per_1000"] = round(fuzzLog * 1000 / options.fuzz)
 
+        # 1b. invalid IIF commands from a peer server
+        peer = IIFCounter()
+        ports.append(reactor.listenUDP(fuzzPort, peer, interface="127.0.0.1"))
+        # The phones keep no message log here; the server logs each INVITE.
+        callsBefore = server.output.count(" INVITE sip:")
+        logBefore = len(server.output.encode())
+        for n in range(options.iif_fuzz):
+            peer.transport.write(badCommand(rng, n), server.iifAddress)
+            if n % 200 == 199:
+                yield harness.sleep(reactor, 0.05)
+        yield harness.sleep(reactor, 2.0)
+        iifLog = len(server.output.encode()) - logBefore
+        report["iif_fuzz_datagrams"] = options.iif_fuzz
+        report["iif_fuzz_answers"] = peer.total
+        report["iif_fuzz_calls_placed"] = (
+            server.output.count(" INVITE sip:") - callsBefore
+        )
+        report["iif_fuzz_log_bytes_per_1000"] = (
+            round(iifLog * 1000 / options.iif_fuzz) if options.iif_fuzz else None
+        )
+        iifWrong = peer.ok + abs(peer.total - options.iif_fuzz)
+
         # 2. flood + legitimate callbacks
         sent = {"flood": 0}
         perTick = max(1, int(options.flood_rate / 100))
@@ -195,9 +250,14 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         allSockets = fuzzers + flooders + [victim]
         report["flood_datagrams"] = sent["flood"]
         report["flood_answers"] = sum(s.total for s in flooders)
-        report["datagrams_sent"] = options.fuzz + sent["flood"] + legit
-        report["wrong_verdicts"] = victim.total + sum(
-            1 for s in allSockets for count in s.answers.values() if count > 1
+        report["datagrams_sent"] = (
+            options.fuzz + options.iif_fuzz + sent["flood"] + legit
+        )
+        report["wrong_verdicts"] = (
+            victim.total
+            + sum(1 for s in allSockets for count in s.answers.values() if count > 1)
+            + iifWrong
+            + report["iif_fuzz_calls_placed"]
         )
         report["tracebacks"] = server.output.count("Traceback")
         report["forged_lines"] = sum(
@@ -223,6 +283,9 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fuzz", type=int, default=5000, help="bad datagrams (5000)")
+    parser.add_argument(
+        "--iif-fuzz", type=int, default=5000, help="invalid IIF commands (5000)"
+    )
     parser.add_argument(
         "--flood-rate", type=float, default=2000, dest="flood_rate",
         help="INVITEs per second during the flood (2000)",

@@ -273,14 +273,16 @@ def runUntil(clock: Clock, until: float) -> None:
 
 class RecordingListener:
     """
-    A leg's owner that records what it is told, as (kind, data) tuples;
-    re-INVITEs from the far end are answered with C{answerWith}, or refused
-    488 when it is None.
+    A leg's owner that records what it is told, as (kind, data) tuples
+    (dialog states apart, in C{dialogs}); re-INVITEs from the far end are
+    answered with C{answerWith}, or refused 488 when it is None.
     """
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
         self.answerWith: str | None = None
+        #: the L{DialogState}s pushed, in order (not in C{events}).
+        self.dialogs: list = []
 
     @property
     def ends(self) -> list:
@@ -295,6 +297,9 @@ class RecordingListener:
 
     def legEnded(self, leg, end) -> None:
         self.events.append(("ended", end))
+
+    def legDialogChanged(self, leg, state) -> None:
+        self.dialogs.append(state)
 
     def legReInvited(self, leg, sdp):
         from twisted.internet import defer

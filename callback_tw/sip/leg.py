@@ -5,10 +5,10 @@ One outgoing call leg over a sippy UA, as events a callback can follow.
 sippy reports a UA's life through C{CCEvent*} objects handed to an
 C{event_cb}, from deep inside its message handling. This module is the one
 place that turns them into this project's vocabulary: L{ILegListener}'s
-C{legRinging}, C{legAnswered}, C{legEnded}, C{legReInvited}, and the
-Deferred of L{Leg.reInvite}. Events are delivered on a later reactor turn, in
-order: re-entering sippy from inside its own callback (to hang up the other
-leg, say) is a known crash.
+C{legRinging}, C{legAnswered}, C{legEnded}, C{legReInvited},
+C{legDialogChanged}, and the Deferred of L{Leg.reInvite}. Events are
+delivered on a later reactor turn, in order: re-entering sippy from inside
+its own callback (to hang up the other leg, say) is a known crash.
 """
 
 from __future__ import annotations
@@ -38,12 +38,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from callback_tw.sip.adapter import DialogUA, Invite
+from callback_tw.sip.dialogs import USER_AGENT, DialogStage, DialogState
 from callback_tw.timers import cancelDelayed
 
 if TYPE_CHECKING:
     from callback_tw.sip.routing import Route
-
-USER_AGENT = "callback_tw"
 
 #: RFC 3261 14.1: after a 491 the owner of the Call-ID waits 2.1 to 4 s.
 GLARE_BACKOFF = (2.1, 4.0)
@@ -81,6 +80,22 @@ class LegEnd:
     answered: bool
 
 
+#: the stage of a leg's dialog in each state of the leg.
+_DIALOG_STAGES = {
+    LegState.CALLING: DialogStage.TRYING,
+    LegState.RINGING: DialogStage.RINGING,
+    LegState.ANSWERED: DialogStage.ANSWERED,
+    LegState.ENDED: DialogStage.ENDED,
+}
+
+
+class _DialogCheck:
+    """Queued when sippy may have changed the dialog: compare on a later turn."""
+
+
+_DIALOG_CHECK = _DialogCheck()
+
+
 @dataclass
 class _Ended:
     """Queued with the other events so the owner hears of the end in order."""
@@ -106,6 +121,9 @@ class _NoListener:
         d.errback(ReInviteFailed(481, "Call/Transaction Does Not Exist"))
         return d
 
+    def legDialogChanged(self, leg: Any, state: Any) -> None:
+        pass
+
 
 _NO_LISTENER = _NoListener()
 
@@ -130,6 +148,15 @@ class ILegListener(Protocol):
 
     def legReInvited(self, leg: Leg, sdp: str) -> Deferred:
         """The far end sent a re-INVITE offer; fire with the answer SDP."""
+        ...
+
+    def legDialogChanged(self, leg: Leg, state: DialogState) -> None:
+        """
+        What a BYE or CANCEL of the leg would need has changed (INVITE
+        sent, first tagged 1xx, answer, our CSeq or the remote target
+        moved, end): C{state} is the new value, to keep for recovery after
+        a crash. The "ended" state comes before C{legEnded}.
+        """
         ...
 
 
@@ -193,6 +220,23 @@ class Leg:
         self._reInviteSdp: str | None = None
         self._reInviteTries = 0
         self._retryCall = None
+        self._lastDialog: DialogState | None = None
+
+    def dialogState(self) -> DialogState | None:
+        """
+        The leg's dialog as a value (see L{ILegListener.legDialogChanged});
+        None before the INVITE is sent.
+        """
+        if self._ua is None:
+            return None
+        fields = self._ua.dialogFields()
+        if fields is None:
+            return None
+        return DialogState(
+            viaProvider=self.route.outboundProxy is not None,
+            state=_DIALOG_STAGES[self.state],
+            **fields,
+        )
 
     # -- requests from the owner -------------------------------------------
 
@@ -221,6 +265,7 @@ class Leg:
             )
         )
         ua.lContact = contact
+        ua.dialogChanged = self._dialogMayHaveChanged
         self._ua = ua
         callId = SipCallId()
         self.callId = str(callId)
@@ -279,6 +324,22 @@ class Leg:
         """
         self._listener = _NO_LISTENER
 
+    def abandon(self) -> None:
+        """
+        Forget the leg without a word to the far end, as a crash does: its
+        timers stop, its owner hears nothing more, sippy is not touched
+        (the stack is being stopped under it). What is left on the far
+        end's side is for L{callback_tw.sip.dialogs.releaseDialog}.
+        """
+        self._stopTimers()
+        cancelDelayed(self._drainCall)
+        self._drainCall = None
+        self._queue = []
+        self._listener = _NO_LISTENER
+        self.state = LegState.ENDED
+        if self._ua is not None:
+            self._ua.dialogChanged = None
+
     def reInvite(self, sdp: str) -> Deferred:
         """
         Send a re-INVITE offering C{sdp}; fire with the answer SDP.
@@ -318,18 +379,38 @@ class Leg:
         if self._drainCall is None:
             self._drainCall = self._reactor.callLater(0, self._drain)
 
+    def _dialogMayHaveChanged(self) -> None:
+        # Called from inside sippy: compare on a later turn, in order.
+        if self._queue and self._queue[-1] is _DIALOG_CHECK:
+            return
+        self._uaEvent(_DIALOG_CHECK, self._ua)
+
     def _drain(self) -> None:
         self._drainCall = None
         while self._queue:
             event = self._queue.pop(0)
             try:
                 self._handle(event)
+                self._pushDialog()
             except Exception:
                 self._log.failure(
                     "{leg} failed to handle {event}", leg=self.name, event=event
                 )
 
+    def _pushDialog(self) -> None:
+        """Tell the owner the dialog's state if it changed, up to its end."""
+        last = self._lastDialog
+        if last is not None and last.state == DialogStage.ENDED:
+            return
+        state = self.dialogState()
+        if state is None or state == last:
+            return
+        self._lastDialog = state
+        self._listener.legDialogChanged(self, state)
+
     def _handle(self, event: Any) -> None:
+        if event is _DIALOG_CHECK:
+            return
         if isinstance(event, _Ended):
             self._handleEnded(event)
         elif isinstance(event, CCEventRing):
@@ -462,6 +543,7 @@ class Leg:
             self._drainCall = self._reactor.callLater(0, self._drain)
 
     def _handleEnded(self, ended: _Ended) -> None:
+        self._pushDialog()
         if ended.reInvite is not None:
             ended.reInvite.errback(ReInviteFailed(ended.end.code, ended.end.reason))
         self._listener.legEnded(self, ended.end)
@@ -511,6 +593,14 @@ class UnreachableLeg:
 
     def detach(self) -> None:
         self._listener = _NO_LISTENER
+
+    def abandon(self) -> None:
+        """Nothing was sent: the same as L{hangUp}."""
+        self.hangUp()
+
+    def dialogState(self) -> DialogState | None:
+        """Never a dialog: nothing was sent."""
+        return None
 
     def reInvite(self, sdp: str) -> Deferred:
         raise RuntimeError(f"{self.name}: not answered")

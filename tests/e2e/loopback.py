@@ -102,6 +102,36 @@ def pollUntil(
     return d
 
 
+def waitOrFail(
+    testCase: Any,
+    predicate: Callable[[], Any],
+    what: str,
+    describe: Callable[[], str],
+    timeout: float = 10.0,
+    reactor: Any = None,
+) -> Deferred:
+    """
+    Poll C{predicate()} until it is true (an C{AssertionError} it raises
+    counts as not yet); after C{timeout} seconds fail C{testCase} naming
+    C{what}, followed by C{describe()}: what the peers logged, so a failure
+    says what happened instead of only what did not.
+    """
+    if reactor is None:
+        from twisted.internet import reactor  # type: ignore[no-redef]
+
+    def check() -> Any:
+        try:
+            return predicate()
+        except AssertionError:
+            return False
+
+    def timedOut(failure: Any) -> None:
+        failure.trap(defer.TimeoutError)
+        testCase.fail(f"{what}: not seen within {timeout} s\n{describe()}")
+
+    return pollUntil(reactor, check, timeout).addErrback(timedOut)
+
+
 def sleep(reactor: Any, seconds: float) -> Deferred:
     """
     A Deferred that fires with C{None} after C{seconds} of C{reactor} time.

@@ -23,7 +23,7 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from tests.e2e.harness import startCallbackWorld
-from tests.e2e.loopback import pollUntil, portIsBound, sleep
+from tests.e2e.loopback import portIsBound, sleep, waitOrFail
 from tests.e2e.peers import ASClient
 from tests.e2e.processes import SIPP
 from tests.e2e.siplog import (
@@ -109,24 +109,13 @@ class CallbackEndToEndTests(TestCase):
         """
         Poll SIPp's message log until C{predicate()} is true.
         """
-
-        def check() -> Any:
-            try:
-                return predicate()
-            except AssertionError:
-                return False
-
-        d = pollUntil(reactor, check, timeout, 0.05)
-
-        def timedOut(failure: Any) -> None:
-            failure.trap(defer.TimeoutError)
-            self.fail(
-                f"SIPp log: {what or predicate} not seen within {timeout} s;"
-                f" log:\n{describeMessages(distinct(self.uas.messages()))}"
-            )
-
-        d.addErrback(timedOut)
-        return d
+        return waitOrFail(
+            self,
+            predicate,
+            f"SIPp log: {what or predicate}",
+            lambda: f"log:\n{describeMessages(distinct(self.uas.messages()))}",
+            timeout,
+        )
 
     def waitEnded(self, *users: str, timeout: float = 10.0) -> Any:
         """

@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from tests.e2e.kamailio import KAMAILIO, startExternalLineWorld
-from tests.e2e.loopback import pollUntil
+from tests.e2e.loopback import waitOrFail
 from tests.e2e.processes import SIPP
 from tests.e2e.siplog import describeMessages, distinct, requestsOf
 
@@ -52,16 +52,14 @@ class ExternalLineTests(TestCase):
         Poll until C{predicate()} is true; fail naming C{what}, with what
         Kamailio and the server logged.
         """
-
-        def timedOut(failure: Any) -> None:
-            failure.trap(defer.TimeoutError)
-            self.fail(
-                f"{what}: not seen within {timeout} s\nKamailio:\n"
-                f"{self.provider.describeEvents()}\nserver:\n"
-                + "\n".join(self.server.logLines("external line"))
-            )
-
-        return pollUntil(reactor, predicate, timeout).addErrback(timedOut)
+        return waitOrFail(
+            self,
+            predicate,
+            what,
+            lambda: f"Kamailio:\n{self.provider.describeEvents()}\nserver:\n"
+            + "\n".join(self.server.logLines("external line")),
+            timeout,
+        )
 
     def registers(self, **match: str) -> list[Any]:
         return self.provider.of("req", method="REGISTER", **match)

@@ -21,7 +21,7 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from tests.e2e.kamailio import KAMAILIO, startRecordRoutingWorld
-from tests.e2e.loopback import LOOPBACK, pollUntil
+from tests.e2e.loopback import LOOPBACK, waitOrFail
 from tests.e2e.processes import SIPP
 from tests.e2e.siplog import describeMessages, distinct, requestsOf, responsesOf
 
@@ -59,16 +59,14 @@ class RecordRouteTests(TestCase):
         Poll until C{predicate()} is true; fail naming C{what}, with what
         Kamailio and the phones logged.
         """
-
-        def timedOut(failure: Any) -> None:
-            failure.trap(defer.TimeoutError)
-            self.fail(
-                f"{what}: not seen within {timeout} s\nKamailio:\n"
-                f"{self.provider.describeEvents()}\nphones:\n"
-                f"{describeMessages(self.uas.messages())}"
-            )
-
-        return pollUntil(reactor, predicate, timeout).addErrback(timedOut)
+        return waitOrFail(
+            self,
+            predicate,
+            what,
+            lambda: f"Kamailio:\n{self.provider.describeEvents()}\nphones:\n"
+            f"{describeMessages(self.uas.messages())}",
+            timeout,
+        )
 
     @defer.inlineCallbacks
     def test_callbackThroughRecordRoutingProvider(self) -> None:

@@ -8,7 +8,10 @@ The only code that stands in for, subclasses or patches sippy.
   - L{trace}: sippy's SIP message trace, on C{twisted.logger}.
   - L{transport}: sippy's UDP server on a Twisted UDP port.
   - L{transactions}: sippy's transaction manager, on that transport, fixed.
-  - L{ua}: sippy's UA and INVITE event, fixed for outgoing legs.
+  - L{ua}: sippy's UA and INVITE event, fixed for outgoing legs, and the
+    dialog's state read from the UA.
+  - L{release}: a BYE or CANCEL for a dialog this process never saw (after
+    a restart), through the transaction manager.
   - L{headers}: response headers sippy has no class for.
   - L{patches}: module-level fixes (parse-error responses, escaping of the
     user part of URIs).

@@ -10,6 +10,7 @@ UA's internals is here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sippy.CCEvents import CCEventTry
@@ -20,7 +21,14 @@ from sippy.UacStateCancelling import UacStateCancelling
 from sippy.UacStateTrying import UacStateTrying
 from sippy.UacStateUpdating import UacStateUpdating
 
-__all__ = ["DialogUA", "Invite"]
+__all__ = ["DialogUA", "Invite", "hostPort"]
+
+
+def hostPort(host: str, port: int | None) -> str:
+    """C{"host:port"} (C{"[v6]:port"}); sippy's default port when None."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port or 5060}"
 
 
 class Invite(CCEventTry):
@@ -64,17 +72,108 @@ class DialogUA(UA):
         Record-Route is put back into such a 2xx before the transaction
         manager reads it.
 
+    It also reports its dialog as plain values (L{dialogFields}) and tells
+    L{dialogChanged} when they may have moved, for crash recovery.
+
     Checked against sippy 2.5.0 (C{UA.recvResponse}, C{UA.recvRequest},
-    C{UA.lSDP}, C{UA.outbound_proxy}).
+    C{UA.lSDP}, C{UA.outbound_proxy}, C{UA.newUacTransaction},
+    C{UA.newTransaction}, C{UA.cleanup} called by C{UaStateDead}).
     """
 
     #: the Record-Route of the 2xx that created the dialog, as received.
     _dialogRecordRoute: list[Any] = []
 
+    #: called (from inside sippy) after anything that may change
+    #: L{dialogFields}: a request sent, a response or a request received.
+    dialogChanged: Callable[[], None] | None = None
+
+    #: the CSeq number and Via branch of the INVITE that a CANCEL would
+    #: repeat: the last one sent before the answer (a 401/407 retry is a
+    #: new INVITE transaction).
+    _inviteCSeq: int | None = None
+    _inviteBranch: str | None = None
+
+    #: the To tag of the first tagged provisional response: sippy records
+    #: the remote tag only from the 2xx.
+    _earlyRemoteTag: str | None = None
+
+    def newUacTransaction(self, req: Any, **kwargs: Any) -> None:
+        """Note the INVITE a CANCEL would repeat, and that the dialog moved."""
+        super().newUacTransaction(req, **kwargs)
+        if req.getMethod() == "INVITE" and self.connect_ts is None:
+            self._inviteCSeq = req.getHFBody("cseq").getCSeqNum()
+            self._inviteBranch = req.getHFBody("via").getBranch()
+        self._notifyChanged()
+
+    def newTransaction(self, req: Any, *args: Any, **kwargs: Any) -> Any:
+        """An in-dialog request (BYE, CANCEL...) moves our CSeq: say so."""
+        tr = super().newTransaction(req, *args, **kwargs)
+        self._notifyChanged()
+        return tr
+
+    def cleanup(self) -> None:
+        """
+        The UA is dead (sippy calls this from C{UaStateDead}, where it drops
+        C{event_cb}): drop L{dialogChanged} too, which would otherwise keep
+        the leg and the UA in a reference cycle.
+        """
+        self.dialogChanged = None
+        super().cleanup()
+
+    def _notifyChanged(self) -> None:
+        if self.dialogChanged is not None:
+            self.dialogChanged()
+
+    def dialogFields(self) -> dict[str, Any] | None:
+        """
+        What a BYE or a CANCEL of this dialog needs, read from sippy's UA:
+        the keyword arguments of L{callback_tw.sip.dialogs.DialogState}
+        except C{viaProvider} and C{state}; None before the INVITE is sent.
+
+        C{remoteTarget} and C{routeSet} are the Request-URI and Route set
+        sippy itself would send next: the INVITE's Request-URI until the 2xx
+        (what a CANCEL repeats), then the Contact and the Record-Route of
+        the 2xx.  C{destination} is where sippy sends them: the outbound
+        proxy if it is kept, else the first route or the target.  Checked
+        against sippy 2.5.0 (C{UA.genRequest}, C{UacStateIdle.recvEvent},
+        C{UacStateTrying.updateRoutes}).
+        """
+        if self.cId is None or self.lUri is None or self._inviteCSeq is None:
+            return None
+        if self.outbound_proxy is not None:
+            host, port = self.outbound_proxy
+        else:
+            host, port = self.rAddr[0]
+        remoteTag = self.rUri.getTag() if self.rUri is not None else None
+        return {
+            "callId": str(self.cId),
+            "localTag": self.lUri.getTag(),
+            "remoteTag": remoteTag or self._earlyRemoteTag,
+            "localURI": str(self.lUri.getUrl()),
+            "remoteURI": str(self.rUri.getUrl()),
+            "remoteTarget": None if self.rTarget is None else str(self.rTarget),
+            "routeSet": tuple(str(route) for route in self.routes or ()),
+            "nextCSeq": self.lCSeq,
+            "inviteBranch": self._inviteBranch,
+            "inviteCSeq": self._inviteCSeq,
+            "destination": hostPort(host, port),
+        }
+
     def recvResponse(self, resp: Any, tr: Any) -> None:
-        """Keep or restore the dialog's route set (see the class)."""
+        """
+        Keep or restore the dialog's route set (see the class), note the
+        first remote tag, and tell L{dialogChanged}.
+        """
+        try:
+            self._recvResponse(resp, tr)
+        finally:
+            self._notifyChanged()
+
+    def _recvResponse(self, resp: Any, tr: Any) -> None:
         code = resp.getSCode()[0]
         method = resp.getHFBody("cseq").getCSeqMethod()
+        if code < 200 and method == "INVITE" and self._earlyRemoteTag is None:
+            self._earlyRemoteTag = resp.getHFBody("to").getTag()
         if 200 <= code < 300 and method == "INVITE":
             if isinstance(self.state, (UacStateTrying, UacStateCancelling)):
                 recordRoute = resp.getHFBodys("record-route")
@@ -109,6 +208,7 @@ class DialogUA(UA):
             result = super().recvRequest(req, sip_t)
         finally:
             req.__dict__.pop("sendResponse", None)
+            self._notifyChanged()
         if result is None and sip_t.data is None and req.getMethod() != "ACK":
             return (
                 req.genResponse(501, "Not Implemented", server=self.local_ua),
