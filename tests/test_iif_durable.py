@@ -279,3 +279,34 @@ def _record(callbackId: str) -> CallbackRecord:
         "accepted",
         0.0,
     )
+
+
+class QueuedResponseTests(SynchronousTestCase):
+    """
+    Recovery runs before the IIF port opens; its RESPONSEs wait for it.
+    """
+
+    def test_sentWhenThePortOpens(self) -> None:
+        """
+        A RESPONSE resent before the port is open goes out, from the port,
+        as soon as it opens, and is then recorded as sent.
+        """
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import FakeDatagramTransport
+
+        from callback_tw.iif.protocol import IIFProtocol
+        from tests.iifhelpers import FakeManager
+
+        store = MemoryStore()
+        store.rows["9"] = dataclasses.replace(
+            _record("9"), endedAt=1.0, realDuration=12
+        )
+        protocol = IIFProtocol(FakeManager(), [PEER], 60, reactor=Clock(), store=store)
+        protocol.resendResponse(store.rows["9"])
+        self.assertIsNone(store.rows["9"].responseSentAt)
+        transport = FakeDatagramTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(
+            transport.written, [(b"RESPONSE: id=9;real_duration=12;", PEER)]
+        )
+        self.assertIsNotNone(store.rows["9"].responseSentAt)

@@ -165,6 +165,8 @@ class IIFProtocol(DatagramProtocol):
         self._ending: dict[str, Request] = {}
         # RESPONSEs not yet sent (their end is being committed), for drain().
         self._responding: set[Deferred] = set()
+        # Stored callbacks whose RESPONSE waits for the port to open.
+        self._queuedResponses: list[Any] = []
         self._peers = PeerTable(
             peers, reactor, signatureWindow, requestMemory, maxRemembered
         )
@@ -199,6 +201,12 @@ class IIFProtocol(DatagramProtocol):
         return DeferredList(list(self._responding)).addCallback(lambda _: None)
 
     # -- DatagramProtocol
+
+    def startProtocol(self) -> None:
+        """The port is open: send the RESPONSEs recovery queued."""
+        queued, self._queuedResponses = self._queuedResponses, []
+        for record in queued:
+            self.resendResponse(record)
 
     def datagramReceived(self, datagram: bytes, addr: _Address) -> None:
         """
@@ -698,9 +706,14 @@ class IIFProtocol(DatagramProtocol):
     def resendResponse(self, record: Any) -> None:
         """
         Send the RESPONSE of an ended callback whose RESPONSE may never have
-        gone out (a crash between its end and its RESPONSE), to the address that
-        asked, signed when that peer has a key, and record it.
+        gone out (a crash between its end and its RESPONSE, or a callback
+        finished by recovery), to the address that asked, signed when that
+        peer has a key, and record it.  Before the port is open (recovery
+        runs first), it is queued and sent as soon as the port opens.
         """
+        if self.transport is None:
+            self._queuedResponses.append(record)
+            return
         try:
             addr = parseAddress(record.peerAddress)
         except ValueError:
