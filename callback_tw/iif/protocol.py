@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -43,6 +43,7 @@ from callback_tw.iif.message import (
     parseMessage,
 )
 from callback_tw.iif.peers import Peer, PeerTable
+from callback_tw.iif.responses import ResponseSending, formatSource
 from callback_tw.iif.signing import SignatureError
 from callback_tw.policy import Admission, RateLimitedLog
 from callback_tw.store.records import NewCallback
@@ -73,19 +74,6 @@ class _Pending:
         self.waiters: list[tuple[_Address, Peer]] = []
 
 
-def parseAddress(text: str) -> tuple[str, int]:
-    """
-    The C{(host, port)} of a stored C{peer_address} (C{"host:port"}, or
-    C{"[v6]:port"}), where a RESPONSE goes.
-
-    @raise ValueError: if it is not one.
-    """
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"not host:port: {text!r}")
-    return host.strip("[]"), int(port)
-
-
 @dataclass(frozen=True)
 class _Ending:
     """A callback that ended here and whose end is being committed."""
@@ -93,12 +81,7 @@ class _Ending:
     request: Request
 
 
-def _formatSource(addr: _Address) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-class IIFProtocol(DatagramProtocol):
+class IIFProtocol(ResponseSending, DatagramProtocol):
     """
     Serve the IIF on one UDP port.
 
@@ -193,20 +176,7 @@ class IIFProtocol(DatagramProtocol):
     def store(self, store: Any) -> None:
         self._store = store
 
-    def drain(self) -> Deferred:
-        """
-        Fire when every RESPONSE whose end was being committed has been sent
-        (the service waits for it before it closes the port).
-        """
-        return DeferredList(list(self._responding)).addCallback(lambda _: None)
-
     # -- DatagramProtocol
-
-    def startProtocol(self) -> None:
-        """The port is open: send the RESPONSEs recovery queued."""
-        queued, self._queuedResponses = self._queuedResponses, []
-        for record in queued:
-            self.resendResponse(record)
 
     def datagramReceived(self, datagram: bytes, addr: _Address) -> None:
         """
@@ -225,7 +195,7 @@ class IIFProtocol(DatagramProtocol):
                 "commands",
                 "IIF dropped datagram from {source}: peer {peer} may not send"
                 " commands",
-                source=_formatSource(addr),
+                source=formatSource(addr),
             )
             return
         try:
@@ -236,7 +206,7 @@ class IIFProtocol(DatagramProtocol):
                 "signature",
                 "IIF ignored a datagram from peer {peer} ({source}), no answer:"
                 " {kind}: {reason}",
-                source=_formatSource(addr),
+                source=formatSource(addr),
                 kind=e.kind,
                 reason=e.reason,
             )
@@ -248,7 +218,7 @@ class IIFProtocol(DatagramProtocol):
                 peer,
                 "invalid",
                 "IIF invalid command from {source} (id {callbackId!r}): {reason}",
-                source=_formatSource(addr),
+                source=formatSource(addr),
                 callbackId=e.callbackId,
                 reason=e.reason,
             )
@@ -292,7 +262,7 @@ class IIFProtocol(DatagramProtocol):
             self._log,
             str(addr[0]),
             "IIF dropped datagram from non-peer {source}",
-            source=_formatSource(addr),
+            source=formatSource(addr),
         )
 
     def _foreign(
@@ -356,7 +326,7 @@ class IIFProtocol(DatagramProtocol):
         new = NewCallback(
             callbackId,
             peer.name,
-            _formatSource(addr),
+            formatSource(addr),
             request.user1,
             request.user2,
             request.duration,
@@ -418,7 +388,7 @@ class IIFProtocol(DatagramProtocol):
                 "IIF REQUEST {callbackId} from {source} reuses the id of a pending"
                 " callback with different parameters or from another peer; refused",
                 callbackId=request.callbackId,
-                source=_formatSource(addr),
+                source=formatSource(addr),
             )
             self._send(formatAck(request.callbackId, False), addr, peer)
             return
@@ -471,7 +441,7 @@ class IIFProtocol(DatagramProtocol):
             "IIF REQUEST {callbackId} from {source}: user1={user1} user2={user2} "
             "duration={duration} (peer {peer})",
             callbackId=callbackId,
-            source=_formatSource(addr),
+            source=formatSource(addr),
             user1=request.user1,
             user2=request.user2,
             duration=request.duration,
@@ -588,7 +558,7 @@ class IIFProtocol(DatagramProtocol):
             comparison already made (L{None}: the same; C{False}: different).
         """
         callbackId = request.callbackId
-        source = _formatSource(addr)
+        source = formatSource(addr)
         if isinstance(original, Request):
             effective = self._peers.effective
             same = effective(peer, original) == effective(peer, request)
@@ -619,121 +589,6 @@ class IIFProtocol(DatagramProtocol):
         if realDuration is not None:
             self._send(formatResponse(callbackId, realDuration), addr, peer)
 
-    def _finishedOk(
-        self, result: Any, request: Request, source: _Address, peer: Peer
-    ) -> Deferred:
-        return self._ended(
-            request,
-            source,
-            peer,
-            int(result.realDuration),
-            str(result.cause),
-            getattr(result, "values", None) or {},
-        )
-
-    def _finishedError(
-        self, failure: Failure, request: Request, source: _Address, peer: Peer
-    ) -> Deferred:
-        self._log.failure(
-            "IIF callback {callbackId} ended with an error; reporting real_duration=0",
-            failure,
-            callbackId=request.callbackId,
-        )
-        return self._ended(
-            request, source, peer, 0, "error: " + failure.getErrorMessage(), {}
-        )
-
-    def _ended(
-        self,
-        request: Request,
-        source: _Address,
-        peer: Peer,
-        realDuration: int,
-        cause: str,
-        values: dict[str, Any],
-    ) -> Deferred:
-        """
-        Give the peer its slot back, commit the end, then send the RESPONSE to
-        where the REQUEST came from and record that it went.  While the store is
-        down the RESPONSE goes at once (its end is written when the store is
-        back): an AS is not kept waiting on a database.
-        """
-        callbackId = request.callbackId
-        realDuration = max(0, realDuration)
-        self._log.info(
-            "IIF callback {callbackId} finished: real_duration={realDuration} "
-            "cause={cause}",
-            callbackId=callbackId,
-            realDuration=realDuration,
-            cause=cause,
-        )
-        self._peers.ended(callbackId)
-        self._ending[callbackId] = request
-        healthy = self._store.healthy
-        committed = self._store.markEnded(callbackId, cause, realDuration, **values)
-        done: Deferred = Deferred()
-
-        def respond(result: Any) -> None:
-            if isinstance(result, Failure):
-                self._log.error(
-                    "IIF callback {callbackId}: its end is not stored ({error});"
-                    " sending the RESPONSE anyway",
-                    callbackId=callbackId,
-                    error=result.getErrorMessage(),
-                )
-            if self._ending.get(callbackId) is request:
-                del self._ending[callbackId]
-            self._sendResponse(formatResponse(callbackId, realDuration), source, peer)
-            self._store.markResponseSent(callbackId).addErrback(
-                lambda f: self._log.warn(
-                    "IIF callback {callbackId}: RESPONSE not recorded as sent"
-                    " ({error})",
-                    callbackId=callbackId,
-                    error=f.getErrorMessage(),
-                )
-            )
-            self._responding.discard(done)
-            done.callback(None)
-
-        self._responding.add(done)
-        if healthy:
-            committed.addBoth(respond)
-        else:
-            committed.addErrback(lambda f: None)
-            respond(None)
-        return done
-
-    def resendResponse(self, record: Any) -> None:
-        """
-        Send the RESPONSE of an ended callback whose RESPONSE may never have
-        gone out (a crash between its end and its RESPONSE, or a callback
-        finished by recovery), to the address that asked, signed when that
-        peer has a key, and record it.  Before the port is open (recovery
-        runs first), it is queued and sent as soon as the port opens.
-        """
-        if self.transport is None:
-            self._queuedResponses.append(record)
-            return
-        try:
-            addr = parseAddress(record.peerAddress)
-        except ValueError:
-            self._log.error(
-                "IIF callback {callbackId}: stored peer address {address!r} is"
-                " unusable; its RESPONSE cannot be sent",
-                callbackId=record.id,
-                address=record.peerAddress,
-            )
-            return
-        peer = self._peers.identify(addr) or Peer(record.peer, addr[0], addr[1])
-        self._send(formatResponse(record.id, record.realDuration or 0), addr, peer)
-        self._store.markResponseSent(record.id).addErrback(
-            lambda f: self._log.warn(
-                "IIF callback {callbackId}: RESPONSE not recorded as sent ({error})",
-                callbackId=record.id,
-                error=f.getErrorMessage(),
-            )
-        )
-
     def _bug(self, failure: Failure, callbackId: str) -> None:
         self._log.failure(
             "IIF callback {callbackId}: error in the IIF protocol",
@@ -763,7 +618,7 @@ class IIFProtocol(DatagramProtocol):
             self._log.info(
                 "IIF CANCEL {callbackId} from {source}",
                 callbackId=callbackId,
-                source=_formatSource(addr),
+                source=formatSource(addr),
             )
         else:
             self._refused(
@@ -776,33 +631,3 @@ class IIFProtocol(DatagramProtocol):
         self._send(formatAck(callbackId, found), addr, peer)
         for data, dest, owner in held:
             self._send(data, dest, owner)
-
-    # -- output
-
-    def _sendResponse(self, data: bytes, addr: _Address, peer: Peer) -> None:
-        if self._heldResponses is not None:
-            self._heldResponses.append((data, addr, peer))
-        else:
-            self._send(data, addr, peer)
-
-    def _send(self, data: bytes, addr: _Address, peer: Peer) -> None:
-        """
-        Write C{data} to C{addr}, signed when C{peer} has a key (at the time it is
-        sent, so a RESPONSE hours after its REQUEST carries a fresh C{ts}).
-        """
-        if self.transport is None:
-            self._log.warn(
-                "IIF not listening; lost {data!r} to {destination}",
-                data=data,
-                destination=_formatSource(addr),
-            )
-            return
-        data = self._peers.seal(peer, data)
-        try:
-            self.transport.write(data, addr)
-        except OSError:
-            self._log.failure(
-                "IIF could not send {data!r} to {destination}",
-                data=data,
-                destination=_formatSource(addr),
-            )
