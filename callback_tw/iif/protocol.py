@@ -5,9 +5,10 @@ The inner interface (IIF) server: a UDP L{DatagramProtocol} between application 
 
 It asks L{callback_tw.iif.peers} who sent a datagram, whether it is signed as it must
 be and whether the peer may do what it asks; turns datagrams into commands with
-L{callback_tw.iif.message}; hands them to the manager; writes the ACK as soon as the
-manager has started (or refused) the callback, and the RESPONSE when the call's
-C{finished} Deferred fires, signed for a peer with a key.
+L{callback_tw.iif.message}; hands them to the manager; writes the ACK once the
+callback's row is committed and the manager has started it (or at once when refused),
+and the RESPONSE when the call's C{finished} Deferred fires and its end is committed
+(L{callback_tw.iif.responses}), signed for a peer with a key.
 
 UDP loses and repeats datagrams and an AS retransmits when it misses our ACK, so REQUEST
 is idempotent here: a repeated REQUEST (same id, same parameters, same peer) is answered
