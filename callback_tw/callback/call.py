@@ -412,7 +412,9 @@ class CallbackCall:
         store what a BYE or CANCEL of it needs after a restart.
         """
         name = self._nameOf(leg)
-        if self._store is None or name is None:
+        # Once the callback has ended its end is being committed: recovery
+        # will not look at its legs, so their last changes need no write.
+        if self._store is None or name is None or self.state == CallState.ENDED:
             return
         from callback_tw.store.records import LegDialog
 
