@@ -55,8 +55,9 @@ class CallbackService(MultiService):
     It holds every part (built by L{callback_tw.tap.buildService}) and only
     decides when each starts and stops. Its children start in this order:
     the full garbage collection timer, the SIP stack, the external line's
-    registration (when there is one), the overload guard; the IIF port opens
-    last.
+    registration (when there is one), the overload guard; then the store
+    opens, the checkpoint and purge timers start, recovery runs, and the IIF
+    port opens last.
 
     @ivar config: the configuration the parts were built from.
     @ivar sip: the L{SipStack}.
