@@ -151,15 +151,15 @@ class CallbackManager:
 
     def checkpoint(self) -> None:
         """
-        Record in the store that every joined callback is still running (a
-        C{TimerService} calls this every second): after a crash, its
-        real_duration counts up to the last checkpoint.  The store commits
-        them in one group.
+        Record in the store that every callback whose user2 answered
+        (joining or joined) is still running (a C{TimerService} calls this
+        every second): after a crash, its real_duration counts up to the last
+        checkpoint.  The store commits them in one group.
         """
         if self.store is None:
             return
         for call in self._calls.values():
-            if call.state == CallState.JOINED:
+            if call.state in (CallState.JOINING, CallState.JOINED):
                 self.store.checkpoint(call.callbackId).addErrback(
                     self._checkpointFailed, call.callbackId
                 )
