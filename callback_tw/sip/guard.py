@@ -114,8 +114,9 @@ class SourceLimiter:
     address; a source that sends more is ignored for C{blockTime} seconds.
 
     Requests within our own dialogs never come here: a provider that floods
-    us with garbage keeps its calls. Each block is logged once (at most
-    L{LogLimiter.burst} lines per interval however many sources).
+    us with garbage keeps its calls. Blocks are logged at most once per
+    L{LogLimiter.interval} over all sources (one key), the line counting the
+    blocks not logged since the previous one.
 
     @ivar rate: requests per second allowed from one source; 0: no limit.
     @ivar blockTime: seconds a source is ignored once over the limit.
