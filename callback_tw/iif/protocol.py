@@ -42,7 +42,8 @@ from callback_tw.iif.message import (
 )
 from callback_tw.iif.peers import Peer, PeerTable
 from callback_tw.iif.signing import SignatureError
-from callback_tw.policy import Admission, RateLimitedLog
+from callback_tw.policy import Admission
+from callback_tw.ratelimit import LogLimiter
 
 __all__ = ["IIFProtocol"]
 
@@ -117,9 +118,17 @@ class IIFProtocol(DatagramProtocol):
         self._peers = PeerTable(
             peers, reactor, signatureWindow, requestMemory, maxRemembered
         )
-        self._drops = RateLimitedLog(self.dropLogInterval, self.maxDropSources, reactor)
-        self._refusals = RateLimitedLog(
-            self.refusalLogInterval, self._maxRefusalKeys, reactor
+        self._drops = LogLimiter(
+            reactor,
+            interval=self.dropLogInterval,
+            maxKeys=self.maxDropSources,
+            burst=None,
+        )
+        self._refusals = LogLimiter(
+            reactor,
+            interval=self.refusalLogInterval,
+            maxKeys=self._maxRefusalKeys,
+            burst=None,
         )
         # While not None, RESPONSEs are queued here instead of sent (see _cancel).
         self._heldResponses: list[tuple[bytes, _Address, Peer]] | None = None
