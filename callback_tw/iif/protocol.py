@@ -15,8 +15,9 @@ again, from the manager while the callback runs and from L{callback_tw.iif.memor
 it ended, and never places a second call.
 
 Nothing a peer (or someone speaking as one) sends can make us write a log line per
-datagram on a refusal path: those lines go through L{LogLimiter} (L{callback_tw.ratelimit}), one per peer and
-kind of refusal per interval, with the count of the ones not written.
+datagram on a refusal path: those lines go through
+L{callback_tw.ratelimit.LogLimiter}, one per peer and kind of refusal per interval, with
+the count of the ones not written.
 """
 
 from __future__ import annotations
