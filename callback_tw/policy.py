@@ -11,28 +11,22 @@ errors.
 
 Everything here is pure and deterministic: no I/O, and time comes from an injected
 L{IReactorTime}, so every rule is tested with L{twisted.internet.task.Clock}.
-L{RateLimitedLog} is the generic "one line per key per interval" helper that keeps a
-flood from becoming a flood of log lines.
 """
 
 from __future__ import annotations
 
 import enum
 import fnmatch
-from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger, LogLevel
 
 __all__ = [
     "Admission",
-    "LogTicket",
     "PeerRules",
     "Policy",
-    "RateLimitedLog",
     "Refusal",
     "Rule",
     "TokenBucket",
@@ -401,124 +395,3 @@ class Policy:
         """
         self.release(callbackId)
         self._owners.pop(callbackId, None)
-
-
-@dataclass(frozen=True)
-class LogTicket:
-    """
-    Permission to write one log line.
-
-    @ivar shared: the key is not tracked individually (too many keys this interval),
-        and this line stands for all such keys.
-    @ivar suppressed: events not logged since the previous line of the same key (or
-        of the shared line), to be reported in this one.
-    """
-
-    shared: bool
-    suppressed: int
-
-
-class RateLimitedLog:
-    """
-    At most one log line per key per interval, each counting the events it stands
-    for; memory bounded by C{maxKeys}.
-
-    A flood (bad datagrams from one source, refusals of one peer) costs one line per
-    interval instead of one per event. Keys are tracked individually up to
-    C{maxKeys} at a time; a key whose last line is older than the interval can be
-    forgotten to make room. Beyond that (a flood from many, maybe spoofed, sources)
-    all other keys share one line per interval, so the number of lines per interval
-    is at most C{maxKeys + 1} whatever the attacker sends.
-
-    @ivar suppressedTotal: events not logged since this object was made (for metrics).
-    """
-
-    def __init__(self, interval: float, maxKeys: int, reactor: IReactorTime) -> None:
-        """
-        @param interval: seconds between two lines of one key.
-        @param maxKeys: keys tracked at once (>= 0).
-        @param reactor: the clock.
-        """
-        if maxKeys < 0:
-            raise ValueError(f"maxKeys must be >= 0, not {maxKeys}")
-        self._interval = interval
-        self._maxKeys = maxKeys
-        self._reactor = reactor
-        # key -> [time of its last line, events suppressed since]; oldest line first.
-        self._keys: OrderedDict[Hashable, list[float]] = OrderedDict()
-        self._sharedLastLine: float | None = None
-        self._sharedSuppressed = 0
-        self.suppressedTotal = 0
-
-    def ticket(self, key: Hashable) -> LogTicket | None:
-        """
-        Count one event of C{key}.
-
-        @return: a L{LogTicket} if a line should be written now, else L{None} (the
-            event is counted for the next line).
-        """
-        now = self._reactor.seconds()
-        state = self._keys.get(key)
-        if state is not None:
-            if now - state[0] < self._interval:
-                state[1] += 1
-                self.suppressedTotal += 1
-                return None
-            suppressed = int(state[1])
-            self._keys.move_to_end(key)
-            state[:] = [now, 0]
-            return LogTicket(False, suppressed)
-        if len(self._keys) >= self._maxKeys and self._keys:
-            # Make room only when needed: a key kept longer keeps its suppressed
-            # count for its next line. The oldest line is first; if even that one is
-            # within its interval, every tracked key is, and this key must share.
-            oldest = next(iter(self._keys.values()))
-            if now - oldest[0] >= self._interval:
-                self._keys.popitem(last=False)
-        if len(self._keys) < self._maxKeys:
-            self._keys[key] = [now, 0]
-            return LogTicket(False, 0)
-        if (
-            self._sharedLastLine is not None
-            and now - self._sharedLastLine < self._interval
-        ):
-            self._sharedSuppressed += 1
-            self.suppressedTotal += 1
-            return None
-        suppressed, self._sharedSuppressed = self._sharedSuppressed, 0
-        self._sharedLastLine = now
-        return LogTicket(True, suppressed)
-
-    def emit(
-        self,
-        log: Logger,
-        key: Hashable,
-        format: str,
-        level: LogLevel = LogLevel.warn,
-        **fields: Any,
-    ) -> bool:
-        """
-        Count one event of C{key} and log C{format} if its ticket allows.
-
-        The event carries the fields C{suppressed} and C{shared} (see L{LogTicket});
-        the text gets a note of the suppressed count when there is one, and a note
-        that it stands for many keys when it does.
-
-        @return: whether a line was written.
-        """
-        ticket = self.ticket(key)
-        if ticket is None:
-            return False
-        if ticket.shared:
-            format += " (one line for every key beyond {maxKeys} tracked ones)"
-        if ticket.suppressed:
-            format += " ({suppressed} similar events not logged)"
-        log.emit(
-            level,
-            format,
-            suppressed=ticket.suppressed,
-            shared=ticket.shared,
-            maxKeys=self._maxKeys,
-            **fields,
-        )
-        return True

@@ -1,22 +1,18 @@
 """
-Tests for L{callback_tw.policy}: per-peer rules, token buckets, ownership and the
-rate-limited log.
+Tests for L{callback_tw.policy}: per-peer rules, token buckets and ownership (the
+rate-limited log: tests.test_ratelimit).
 """
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.iif.message import Request
 from callback_tw.policy import (
     Admission,
-    LogTicket,
     PeerRules,
     Policy,
-    RateLimitedLog,
     Refusal,
     Rule,
     TokenBucket,
@@ -516,133 +512,3 @@ class OwnershipTests(SynchronousTestCase):
         self.assertEqual(self.policy.running("as1"), 0)
         self.assertIsNone(self.policy.check("as2", "1234"))
         self.assertIsInstance(self.policy.admit("as2", _request("1234")), Admission)
-
-
-class RateLimitedLogTests(SynchronousTestCase):
-    """
-    L{RateLimitedLog} writes at most one line per key per interval.
-    """
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.limiter = RateLimitedLog(10, 3, self.clock)
-
-    def test_firstEventLogged(self) -> None:
-        """
-        The first event of a key gets a line with nothing suppressed.
-        """
-        self.assertEqual(self.limiter.ticket("a"), LogTicket(False, 0))
-
-    def test_suppressedWithinInterval(self) -> None:
-        """
-        Further events within the interval are counted, and the next line after
-        the interval reports them.
-        """
-        self.limiter.ticket("a")
-        for _ in range(99):
-            self.assertIsNone(self.limiter.ticket("a"))
-        self.clock.advance(9.9)
-        self.assertIsNone(self.limiter.ticket("a"))
-        self.clock.advance(0.1)
-        self.assertEqual(self.limiter.ticket("a"), LogTicket(False, 100))
-        self.assertIsNone(self.limiter.ticket("a"))
-        self.assertEqual(self.limiter.suppressedTotal, 101)
-
-    def test_keysIndependent(self) -> None:
-        """
-        Each key has its own interval.
-        """
-        self.limiter.ticket("a")
-        self.assertEqual(self.limiter.ticket("b"), LogTicket(False, 0))
-        self.assertIsNone(self.limiter.ticket("a"))
-
-    def test_boundedKeys(self) -> None:
-        """
-        Beyond C{maxKeys} keys in one interval, all others share one line per
-        interval, so thousands of keys give C{maxKeys + 1} lines per interval.
-        """
-        tickets = [self.limiter.ticket(i) for i in range(1000)]
-        self.assertEqual(
-            [t for t in tickets if t is not None],
-            [LogTicket(False, 0)] * 3 + [LogTicket(True, 0)],
-        )
-        self.assertEqual(len(self.limiter._keys), 3)
-        self.clock.advance(10)
-        tickets = [self.limiter.ticket(i) for i in range(1000, 2000)]
-        self.assertEqual(
-            [t for t in tickets if t is not None],
-            [LogTicket(False, 0)] * 3 + [LogTicket(True, 996)],
-        )
-        self.assertEqual(len(self.limiter._keys), 3)
-
-    def test_expiredKeyMakesRoom(self) -> None:
-        """
-        When all keys are tracked, the key with the oldest line makes room for a new
-        one once its interval is over; until then the new key shares the line of
-        the untracked ones. Keys not needed for room keep their suppressed counts.
-        """
-        for key in "abc":
-            self.limiter.ticket(key)
-            self.clock.advance(1)
-        self.limiter.ticket("c")  # suppressed: c's line was 1 s ago
-        self.assertEqual(self.limiter.ticket("d"), LogTicket(True, 0))
-        self.clock.advance(7)  # t = 10: a's interval is over, b's is not
-        self.assertEqual(self.limiter.ticket("e"), LogTicket(False, 0))
-        self.assertEqual(list(self.limiter._keys), ["b", "c", "e"])
-        self.assertIsNone(self.limiter.ticket("f"))
-        self.clock.advance(2)  # t = 12: b and c are over
-        self.assertEqual(self.limiter.ticket("c"), LogTicket(False, 1))
-
-    def test_zeroKeys(self) -> None:
-        """
-        With C{maxKeys = 0} every key shares the one line per interval.
-        """
-        limiter = RateLimitedLog(10, 0, self.clock)
-        self.assertEqual(limiter.ticket("a"), LogTicket(True, 0))
-        self.assertIsNone(limiter.ticket("b"))
-        self.assertRaises(ValueError, RateLimitedLog, 10, -1, self.clock)
-
-    def test_emit(self) -> None:
-        """
-        L{RateLimitedLog.emit} logs the caller's line with the suppressed count,
-        once per interval.
-        """
-        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        log = Logger(namespace="test_policy")
-        for _ in range(5):
-            self.limiter.emit(log, "as1", "IIF refused from {peer}", peer="as1")
-        self.clock.advance(10)
-        self.assertTrue(
-            self.limiter.emit(log, "as1", "IIF refused from {peer}", peer="as1")
-        )
-        self.assertFalse(
-            self.limiter.emit(log, "as1", "IIF refused from {peer}", peer="as1")
-        )
-        events = [e for e in observer if e.get("log_namespace") == "test_policy"]
-        self.assertEqual(
-            [formatEvent(e) for e in events],
-            [
-                "IIF refused from as1",
-                "IIF refused from as1 (4 similar events not logged)",
-            ],
-        )
-        self.assertEqual([e["log_level"] for e in events], [LogLevel.warn] * 2)
-        self.assertEqual([e["suppressed"] for e in events], [0, 4])
-
-    def test_emitShared(self) -> None:
-        """
-        A shared line says that it stands for every key beyond the tracked ones.
-        """
-        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        log = Logger(namespace="test_policy")
-        for i in range(4):
-            self.limiter.emit(
-                log, i, "bad datagram from {source}", LogLevel.info, source=i
-            )
-        events = [e for e in observer if e.get("log_namespace") == "test_policy"]
-        self.assertEqual(
-            formatEvent(events[-1]),
-            "bad datagram from 3 (one line for every key beyond 3 tracked ones)",
-        )
-        self.assertEqual(events[-1]["log_level"], LogLevel.info)
-        self.assertTrue(events[-1]["shared"])

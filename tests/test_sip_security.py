@@ -14,7 +14,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.guard import (
     FailureLimiter,
-    LogLimiter,
     SourceLimiter,
     isScanner,
     printable,
@@ -272,26 +271,6 @@ class GuardUnitTests(SynchronousTestCase):
         self.assertTrue(isScanner("sipcli/v1.8"))
         self.assertFalse(isScanner("Yealink SIP-T46S"))
         self.assertFalse(isScanner(None))
-
-    def test_logLimiter(self) -> None:
-        """One line per key per interval; the next one tells how many were dropped."""
-        clock = Clock()
-        limiter = LogLimiter(clock, interval=10, burst=100)
-        self.assertEqual(limiter.allow("a"), 0)
-        self.assertIsNone(limiter.allow("a"))
-        self.assertIsNone(limiter.allow("a"))
-        self.assertEqual(limiter.allow("b"), 0)
-        clock.advance(10)
-        self.assertEqual(limiter.allow("a"), 2)
-
-    def test_logLimiterGlobal(self) -> None:
-        """Many keys at once: at most C{burst} lines per interval."""
-        clock = Clock()
-        limiter = LogLimiter(clock, interval=10, burst=3)
-        allowed = [limiter.allow(f"k{i}") for i in range(10)]
-        self.assertEqual(allowed, [0, 0, 0] + [None] * 7)
-        clock.advance(10)
-        self.assertEqual(limiter.allow("k0"), 7)
 
     def test_failureLimiter(self) -> None:
         """5 failures in 60 s lock for 300 s; spread-out failures do not."""

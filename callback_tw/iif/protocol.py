@@ -18,8 +18,9 @@ call.  A promise is on disk before it is made: C{ACK code=ok} follows the COMMIT
 callback's row, and the RESPONSE follows the COMMIT of its end.
 
 Nothing a peer (or someone speaking as one) sends can make us write a log line per
-datagram on a refusal path: those lines go through L{RateLimitedLog}, one per peer and
-kind of refusal per interval, with the count of the ones not written.
+datagram on a refusal path: those lines go through
+L{callback_tw.ratelimit.LogLimiter}, one per peer and kind of refusal per interval, with
+the count of the ones not written.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from callback_tw.iif.message import (
 from callback_tw.iif.peers import Peer, PeerTable
 from callback_tw.iif.responses import ResponseSending, formatSource
 from callback_tw.iif.signing import SignatureError
-from callback_tw.policy import Admission, RateLimitedLog
+from callback_tw.policy import Admission
+from callback_tw.ratelimit import LogLimiter
 from callback_tw.store.records import NewCallback
 
 __all__ = ["IIFProtocol"]
@@ -154,9 +156,17 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         self._peers = PeerTable(
             peers, reactor, signatureWindow, requestMemory, maxRemembered
         )
-        self._drops = RateLimitedLog(self.dropLogInterval, self.maxDropSources, reactor)
-        self._refusals = RateLimitedLog(
-            self.refusalLogInterval, self._maxRefusalKeys, reactor
+        self._drops = LogLimiter(
+            reactor,
+            interval=self.dropLogInterval,
+            maxKeys=self.maxDropSources,
+            burst=None,
+        )
+        self._refusals = LogLimiter(
+            reactor,
+            interval=self.refusalLogInterval,
+            maxKeys=self._maxRefusalKeys,
+            burst=None,
         )
         # While not None, RESPONSEs are queued here instead of sent (see _cancel).
         self._heldResponses: list[tuple[bytes, _Address, Peer]] | None = None

@@ -2,9 +2,9 @@
 """
 Limits that keep the SIP side from being turned against others or against
 itself: per-source request limits (in the manner of Kamailio's C{pike}),
-per-key failure lock-outs (the registrar's digest attempts), per-source
-rate limits on log lines, and the escaping of remote text before it reaches
-a log line.
+per-key failure lock-outs (the registrar's digest attempts) and the
+escaping of remote text before it reaches a log line. Log lines about remote
+parties are rate-limited by L{callback_tw.ratelimit.LogLimiter}.
 
 Everything here is plain Python on an injected clock (C{IReactorTime}); no
 sippy, no sockets. Memory is bounded everywhere: each table keeps at most a
@@ -18,9 +18,10 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from callback_tw.ratelimit import LogLimiter
+
 __all__ = [
     "FailureLimiter",
-    "LogLimiter",
     "SCANNER_AGENTS",
     "SourceLimiter",
     "isScanner",
@@ -113,8 +114,9 @@ class SourceLimiter:
     address; a source that sends more is ignored for C{blockTime} seconds.
 
     Requests within our own dialogs never come here: a provider that floods
-    us with garbage keeps its calls. Each block is logged once (at most
-    L{LogLimiter.burst} lines per interval however many sources).
+    us with garbage keeps its calls. Blocks are logged at most once per
+    L{LogLimiter.interval} over all sources (one key), the line counting the
+    blocks not logged since the previous one.
 
     @ivar rate: requests per second allowed from one source; 0: no limit.
     @ivar blockTime: seconds a source is ignored once over the limit.
@@ -208,51 +210,3 @@ class FailureLimiter:
         """Whether C{key} is locked out now."""
         state = self._keys.get(key)
         return state is not None and self._clock.seconds() < state["until"]
-
-
-class LogLimiter:
-    """
-    Rate limit for log lines about remote parties: at most one line per key
-    (a source) per C{interval} seconds, and at most C{burst} lines per
-    C{interval} over all keys (a flood from many addresses cannot fill the
-    disk either).
-    """
-
-    def __init__(
-        self,
-        clock: Any,
-        interval: float = 10.0,
-        burst: int = 20,
-        maxKeys: int = MAX_KEYS,
-    ) -> None:
-        self.interval = interval
-        self.burst = burst
-        self._clock = clock
-        #: key -> [last line's time, lines suppressed since]
-        self._keys = _Bounded(maxKeys)
-        self._windowStart = float("-inf")
-        self._windowLines = 0
-        #: lines suppressed by the global cap, told with the next line
-        self._globalSuppressed = 0
-
-    def allow(self, key: Any) -> int | None:
-        """
-        Whether a line about C{key} may be logged now: None when it must be
-        dropped, otherwise the number of lines dropped before it (for this
-        key and by the global cap), to say so in the line.
-        """
-        now = self._clock.seconds()
-        state = self._keys.touch(key, lambda: [float("-inf"), 0])
-        if now - state[0] < self.interval:
-            state[1] += 1
-            return None
-        if now - self._windowStart >= self.interval:
-            self._windowStart, self._windowLines = now, 0
-        if self._windowLines >= self.burst:
-            self._globalSuppressed += 1
-            return None
-        self._windowLines += 1
-        dropped = state[1] + self._globalSuppressed
-        state[0], state[1] = now, 0
-        self._globalSuppressed = 0
-        return dropped

@@ -44,6 +44,7 @@ from sippy.SipContact import SipContact
 from sippy.SipHeader import SipHeader
 from twisted.logger import Logger
 
+from callback_tw.ratelimit import LogLimiter
 from callback_tw.sip.adapter import NamedHeader
 from callback_tw.sip.digest import (
     BadRequest,
@@ -52,7 +53,7 @@ from callback_tw.sip.digest import (
     sameText,
     sameUri,
 )
-from callback_tw.sip.guard import FailureLimiter, LogLimiter, printable
+from callback_tw.sip.guard import FailureLimiter, printable
 
 #: RFC 3261 10.2.1.1: what a Contact without expires gets.
 DEFAULT_EXPIRES = 3600

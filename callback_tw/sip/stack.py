@@ -16,8 +16,9 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succ
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from callback_tw.ratelimit import LogLimiter
 from callback_tw.sip import adapter
-from callback_tw.sip.guard import LogLimiter, SourceLimiter, isScanner, printable
+from callback_tw.sip.guard import SourceLimiter, isScanner, printable
 from callback_tw.sip.leg import USER_AGENT, ILegListener, Leg
 
 if TYPE_CHECKING:

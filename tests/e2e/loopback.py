@@ -12,6 +12,7 @@ hanging it.
 from __future__ import annotations
 
 import errno
+import random
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -26,22 +27,33 @@ LOOPBACK = "127.0.0.1"
 _givenPorts: set[int] = set()
 
 
+#: Where L{freePort} looks: below the kernel's ephemeral range (Linux:
+#: 32768-60999), which every C{bind(0)} on the machine draws from (our
+#: server's RTP ports, SIPp's and Kamailio's own sockets).  A port picked
+#: here stays free until its process binds it, unless another test run on
+#: the same machine picks it too.
+PORT_RANGE = (20000, 32000)
+
+
 def freePort(kind: int = socket.SOCK_DGRAM) -> int:
     """
-    A loopback port that is free now (UDP by default).
-
-    The port is found by binding port 0 and closing the socket, so another
-    process could still take it before ours binds it; the start-up of each
-    process checks that it did bind.  Within this process no port is returned
-    twice.
+    A loopback port that is free now (UDP by default), outside the
+    ephemeral range (L{PORT_RANGE}) so that no process's C{bind(0)} can take
+    it before ours binds it.  Within this process no port is returned twice.
     """
-    for _ in range(100):
+    low, high = PORT_RANGE
+    start = random.randrange(low, high)
+    for offset in range(high - low):
+        port = low + (start - low + offset) % (high - low)
+        if port in _givenPorts or port + 1 in _givenPorts:
+            continue
         with socket.socket(socket.AF_INET, kind) as s:
-            s.bind((LOOPBACK, 0))
-            port = s.getsockname()[1]
-        if port not in _givenPorts:
-            _givenPorts.add(port)
-            return port
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _givenPorts.add(port)
+        return port
     raise RuntimeError("no free loopback port found")
 
 

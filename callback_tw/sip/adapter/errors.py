@@ -21,8 +21,9 @@ from sippy.Core import Exceptions as _sippyExceptions
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from callback_tw.ratelimit import LogLimiter
 from callback_tw.sip.adapter.dispatcher import ED2
-from callback_tw.sip.guard import LogLimiter, printable
+from callback_tw.sip.guard import printable
 
 __all__ = ["dumpException", "routeSippyErrors", "sippyPrint"]
 

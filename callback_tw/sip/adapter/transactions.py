@@ -18,10 +18,11 @@ from sippy.Time.Timeout import Timeout
 from sippy.Udp_server import Udp_server_opts
 from twisted.logger import Logger
 
+from callback_tw.ratelimit import LogLimiter
 from callback_tw.sip.adapter.errors import dumpException, routeSippyErrors
 from callback_tw.sip.adapter.trace import SipTraceLogger
 from callback_tw.sip.adapter.transport import ReactorUdpServer
-from callback_tw.sip.guard import LogLimiter, printable
+from callback_tw.sip.guard import printable
 
 __all__ = ["ReactorTransactionManager", "startTransactionManager"]
 
