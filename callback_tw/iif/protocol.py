@@ -26,8 +26,7 @@ the count of the ones not written.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -36,6 +35,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from callback_tw.callback.errors import CallbackRefused
+from callback_tw.iif.known import Ending, Known, Pending
 from callback_tw.iif.message import (
     Cancel,
     MessageError,
@@ -54,34 +54,6 @@ from callback_tw.store.records import NewCallback
 __all__ = ["IIFProtocol"]
 
 _Address = tuple[Any, ...]
-
-
-class _Known(StrEnum):
-    """What a repeated REQUEST id is known as (a refused REQUEST is not known)."""
-
-    RUNNING = "running"  # ACK ok sent; the manager runs its callback
-    FINISHED = "finished"  # ended; the store remembers it for requestMemory seconds
-    ELSEWHERE = "another server's"  # accepted by another server on the same store
-
-
-class _Pending:
-    """
-    A REQUEST whose row is being committed: its repeats wait for the same answer.
-
-    @ivar waiters: C{(addr, peer)} of the repeats received meanwhile.
-    """
-
-    def __init__(self, request: Request, peer: Peer) -> None:
-        self.request = request
-        self.peer = peer
-        self.waiters: list[tuple[_Address, Peer]] = []
-
-
-@dataclass(frozen=True)
-class _Ending:
-    """A callback that ended here and whose end is being committed."""
-
-    request: Request
 
 
 class IIFProtocol(ResponseSending, DatagramProtocol):
@@ -146,7 +118,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         self._maxDuration = maxDuration
         self._store = store
         self._requestMemory = requestMemory
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, Pending] = {}
         # Callbacks that ended here and whose end is being committed, by id.
         self._ending: dict[str, Request] = {}
         # RESPONSEs not yet sent (their end is being committed), for drain().
@@ -309,10 +281,10 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         callbackId = request.callbackId
         running = self._manager.runningCallback(callbackId)
         if running is None and callbackId in self._ending:
-            running = _Ending(self._ending[callbackId])
+            running = Ending(self._ending[callbackId])
         if running is not None:
             if not self._foreign(peer, "REQUEST", callbackId, addr):
-                self._repeated(request, running.request, _Known.RUNNING, addr, peer)
+                self._repeated(request, running.request, Known.RUNNING, addr, peer)
             return
         pending = self._pending.get(callbackId)
         if pending is not None:
@@ -333,7 +305,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         verdict = self._admit(request, addr, peer)
         if verdict is None:
             return
-        self._pending[callbackId] = pending = _Pending(request, peer)
+        self._pending[callbackId] = pending = Pending(request, peer)
         new = NewCallback(
             callbackId,
             peer.name,
@@ -382,7 +354,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         return verdict
 
     def _whilePending(
-        self, pending: _Pending, request: Request, addr: _Address, peer: Peer
+        self, pending: Pending, request: Request, addr: _Address, peer: Peer
     ) -> None:
         """
         A repeat while the original's row is being committed: the same answer
@@ -405,7 +377,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
             return
         pending.waiters.append((addr, peer))
 
-    def _notAccepted(self, failure: Failure, pending: _Pending, addr: _Address) -> None:
+    def _notAccepted(self, failure: Failure, pending: Pending, addr: _Address) -> None:
         """
         The store could not commit the row: C{code=fail}, and nothing was promised.
         """
@@ -428,7 +400,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
     def _accepted(
         self,
         accepted: Any,
-        pending: _Pending,
+        pending: Pending,
         new: NewCallback,
         duration: int,
         addr: _Address,
@@ -497,11 +469,11 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
             return
         self._peers.ended(callbackId)
         if record.serverId != self._store.serverId:
-            known, realDuration = _Known.ELSEWHERE, None
+            known, realDuration = Known.ELSEWHERE, None
         elif record.ended:
-            known, realDuration = _Known.FINISHED, record.realDuration or 0
+            known, realDuration = Known.FINISHED, record.realDuration or 0
         else:
-            known, realDuration = _Known.RUNNING, None
+            known, realDuration = Known.RUNNING, None
         self._repeated(
             request,
             None if record.sameRequest(new) else False,
@@ -554,7 +526,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         self,
         request: Request,
         original: Request | bool | None,
-        known: _Known,
+        known: Known,
         addr: _Address,
         peer: Peer,
         realDuration: int | None = None,
