@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from callback_tw.callback.errors import CallbackRefused
 from callback_tw.sip.leg import LegEnd, LegState, ReInviteFailed
 from callback_tw.sip.sdp import SdpError, SdpSession, parseAudio, sharedVoiceCodecs
+from callback_tw.store.records import LegDialog
 from callback_tw.timers import cancelDelayed
 
 #: Why a leg cannot be placed when the RTP port range is used up: an expected
@@ -416,8 +417,6 @@ class CallbackCall:
         # will not look at its legs, so their last changes need no write.
         if self._store is None or name is None or self.state == CallState.ENDED:
             return
-        from callback_tw.store.records import LegDialog
-
         values = {f.name: getattr(state, f.name) for f in fields(state)}
         values["state"] = str(values["state"])
         values["routeSet"] = tuple(values["routeSet"])

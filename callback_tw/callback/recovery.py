@@ -29,6 +29,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.logger import Logger
 
+from callback_tw.sip.dialogs import DialogState, releaseDialog
+
 __all__ = ["RECOVERED", "Recovery"]
 
 #: The end cause of a callback finished by recovery.
@@ -38,29 +40,9 @@ RECOVERED = "recovered"
 RESTART_REASON = (500, "server restarted")
 
 
-def _noRelease(stack: Any, state: Any, reason: Any, timeout: float) -> Deferred:
-    """Stand-in when the SIP side of recovery is missing: nothing is sent."""
-    Recovery._log.error(
-        "recovery: cannot release {callId}: SIP dialog release unavailable",
-        callId=state.callId,
-    )
-    return succeed(0)
-
-
-def _defaultRelease() -> Callable[..., Deferred]:
-    try:
-        from callback_tw.sip.dialogs import releaseDialog
-    except ImportError:
-        return _noRelease
-    return releaseDialog
-
-
-def _dialogState(leg: Any) -> Any:
-    """The SIP side's DialogState of a stored L{LegDialog}."""
-    from callback_tw.sip.dialogs import DialogState
-
-    names = {f.name for f in fields(DialogState)}
-    return DialogState(**{n: getattr(leg, n) for n in names})
+def _dialogState(leg: Any) -> DialogState:
+    """The SIP side's L{DialogState} of a stored L{LegDialog}."""
+    return DialogState(**{f.name: getattr(leg, f.name) for f in fields(DialogState)})
 
 
 class Recovery:
@@ -97,7 +79,7 @@ class Recovery:
         self._respond = respond
         self._reactor = reactor
         self._timeout = timeout
-        self._release = release if release is not None else _defaultRelease()
+        self._release = release if release is not None else releaseDialog
         self._dialogState = dialogState
 
     @inlineCallbacks
