@@ -14,7 +14,11 @@ each store's change against the baseline.
 
     python3 bench/bench_store.py --rate 100 --seconds 20
 
-Options are bench_callbacks.py's (--rate, --seconds, --talk, --max-lag...).
+Options are bench_callbacks.py's (--rate, --seconds, --talk, --max-lag...),
+plus --store-only: no server and no SIP, only the store's writes of that
+many callbacks per second (an accept, timed from the call to its COMMIT,
+then the 16 other writes a callback makes), to separate the store's own
+latency from the server's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,58 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import bench_callbacks  # noqa: E402
 from twisted.internet import defer  # noqa: E402
+
+#: the writes a callback makes after its accept (see docs/store.md).
+WRITES_AFTER_ACCEPT = 16
+
+
+@defer.inlineCallbacks
+def storeOnly(reactor: Any, url: str, rate: float, seconds: float) -> Any:
+    """
+    Accepts at C{rate} per second for C{seconds}, each followed by the other
+    writes of a callback; fire with the accepts' latencies (seconds).
+    """
+    from twisted.internet import task
+
+    from callback_tw.store import NewCallback
+    from callback_tw.store import open as openStore
+
+    store = yield openStore(url, "bench", reactor)
+    latencies: list[float] = []
+
+    def one(n: int) -> None:
+        started = time.perf_counter()
+        new = NewCallback(f"m{n}", "as1", "127.0.0.1:6000", "1", "2", 60)
+
+        def committed(_: Any) -> None:
+            latencies.append(time.perf_counter() - started)
+            for k in range(WRITES_AFTER_ACCEPT):
+                store.update(f"m{n}", state=f"s{k}")
+
+        store.accept(new).addCallback(committed)
+
+    total = int(rate * seconds)
+    for n in range(total):
+        reactor.callLater(n / rate, one, n)
+    yield task.deferLater(reactor, seconds + 2, lambda: None)
+    yield store.close()
+    return sorted(latencies), total
+
+
+@defer.inlineCallbacks
+def runStoreOnly(reactor: Any, options: Any, stores: list[tuple[str, str]]) -> Any:
+    print(
+        f"{'store':<12}{'accepts':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"   ({options.rate:g} callbacks/s, {WRITES_AFTER_ACCEPT + 1} writes each)"
+    )
+    results = {}
+    for name, url in stores:
+        latencies, total = yield storeOnly(reactor, url, options.rate, options.seconds)
+        p50 = latencies[len(latencies) // 2] * 1000
+        p99 = latencies[int(len(latencies) * 0.99)] * 1000
+        print(f"{name:<12}{len(latencies):>5}/{total:<4}{p50:>9.2f}{p99:>9.2f}")
+        results[name] = (p50, p99)
+    return results
 
 
 @defer.inlineCallbacks
@@ -43,6 +100,14 @@ def runAll(reactor: Any, options: Any) -> Any:
         stores.append(("postgresql", pgserver.server().createDatabase("bench")))
     except Exception as e:
         print(f"PostgreSQL skipped: {e}", file=sys.stderr)
+    if options.store_only:
+        directory = Path(tempfile.mkdtemp(prefix="bench_store-"))
+        stores = [(n, u or f"sqlite:///{directory}/callbacks.db") for n, u in stores]
+        try:
+            return (yield runStoreOnly(reactor, options, stores))
+        finally:
+            shutil.rmtree(shm, ignore_errors=True)
+            shutil.rmtree(directory, ignore_errors=True)
     results = {}
     try:
         for name, url in stores:
@@ -70,7 +135,14 @@ def runAll(reactor: Any, options: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = bench_callbacks.makeParser().parse_args(argv)
+    parser = bench_callbacks.makeParser()
+    parser.add_argument(
+        "--store-only",
+        action="store_true",
+        dest="store_only",
+        help="only the store's writes, no server (see above)",
+    )
+    options = parser.parse_args(argv)
     if bench_callbacks.harness.SIPP is None:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2
