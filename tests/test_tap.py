@@ -17,6 +17,7 @@ from twisted.application.service import IService
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.config import Config
+from callback_tw.config.values import PACKAGED_PROMPTS
 from callback_tw.tap import Options, makeService
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +37,7 @@ as1 = 127.0.0.1:6000
 [media]
 prompts = {prompts}
 """
-PROMPTS = os.path.join(_REPO, "etc", "prompts")
+PROMPTS = PACKAGED_PROMPTS
 
 # twistd as the console script runs it, with the checkout first on sys.path
 # (as "python -m twisted.trial" puts it) so that this checkout's plugin and

@@ -35,6 +35,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from callback_tw.config.values import PACKAGED_PROMPTS
 from tests.e2e.loopback import LOOPBACK, freePort, pollUntil, portIsBound, reservePort
 from tests.e2e.siplog import (
     SipMessage,
@@ -261,7 +262,7 @@ class ServerProcess(ChildProcess):
             "trace": True,
         },
         "media": {
-            "prompts": str(REPO_ROOT / "etc" / "prompts"),
+            "prompts": PACKAGED_PROMPTS,
             "default_ann_id1": "",
             "ringback_frequency": 0,
         },

@@ -11,13 +11,27 @@ sharing the first one's SIP port.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.e2e.loopback import LOOPBACK, freePort, sleep
-from tests.e2e.processes import REPO_ROOT, ServerProcess, startManaged
+from callback_tw.config.values import PACKAGED_PROMPTS
+from callback_tw.media.prompts import PromptCatalogue
+from tests.e2e.loopback import LOOPBACK, freePort, pollUntil, sleep
+from tests.e2e.peers import ASClient
+from tests.e2e.processes import (
+    REPO_ROOT,
+    SCENARIOS,
+    SIPP,
+    ServerProcess,
+    SippUAS,
+    startManaged,
+)
+from tests.e2e.test_media import RTPReceiver
+
+MEDIA_SCENARIO = SCENARIOS / "uas_media.xml"
 
 
 class RecordingServer(ServerProcess):
@@ -159,3 +173,54 @@ class BindErrorTests(TestCase):
             f"[media] rtp_ports: cannot bind udp {LOOPBACK}:{port}-{port}:"
             " no free RTP port in range",
         )
+
+
+class PackagedPromptsTests(TestCase):
+    """
+    A configuration without [media] plays the prompts shipped in the package.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_defaultAnnouncementWithoutMediaSection(self) -> Any:
+        """
+        With no [media] section, user1 hears the spec's default announcement
+        00080002 from the package's prompts as soon as it answers.
+        """
+        if SIPP is None:
+            raise self.skipTest("sipp is not installed (Debian package sip-tester)")
+        receiver = RTPReceiver()
+        listening = reactor.listenUDP(0, receiver, interface=LOOPBACK)
+        self.addCleanup(listening.stopListening)
+        rtp = str(listening.getHost().port)
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        uas = SippUAS(
+            str(directory),
+            scenario=MEDIA_SCENARIO,
+            extraArgs=["-key", "rtp1", rtp, "-key", "rtp2", rtp],
+        )
+        yield startManaged(self, uas)
+        client = ASClient(reactor)
+        client.start()
+        self.addCleanup(client.stop)
+        server = ServerProcess(str(directory), uas.port, client.port)
+        del server.sections["media"]
+        client.defaultTarget = server.iifAddress
+        yield startManaged(self, server)
+        self.assertNotIn("[media]", server.configPath.read_text())
+        self.assertEqual(
+            len(server.logLines(f"from {PACKAGED_PROMPTS}: 00080002 00080003")), 1
+        )
+
+        client.request("p1", "media1", "media2", duration=30)
+        self.assertEqual((yield client.expectAck("p1")), "ok")
+        announcement = list(
+            PromptCatalogue.load(PACKAGED_PROMPTS).announcement("00080002", "PCMU")
+        )
+        yield pollUntil(reactor, lambda: len(receiver.packets) >= len(announcement), 10)
+        client.send("CANCEL: id=p1;")
+        yield client.expectResponse("p1", timeout=10)
+        heard = [packet["payload"] for _, packet in receiver.packets]
+        self.assertEqual(heard[: len(announcement)], announcement)
