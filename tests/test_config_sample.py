@@ -165,7 +165,8 @@ class SampleConfigTests(SynchronousTestCase):
     def test_sampleLoads(self) -> None:
         """
         The sample works out of the box: SIP on 127.0.0.1:5060, IIF on 5080,
-        legs to pss = 127.0.0.1:5070, AS as1 = 127.0.0.1:6000, the prompts
+        legs to pss = 127.0.0.1:5070, AS as1 = 127.0.0.1:5090 (not
+        SIPp's media port 6000), the prompts
         shipped in the package.
         """
         config = loadConfig(SAMPLE)
@@ -196,7 +197,7 @@ class SampleConfigTests(SynchronousTestCase):
             dict(config.peerServers),
             {
                 "pss": PeerServer(name="pss", host="127.0.0.1", port=5070),
-                "as1": PeerServer(name="as1", host="127.0.0.1", port=6000),
+                "as1": PeerServer(name="as1", host="127.0.0.1", port=5090),
             },
         )
         self.assertEqual(config.outboundPeer.name, "pss")

@@ -94,10 +94,12 @@ class OptionsTests(_ConfigFileMixin, SynchronousTestCase):
 
     def test_defaultConfigPath(self) -> None:
         """
-        Without --config, etc/callback.ini (relative to the working directory)
-        is read.
+        Without --config, and without an installed configuration,
+        etc/callback.ini (relative to the working directory) is read.
         """
-        self.assertEqual(Options()["config"], "etc/callback.ini")
+        self.assertIsNone(Options()["config"])
+        installed = os.path.abspath(self.mktemp())
+        self.patch(Options, "configSearch", (installed, "etc/callback.ini"))
         cwd = os.getcwd()
         self.addCleanup(os.chdir, cwd)
         os.chdir(_REPO)
@@ -302,7 +304,8 @@ class TwistdTests(_ConfigFileMixin, SynchronousTestCase):
             "--iif-port=",
             "--sip-port=",
             "--sip-address=",
-            "[default: etc/callback.ini]",
+            "/etc/callback_tw/callback.ini",
+            "etc/callback.ini (relative to the working directory)",
             "any free port",
         ):
             self.assertIn(option, result.stdout)
