@@ -10,6 +10,7 @@ sharing the first one's SIP port.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,9 @@ class RecordingServer(ServerProcess):
         exit code (it is killed after C{timeout} seconds).
         """
         self.writeConfig()
-        self._spawn(self.argv(), str(REPO_ROOT))
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        self._spawn(self.argv(), str(REPO_ROOT), env)
         killer = self._reactor.callLater(timeout, self._signal, "KILL")
         ended = defer.Deferred()
         self.ended.addBoth(lambda _: ended.callback(self.exitCode))
@@ -222,5 +225,14 @@ class PackagedPromptsTests(TestCase):
         yield pollUntil(reactor, lambda: len(receiver.packets) >= len(announcement), 10)
         client.send("CANCEL: id=p1;")
         yield client.expectResponse("p1", timeout=10)
-        heard = [packet["payload"] for _, packet in receiver.packets]
-        self.assertEqual(heard[: len(announcement)], announcement)
+        # Frame by frame, placed by RTP timestamp: on a loaded machine the
+        # player skips the frames it is too late for (the timestamp jumps).
+        first = receiver.packets[0][1]
+        heard = {}
+        for _, packet in receiver.packets:
+            index = ((packet["ts"] - first["ts"]) % 2**32) // 160
+            if index < len(announcement):
+                heard[index] = packet["payload"]
+        self.assertEqual(first["marker"], 1)
+        self.assertGreater(len(heard), 0.9 * len(announcement))
+        self.assertEqual(heard, {i: announcement[i] for i in heard})
