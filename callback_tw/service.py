@@ -11,14 +11,20 @@ close the IIF port, unregister the external line (bounded, 2 s), then SIP.
 
 from __future__ import annotations
 
+import errno
 import gc
-from typing import TYPE_CHECKING, Any
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from callback_tw.config import ConfigError
 from callback_tw.sockets import setBuffers
 
 if TYPE_CHECKING:
@@ -111,12 +117,23 @@ class CallbackService(MultiService):
         overloadGuard.setServiceParent(self)
 
     def startService(self) -> None:
+        """
+        Bind SIP, probe the RTP ports, then open the IIF port.
+
+        @raise SystemExit: with one line naming the configuration key and
+            the address when a port cannot be bound (twistd calls this
+            before the reactor runs, so the process exits with status 1).
+        """
         tuneGarbageCollector()
-        super().startService()  # SIP binds here
         cb = self.config.callback
-        self.iifPort = self._reactor.listenUDP(
-            cb.listenPort, self.iif, interface=cb.listenAddress
-        )
+        with _bindErrors(self.config, "sip", "address", "port"):
+            super().startService()  # SIP binds here
+        with _bindErrors(self.config, "media", "rtp_ports", "rtp_ports"):
+            self.rtpPorts.probe()
+        with _bindErrors(self.config, "callback", "listen_address", "listen_port"):
+            self.iifPort = self._reactor.listenUDP(
+                cb.listenPort, self.iif, interface=cb.listenAddress
+            )
         if hasattr(self.iifPort, "socket"):
             setBuffers(self.iifPort.socket)
         iifHost = self.iifPort.getHost()
@@ -154,6 +171,45 @@ class CallbackService(MultiService):
             # waited for here (bounded by the registration itself).
             yield self.lineRegistration.stopService()
         yield super().stopService()
+
+
+@contextmanager
+def _bindErrors(
+    config: Config, section: str, addressKey: str, portKey: str
+) -> Iterator[None]:
+    """
+    Turn a port that cannot be bound into the one-line start-up error the
+    configuration gets, naming the key to change: the address key when the
+    address is not local (EADDRNOTAVAIL), else the port key.
+    """
+    try:
+        yield
+    except CannotListenError as e:
+        reason = e.socketError
+        number = getattr(reason, "errno", None)
+        key = addressKey if number == errno.EADDRNOTAVAIL else portKey
+        what = getattr(reason, "strerror", None) or str(reason)
+        port = e.port
+        if isinstance(port, tuple):
+            port = "{}-{}".format(*port)
+        problem = f"cannot bind udp {e.interface or '0.0.0.0'}:{port}: {what}"
+        _exitAtStartUp(f"callback: {ConfigError(config.path, problem, section, key)}")
+
+
+def _exitAtStartUp(line: str) -> NoReturn:
+    """
+    Write C{line} on the process's own stderr and exit with status 1.
+
+    By the time services start, twistd has replaced C{sys.stderr} with a
+    file that writes into the log, so a C{SystemExit} message would become a
+    log event among the others instead of the one line on stderr that the
+    configuration's own errors give.
+    """
+    stream = sys.__stderr__
+    if stream is not None:
+        stream.write(line + "\n")
+        stream.flush()
+    raise SystemExit(1)
 
 
 #: gc thresholds: small young generations (a collection every 5 000 net

@@ -17,6 +17,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.config import loadConfig
+from callback_tw.config.values import PACKAGED_PROMPTS
 from callback_tw.tap import buildService, loadPrompts
 from tests.siphelpers import FarEnd, useFakeReactor
 
@@ -138,7 +139,7 @@ class CallbackServiceTests(SynchronousTestCase):
         os.makedirs(directory)
         path = os.path.join(directory, "callback.ini")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(CONFIG.format(prompts=os.path.join(_REPO, "etc", "prompts")))
+            f.write(CONFIG.format(prompts=PACKAGED_PROMPTS))
         config = loadConfig(path)
         self.reactor = ServiceReactor()
         self.service = buildService(config, self.reactor, loadPrompts(config))
