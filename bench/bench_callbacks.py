@@ -192,6 +192,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         shutdown_timeout=5,
         request_memory=options.request_memory,
         max_lag=options.max_lag,
+        url=getattr(options, "store", None) or "sqlite:///callbacks.db",
     )
     client.server = server.iifAddress
     server.maxOutput = 500_000_000
@@ -417,7 +418,8 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def makeParser() -> argparse.ArgumentParser:
+    """The options of this benchmark (bench_store.py reuses them)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--rate", type=float, default=50.0, help="callbacks requested per second (50)"
@@ -449,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
         help="server's request_memory, seconds a finished id is remembered (3600)",
     )
     parser.add_argument(
+        "--store",
+        default=None,
+        help="the server's [store] url (default: an SQLite file in the run's"
+        " temporary directory)",
+    )
+    parser.add_argument(
         "--trace",
         action="store_true",
         help="server SIP trace on (off: the figures are for production)",
@@ -458,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the temporary directory (config, server log, SIPp errors)",
     )
-    options = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = makeParser().parse_args(argv)
     if harness.SIPP is None:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2

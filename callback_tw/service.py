@@ -3,10 +3,13 @@
 The running server: starts and stops the parts L{callback_tw.tap} built, in
 the order that loses nothing.
 
-Start: SIP first (legs need it), then the IIF port (commands need legs).
-Stop: release every active callback (BYE/CANCEL) and send its RESPONSE while
-both SIP and the IIF port are still up, bounded by C{shutdown_timeout}; then
-close the IIF port, unregister the external line (bounded, 2 s), then SIP.
+Start: SIP first (legs need it), then the store, then recovery (what a
+crash left unfinished is released over SIP and answered), then the IIF port
+(commands need legs and the store).
+Stop: release every active callback (BYE/CANCEL) and send its RESPONSE (once
+its end is committed) while both SIP and the IIF port are still up, bounded
+by C{shutdown_timeout}; then close the IIF port, unregister the external
+line (bounded, 2 s), then SIP, then the store (its last writes committed).
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ from __future__ import annotations
 import errno
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
@@ -42,6 +45,13 @@ if TYPE_CHECKING:
 
 __all__ = ["CallbackService", "collectGarbage", "tuneGarbageCollector"]
 
+#: seconds between two checkpoints of the joined callbacks: a crash loses at
+#: most this much of a call's measured time.
+CHECKPOINT_INTERVAL = 1.0
+
+#: seconds between two runs of the retention purge.
+PURGE_INTERVAL = 86400.0
+
 
 class CallbackService(MultiService):
     """
@@ -50,8 +60,9 @@ class CallbackService(MultiService):
     It holds every part (built by L{callback_tw.tap.buildService}) and only
     decides when each starts and stops. Its children start in this order:
     the full garbage collection timer, the SIP stack, the external line's
-    registration (when there is one), the overload guard; the IIF port opens
-    last.
+    registration (when there is one), the overload guard; then the store
+    opens, the checkpoint and purge timers start, recovery runs, and the IIF
+    port (bound at start, paused) serves commands last.
 
     @ivar config: the configuration the parts were built from.
     @ivar sip: the L{SipStack}.
@@ -66,6 +77,10 @@ class CallbackService(MultiService):
     @ivar overloadGuard: the L{OverloadGuard}.
     @ivar manager: the L{CallbackManager}.
     @ivar iif: the L{IIFProtocol}; C{iifPort} its listening port while running.
+    @ivar store: the open L{callback_tw.store.Store} once started, else
+        L{None}.
+    @ivar ready: a Deferred that fires once the IIF port is open (the store
+        opened and recovery done), or with L{None} if start-up failed.
     """
 
     _log = Logger()
@@ -86,10 +101,12 @@ class CallbackService(MultiService):
         overloadGuard: OverloadGuard,
         manager: CallbackManager,
         iif: IIFProtocol,
+        openStore: Callable[[], Deferred],
     ) -> None:
         """
         @param reactor: the reactor the parts run on: it clocks the periodic
             jobs and binds the IIF port.
+        @param openStore: C{() -> Deferred[Store]}: opens the store at start.
         """
         super().__init__()
         self._reactor = reactor
@@ -106,6 +123,10 @@ class CallbackService(MultiService):
         self.manager = manager
         self.iif = iif
         self.iifPort: Any = None
+        self.store: Any = None
+        self.ready: Deferred = Deferred()
+        self._openStore = openStore
+        self._storeJobs: list[TimerService] = []
         self._collector = TimerService(FULL_COLLECTION_INTERVAL, collectGarbage)
         self._collector.clock = reactor
         self._collector.setServiceParent(self)
@@ -118,24 +139,64 @@ class CallbackService(MultiService):
 
     def startService(self) -> None:
         """
-        Bind SIP, probe the RTP ports, then open the IIF port.
+        Bind SIP, probe the RTP ports and bind the IIF port, all at once so
+        that a port that cannot be bound is a start-up error; then open the
+        store, recover, and only then serve IIF commands.
 
         @raise SystemExit: with one line naming the configuration key and
             the address when a port cannot be bound (twistd calls this
             before the reactor runs, so the process exits with status 1).
         """
         tuneGarbageCollector()
-        cb = self.config.callback
         with _bindErrors(self.config, "sip", "address", "port"):
             super().startService()  # SIP binds here
         with _bindErrors(self.config, "media", "rtp_ports", "rtp_ports"):
             self.rtpPorts.probe()
         with _bindErrors(self.config, "callback", "listen_address", "listen_port"):
-            self.iifPort = self._reactor.listenUDP(
-                cb.listenPort, self.iif, interface=cb.listenAddress
-            )
-        if hasattr(self.iifPort, "socket"):
-            setBuffers(self.iifPort.socket)
+            self._listen()
+        self._starting = self._startWithStore()
+
+    @inlineCallbacks
+    def _startWithStore(self) -> Any:
+        """
+        Open the store, recover, then serve IIF commands (the port is bound
+        already: a recovered RESPONSE goes out at once, while commands that
+        arrive during recovery get no answer and are retransmitted by their
+        AS).  A store that cannot be opened stops the process (one line
+        naming the URL).
+        """
+        from callback_tw.callback.recovery import Recovery
+        from callback_tw.store import PurgeJob
+
+        try:
+            store = yield self._openStore()
+        except Exception as e:
+            self._log.critical("callback_tw cannot start: {error}", error=str(e))
+            self.ready.callback(None)
+            if self._reactor.running:
+                self._reactor.stop()
+            return
+        self.store = store
+        self.manager.store = store
+        self.iif.store = store
+        checkpoints = TimerService(CHECKPOINT_INTERVAL, self.manager.checkpoint)
+        purge = TimerService(
+            PURGE_INTERVAL, PurgeJob(store, self.config.store.retentionDays)
+        )
+        for job in (checkpoints, purge):
+            job.clock = self._reactor
+            job.setServiceParent(self)
+            self._storeJobs.append(job)
+        yield Recovery(
+            store,
+            self.sip,
+            self.iif.resendResponse,
+            self._reactor,
+        ).run()
+        if not self.running:
+            self.ready.callback(None)
+            return
+        self.iif.serve()
         iifHost = self.iifPort.getHost()
         self._log.info(
             "callback_tw ready: IIF on udp {iifHost}:{iifPort},"
@@ -145,6 +206,16 @@ class CallbackService(MultiService):
             sipHost=self.sip.host,
             sipPort=self.sip.port,
         )
+        self.ready.callback(self)
+
+    def _listen(self) -> None:
+        cb = self.config.callback
+        self.iif.pause()
+        self.iifPort = self._reactor.listenUDP(
+            cb.listenPort, self.iif, interface=cb.listenAddress
+        )
+        if hasattr(self.iifPort, "socket"):
+            setBuffers(self.iifPort.socket)
 
     @inlineCallbacks
     def stopService(self) -> Any:
@@ -153,7 +224,13 @@ class CallbackService(MultiService):
         # Each release is synchronous: BYE/CANCEL are sent and every
         # RESPONSE is out when releaseAll returns. Then wait (bounded) for
         # those requests to be answered, so a lost one is retransmitted.
+        if getattr(self, "_starting", None) is not None:
+            yield self.ready
+        for job in self._storeJobs:
+            yield job.stopService()
         self.manager.releaseAll("server shutting down")
+        # Each RESPONSE goes out once its end is committed (a few ms).
+        yield self.iif.drain()
         timeout = self.config.callback.shutdownTimeout
         settled = yield self.sip.settle(timeout)
         if not settled:
@@ -171,6 +248,9 @@ class CallbackService(MultiService):
             # waited for here (bounded by the registration itself).
             yield self.lineRegistration.stopService()
         yield super().stopService()
+        if self.store is not None:
+            # After the callbacks' last writes (their ends, RESPONSEs sent).
+            yield self.store.close()
 
 
 @contextmanager

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
@@ -25,7 +27,14 @@ if TYPE_CHECKING:
     from callback_tw.media.prompts import PromptCatalogue
     from callback_tw.service import CallbackService
 
-__all__ = ["Options", "buildService", "loadPrompts", "makeService"]
+__all__ = [
+    "Options",
+    "buildService",
+    "checkStore",
+    "loadPrompts",
+    "makeService",
+    "serverIdOf",
+]
 
 
 class Options(usage.Options):
@@ -197,19 +206,69 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from callback_tw.media.prompts import PromptError
+    from callback_tw.store import StoreError
 
     config = options["configObject"]
     try:
         prompts = loadPrompts(config)
     except PromptError as e:
         raise SystemExit(f"callback: {e} (see [media] in {config.path})") from None
+    try:
+        checkStore(config)
+    except StoreError as e:
+        raise SystemExit(f"callback: {e} (see [store] in {config.path})") from None
     return buildService(config, reactor, prompts)
+
+
+def serverIdOf(config: Config) -> str:
+    """
+    This server's name in the store: C{[store] server_id}, else the host
+    name, a colon and the SIP port (so two servers on one host differ).
+    """
+    return config.store.serverId or f"{socket.gethostname()}:{config.sip.port}"
+
+
+def checkStore(config: Config) -> None:
+    """
+    Open and migrate the store once, blocking, before the reactor runs, so
+    that a store that cannot be used stops start-up with one line (the URL
+    without its password) and exit status 1, like a bad configuration.
+    The server then opens it again on its own threads (nothing left to
+    migrate).
+
+    @raise callback_tw.store.StoreError: the store cannot be used.
+    """
+    import os
+
+    from callback_tw.store import StoreError, parseURL, redact
+    from callback_tw.store.schema import migrate
+    from callback_tw.store.sql import connect
+
+    url = parseURL(config.store.url)
+    if url.dialect == "sqlite" and url.path is not None:
+        try:
+            os.makedirs(os.path.dirname(url.path), exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"store {url.safe}: cannot open: {e.strerror}") from None
+    connection = connect(url)
+    try:
+        migrate(connection, url.dialect, url.safe)
+    except StoreError:
+        raise
+    except Exception as e:
+        message = redact(" ".join(str(e).split()))
+        raise StoreError(f"store {url.safe}: cannot migrate: {message}") from None
+    finally:
+        connection.close()
 
 
 # Longer than 60 lines on purpose: one straight list of constructions in
 # dependency order, so the whole wiring reads top to bottom in one place.
 def buildService(
-    config: Config, reactor: Any, prompts: PromptCatalogue
+    config: Config,
+    reactor: Any,
+    prompts: PromptCatalogue,
+    openStore: Callable[[], Any] | None = None,
 ) -> CallbackService:
     """
     Build every part of the server from C{config} and hang them on one
@@ -222,6 +281,8 @@ def buildService(
     @param reactor: what every part runs on (an L{IReactorTime} and
         L{IReactorUDP}).
     @param prompts: the announcements, loaded (L{loadPrompts}).
+    @param openStore: C{() -> Deferred[Store]}, called when the service
+        starts; by default it opens C{[store] url} on the reactor's threads.
     @return: the service, not yet started.
     """
     from callback_tw.callback.announcer import Announcer
@@ -267,6 +328,14 @@ def buildService(
         ringback = (media.ringbackFrequency, on, off)
     announcer = Announcer(prompts, scheduler, media.defaultAnnId1, ringback)
     overloadGuard = OverloadGuard(reactor, callback.maxLag)
+    if openStore is None:
+        from callback_tw.store import open as openStoreAt
+
+        url, serverId = config.store.url, serverIdOf(config)
+
+        def openStore() -> Any:
+            return openStoreAt(url, serverId, reactor)
+
     manager = CallbackManager(
         router,
         rtpPorts,
@@ -282,9 +351,11 @@ def buildService(
         peersFromConfig(config),
         callback.maxDuration,
         reactor=reactor,
-        requestMemory=callback.requestMemory,
+        requestMemory=config.store.requestMemory,
         signatureWindow=callback.signatureWindow,
     )
+    # The store is opened when the service starts (its Deferreds need a
+    # running reactor); the service hands it to the manager and the IIF.
     return CallbackService(
         config,
         reactor,
@@ -299,6 +370,7 @@ def buildService(
         overloadGuard=overloadGuard,
         manager=manager,
         iif=iif,
+        openStore=openStore,
     )
 
 

@@ -14,6 +14,7 @@ from twisted.internet.testing import FakeDatagramTransport
 
 from callback_tw.iif.message import Request
 from callback_tw.iif.protocol import IIFProtocol
+from tests.storehelpers import MemoryStore
 
 PEER = ("127.0.0.1", 6000)
 """The peer server the default protocol accepts commands from."""
@@ -64,6 +65,12 @@ class FakeManager:
         self.cancelResult: Any = True
         self.finishOnCancel: int | None = None
 
+    def admit(self, request: Request) -> None:
+        """Admission is decided in L{startCallback} here (C{refuseWith})."""
+
+    def withdraw(self, callbackId: str) -> None:
+        """Nothing is held between L{admit} and L{startCallback} here."""
+
     def startCallback(self, request: Request) -> FakeCall:
         self.requests.append(request)
         if self.refuseWith is not None:
@@ -98,18 +105,24 @@ def makeProtocol(
     signatureWindow: float = 30.0,
     now: float = 0.0,
     manager: Any = None,
+    store: Any = None,
+    clock: Clock | None = None,
 ) -> tuple[IIFProtocol, FakeDatagramTransport, Any, Clock]:
     """
     An L{IIFProtocol} started on a L{FakeDatagramTransport}, with a L{FakeManager}
-    (or C{manager}) and a L{Clock} as its reactor.
+    (or C{manager}), a L{MemoryStore} (or C{store}, as C{protocol.store}) and a
+    L{Clock} as its reactor.
 
     @param peers: L{callback_tw.iif.peers.Peer}s or C{(host, port)} pairs.
     @param now: the clock's time at the start (Unix seconds, for signatures).
     """
-    clock = Clock()
-    clock.advance(now)
+    if clock is None:
+        clock = Clock()
+        clock.advance(now)
     if manager is None:
         manager = FakeManager()
+    if store is None:
+        store = MemoryStore(clock=clock)
     protocol = IIFProtocol(
         manager,
         peers,
@@ -118,6 +131,7 @@ def makeProtocol(
         requestMemory=requestMemory,
         maxRemembered=maxRemembered,
         signatureWindow=signatureWindow,
+        store=store,
     )
     transport = FakeDatagramTransport()
     protocol.makeConnection(transport)

@@ -18,6 +18,7 @@ from callback_tw.config import (
     CallbackConfig,
     ConfigError,
     SipConfig,
+    StoreConfig,
     loadConfig,
 )
 from tests.confighelpers import MINIMAL, ConfigTestMixin, render
@@ -39,7 +40,16 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
             CallbackConfig(defaultCaller="1000", outboundPeer="pss"),
         )
         self.assertEqual(config.callback.listenPort, 5080)
-        self.assertEqual(config.callback.requestMemory, 3600.0)
+        self.assertEqual(config.store.requestMemory, 86400.0)
+        self.assertEqual(config.store.retentionDays, 90)
+        self.assertEqual(config.store.serverId, "")
+        self.assertEqual(
+            config.store.url,
+            "sqlite:///"
+            + os.path.join(
+                os.path.dirname(os.path.abspath(config.path)), "callbacks.db"
+            ),
+        )
         self.assertEqual(config.callback.shutdownTimeout, 5.0)
         self.assertEqual(config.sip, SipConfig(address="127.0.0.1"))
         self.assertEqual(config.sip.port, 5060)
@@ -240,7 +250,6 @@ class CallbackSectionTests(ConfigTestMixin, SynchronousTestCase):
                     "no_answer_timeout": "12.5",
                     "max_duration": "60",
                     "max_calls": "20",
-                    "request_memory": "10",
                     "shutdown_timeout": "0.5",
                     "max_lag": "0.25",
                 }
@@ -257,7 +266,6 @@ class CallbackSectionTests(ConfigTestMixin, SynchronousTestCase):
                 noAnswerTimeout=12.5,
                 maxDuration=60,
                 maxCalls=20,
-                requestMemory=10.0,
                 shutdownTimeout=0.5,
                 maxLag=0.25,
             ),
@@ -289,12 +297,16 @@ class CallbackSectionTests(ConfigTestMixin, SynchronousTestCase):
         """
         Timeouts are numbers of seconds > 0; nan and inf are not numbers.
         """
-        keys = ("no_answer_timeout", "request_memory", "shutdown_timeout")
-        for key in keys:
+        keys = (
+            ("callback", "no_answer_timeout"),
+            ("store", "request_memory"),
+            ("callback", "shutdown_timeout"),
+        )
+        for section, key in keys:
             for bad in ("0", "-5", "soon", "nan", "inf"):
                 self.assertConfigError(
-                    {"callback": {key: bad}},
-                    f"[callback] {key}: must be a number of seconds > 0, got {bad!r}",
+                    {section: {key: bad}},
+                    f"[{section}] {key}: must be a number of seconds > 0, got {bad!r}",
                 )
 
     def test_maxLag(self) -> None:
@@ -478,3 +490,89 @@ class SipSectionTests(ConfigTestMixin, SynchronousTestCase):
             "[sip] port: must be a UDP port from 1 to 65535 (0: any free port),"
             " got '70000'",
         )
+
+
+class StoreSectionTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    [store]: where callbacks are kept, checked at load.
+    """
+
+    def test_values(self) -> None:
+        """
+        Every [store] key is read into its field; a PostgreSQL URL is kept as
+        written, and never shown by the configuration's repr.
+        """
+        url = "postgresql://cb:s3cret@db.example:5432/callback"
+        config = self.load(
+            {
+                "store": {
+                    "url": url,
+                    "server_id": "cb-a:5060",
+                    "request_memory": "600",
+                    "retention_days": "30",
+                }
+            }
+        )
+        self.assertEqual(
+            config.store,
+            StoreConfig(
+                url=url, serverId="cb-a:5060", requestMemory=600.0, retentionDays=30
+            ),
+        )
+        self.assertNotIn("s3cret", repr(config))
+
+    def test_relativeSqlite(self) -> None:
+        """
+        A relative SQLite path is relative to the configuration file's
+        directory; an absolute one (four slashes) is kept.
+        """
+        config = self.load({"store": {"url": "sqlite:///data/cb.db"}})
+        base = os.path.dirname(os.path.abspath(config.path))
+        self.assertEqual(
+            config.store.url, "sqlite:///" + os.path.join(base, "data", "cb.db")
+        )
+        config = self.load({"store": {"url": "sqlite:////var/lib/cb.db"}})
+        self.assertEqual(config.store.url, "sqlite:////var/lib/cb.db")
+
+    def test_badURL(self) -> None:
+        """
+        Another scheme is refused with one line that shows the URL without
+        its password.
+        """
+        error = self.assertConfigError(
+            {"store": {"url": "mysql://cb:s3cret@db/callback"}},
+            "[store] url: ",
+        )
+        self.assertNotIn("s3cret", str(error))
+        self.assertIn("mysql://cb:***@db/callback", str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_retentionDays(self) -> None:
+        """
+        retention_days is a whole number of days >= 1.
+        """
+        for bad in ("0", "1.5", "forever"):
+            self.assertConfigError(
+                {"store": {"retention_days": bad}},
+                f"[store] retention_days: must be a whole number >= 1, got {bad!r}",
+            )
+
+    def test_serverIdNoBlanks(self) -> None:
+        """
+        A server_id with a blank is refused.
+        """
+        self.assertConfigError(
+            {"store": {"server_id": "a b"}}, "[store] server_id: must be at most"
+        )
+
+    def test_requestMemoryMoved(self) -> None:
+        """
+        [callback] request_memory, from before the store, is refused with a
+        line that says where the key is now.
+        """
+        error = self.assertConfigError(
+            {"callback": {"request_memory": "3600"}},
+            "[callback] request_memory: unknown key (moved to [store]"
+            " request_memory)",
+        )
+        self.assertNotIn("\n", str(error))

@@ -18,6 +18,7 @@ from callback_tw.config import (
     MediaConfig,
     PeerConfig,
     SipConfig,
+    StoreConfig,
 )
 from callback_tw.config.__main__ import main
 from callback_tw.config.keys import KEYS, NO_DEFAULT, SECTIONS, keysOf
@@ -33,6 +34,7 @@ _DATACLASSES = {
     "external_line": ExternalLineConfig,
     "media": MediaConfig,
     "peer NAME": PeerConfig,
+    "store": StoreConfig,
 }
 
 
@@ -104,6 +106,10 @@ class KeyTableTests(SynchronousTestCase):
             value = key.parser.parse(key.defaultText, context)
             if key.name == "prompts":
                 self.assertEqual(value, os.path.join(base, key.default))
+            elif key.name == "url":
+                self.assertEqual(
+                    value, "sqlite:///" + os.path.join(base, "callbacks.db")
+                )
             else:
                 self.assertEqual(value, key.default, key.name)
 

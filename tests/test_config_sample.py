@@ -17,6 +17,7 @@ from callback_tw.config import (
     MediaConfig,
     PeerServer,
     SipConfig,
+    StoreConfig,
     loadConfig,
 )
 from callback_tw.config.keys import KEYS, SECTIONS, keysOf, templateOf
@@ -182,7 +183,6 @@ class SampleConfigTests(SynchronousTestCase):
                 noAnswerTimeout=60.0,
                 maxDuration=86400,
                 maxCalls=1000,
-                requestMemory=3600.0,
                 shutdownTimeout=5.0,
             ),
         )
@@ -193,6 +193,16 @@ class SampleConfigTests(SynchronousTestCase):
             ),
         )
         self.assertEqual(config.sip.sipHost, "127.0.0.1")
+        self.assertEqual(
+            config.store,
+            StoreConfig(
+                url="sqlite:///"
+                + os.path.join(os.path.dirname(SAMPLE), "callbacks.db"),
+                serverId="",
+                requestMemory=86400.0,
+                retentionDays=90,
+            ),
+        )
         self.assertEqual(
             dict(config.peerServers),
             {

@@ -18,6 +18,7 @@ from callback_tw.callback.errors import CallbackRefused
 from callback_tw.iif.message import Request
 from callback_tw.iif.protocol import IIFProtocol
 from tests.iifhelpers import PEER, FakeManager, makeProtocol
+from tests.storehelpers import MemoryStore
 
 REQUEST = b"REQUEST: id=1234;user1=100;user2=101;duration=3600;"
 ACK_OK = b"ACK: id=1234;code=ok;"
@@ -118,7 +119,12 @@ class AllowlistTests(SynchronousTestCase):
         silently never matches.
         """
         self.assertRaises(
-            ValueError, IIFProtocol, FakeManager(), [("pss.example", 5060)], 60
+            ValueError,
+            IIFProtocol,
+            FakeManager(),
+            [("pss.example", 5060)],
+            60,
+            store=MemoryStore(),
         )
 
     def test_dropsLoggedRateLimited(self) -> None:
@@ -453,12 +459,13 @@ class DuplicateTests(SynchronousTestCase):
     def test_newCallAfterMemoryExpired(self) -> None:
         """
         Once C{requestMemory} seconds have passed since the end, the id is forgotten:
-        the same REQUEST starts a new callback. The expiry timer is then gone.
+        the same REQUEST starts a new callback. The store remembers without a timer
+        of the protocol's.
         """
         protocol, transport, manager, clock = makeProtocol(requestMemory=60)
         protocol.datagramReceived(REQUEST, PEER)
         manager.calls[0].finish(5)
-        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
         clock.advance(60)
         self.assertEqual(clock.getDelayedCalls(), [])
         del transport.written[:]
@@ -484,10 +491,11 @@ class DuplicateTests(SynchronousTestCase):
         protocol.datagramReceived(REQUEST, PEER)
         self.assertEqual(len(manager.calls), 2)
 
-    def test_oldestFinishedEvicted(self) -> None:
+    def test_finishedNotEvicted(self) -> None:
         """
-        Beyond C{maxRemembered} finished ids the oldest finished one is forgotten (its
-        repeat starts a new call) while the newer ones are still recognised.
+        The store, not a bounded memory, recalls finished ids: however small
+        C{maxRemembered} (the peer table's bound), every finished id within
+        C{requestMemory} is still recognised and places no second call.
         """
         protocol, transport, manager, _ = makeProtocol(maxRemembered=2)
         for i in range(3):
@@ -500,8 +508,17 @@ class DuplicateTests(SynchronousTestCase):
             protocol.datagramReceived(
                 b"REQUEST: id=%d;user1=1;user2=2;duration=9" % (i,), PEER
             )
+        self.assertEqual([c.request.callbackId for c in manager.calls], ["0", "1", "2"])
         self.assertEqual(
-            [c.request.callbackId for c in manager.calls], ["0", "1", "2", "1"]
+            [data for data, _ in transport.written[-6:]],
+            [
+                b"ACK: id=2;code=ok;",
+                b"RESPONSE: id=2;real_duration=1;",
+                b"ACK: id=0;code=ok;",
+                b"RESPONSE: id=0;real_duration=1;",
+                b"ACK: id=1;code=ok;",
+                b"RESPONSE: id=1;real_duration=1;",
+            ],
         )
 
     def test_runningAlwaysRemembered(self) -> None:
@@ -518,25 +535,28 @@ class DuplicateTests(SynchronousTestCase):
         self.assertEqual(len(manager.calls), 3)
         self.assertEqual(len(transport.written), 6)
 
-    def test_stopProtocolCancelsTimer(self) -> None:
+    def test_noTimerLeft(self) -> None:
         """
-        Stopping the protocol leaves no delayed call behind, and a call finishing after
-        the stop schedules none.
+        Remembering ids leaves no delayed call behind, before or after the
+        protocol stops, and a call finishing after the stop schedules none.
         """
-        protocol, transport, manager, clock = makeProtocol()
-        protocol.datagramReceived(REQUEST, PEER)
-        protocol.datagramReceived(b"REQUEST: id=2;user1=1;user2=2;duration=9", PEER)
-        manager.calls[0].finish(1)
-        self.assertEqual(len(clock.getDelayedCalls()), 1)
-        protocol.doStop()
+        protocol, transport, manager, clock = makeProtocol(requestMemory=100)
+        for i in range(50):
+            protocol.datagramReceived(
+                b"REQUEST: id=%d;user1=1;user2=2;duration=9" % (i,), PEER
+            )
+        for i in range(49):
+            manager.calls[i].finish(1)
+            clock.advance(1)
         self.assertEqual(clock.getDelayedCalls(), [])
-        manager.calls[1].finish(1)
+        protocol.doStop()
+        manager.calls[49].finish(1)
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_oneTimerForManyEntries(self) -> None:
+    def test_oldIdsForgottenEachAtItsTime(self) -> None:
         """
-        However many finished ids are remembered, the protocol owns one timer, and each
-        id is forgotten when its own memory ends.
+        Each finished id is forgotten when its own memory ends: ids that ended
+        more than C{requestMemory} ago start new calls, newer ones do not.
         """
         protocol, transport, manager, clock = makeProtocol(requestMemory=100)
         for i in range(50):
@@ -546,14 +566,10 @@ class DuplicateTests(SynchronousTestCase):
         for i in range(50):
             manager.calls[i].finish(1)
             clock.advance(1)
-        self.assertEqual(len(clock.getDelayedCalls()), 1)
         clock.advance(51)  # ids 0..1 ended more than 100 s ago
         protocol.datagramReceived(b"REQUEST: id=1;user1=1;user2=2;duration=9", PEER)
         protocol.datagramReceived(b"REQUEST: id=2;user1=1;user2=2;duration=9", PEER)
         self.assertEqual(len(manager.calls), 51)
-        self.assertEqual(len(clock.getDelayedCalls()), 1)
-        clock.advance(100)
-        self.assertEqual(len(clock.getDelayedCalls()), 0)
 
 
 class CancelTests(SynchronousTestCase):

@@ -20,6 +20,7 @@ from callback_tw.config import loadConfig
 from callback_tw.config.values import PACKAGED_PROMPTS
 from callback_tw.tap import buildService, loadPrompts
 from tests.siphelpers import FarEnd, useFakeReactor
+from tests.storehelpers import MemoryStore
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -142,7 +143,13 @@ class CallbackServiceTests(SynchronousTestCase):
             f.write(CONFIG.format(prompts=PACKAGED_PROMPTS))
         config = loadConfig(path)
         self.reactor = ServiceReactor()
-        self.service = buildService(config, self.reactor, loadPrompts(config))
+        self.store = MemoryStore(clock=self.reactor)
+        self.service = buildService(
+            config,
+            self.reactor,
+            loadPrompts(config),
+            openStore=lambda: succeed(self.store),
+        )
 
     def start(self) -> tuple[FakeUDPPort, FakeUDPPort]:
         """
@@ -313,3 +320,64 @@ class CallbackServiceTests(SynchronousTestCase):
             [(b"ACK: id=7;code=ok;", AS), (b"RESPONSE: id=7;real_duration=0;", AS)],
         )
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_commandsWaitForRecovery(self) -> None:
+        """
+        The IIF port is bound at start (a taken port is a start-up error),
+        but a REQUEST that arrives before recovery is done gets no answer
+        and places no call; the same REQUEST once the service is ready is
+        accepted.
+        """
+        from twisted.internet.defer import Deferred
+
+        opened: Deferred = Deferred()
+        self.service._openStore = lambda: opened
+        sip, iif = self.start()
+        request = b"REQUEST: id=9;user1=100;user2=101;duration=60;"
+        iif.protocol.datagramReceived(request, AS)
+        self.assertEqual((iif.written, sip.written), ([], []))
+        opened.callback(self.store)
+        self.reactor.advance(0.1)
+        iif.protocol.datagramReceived(request, AS)
+        self.reactor.advance(0.1)
+        self.assertEqual(iif.written, [(b"ACK: id=9;code=ok;", AS)])
+
+    def test_storeJobsAndClose(self) -> None:
+        """
+        While running, the checkpoint (every second) and the retention purge
+        (daily, and once at start) are timers of the service's reactor; at
+        stop they are gone and the store is closed after the RESPONSE of a
+        released callback is recorded as sent.
+        """
+        sip, iif = self.start()
+        delays = {
+            round(c.getTime() - self.reactor.seconds(), 3)
+            for c in self.reactor.getDelayedCalls()
+        }
+        self.assertTrue({1.0, 86400.0} <= delays, delays)
+        iif.protocol.datagramReceived(
+            b"REQUEST: id=7;user1=100;user2=101;duration=60;", AS
+        )
+        self.stop()
+        self.assertTrue(self.store.closed)
+        record = self.store.rows["7"]
+        self.assertEqual(record.endCause, "server shutting down")
+        self.assertIsNotNone(record.responseSentAt)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_recoveryBeforeTheIIFPort(self) -> None:
+        """
+        A callback a crash left unfinished (no leg placed) is ended as
+        "recovered" before the IIF port serves commands, and its RESPONSE is
+        the first datagram the port sends, to the address that asked.
+        """
+        from callback_tw.store import NewCallback
+
+        self.store.accept(
+            NewCallback("old", "as1", "127.0.0.1:6000", "100", "101", 60), at=1.0
+        )
+        sip, iif = self.start()
+        self.assertEqual(iif.written, [(b"RESPONSE: id=old;real_duration=0;", AS)])
+        record = self.store.rows["old"]
+        self.assertEqual(record.endCause, "recovered")
+        self.assertIsNotNone(record.responseSentAt)

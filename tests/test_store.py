@@ -345,6 +345,50 @@ class StoreTestsMixin(StoreTestBase):
         recent = await store.accept(request("old", user2="103"), forgetBefore=50.0)
         self.assertFalse(recent.created)
 
+    async def test_requestMemoryCountsFromTheEnd(self) -> None:
+        """
+        forgetBefore counts from a callback's end, not from its REQUEST: a
+        callback accepted long ago that ended recently is still the same
+        one, and is forgotten once it ended before forgetBefore.
+        """
+        store = await self.openStore()
+        await store.accept(request("long"), at=100.0)
+        await store.markEnded("long", "timer", 900, at=1000.0)
+        kept = await store.accept(request("long", user2="102"), forgetBefore=500.0)
+        self.assertFalse(kept.created)
+        self.assertEqual(kept.record.realDuration, 900)
+        reused = await store.accept(request("long", user2="102"), forgetBefore=1000.5)
+        self.assertTrue(reused.created)
+
+    async def test_forget(self) -> None:
+        """
+        forget() deletes a callback that never got past "accepted", so the
+        same id can be accepted again; a started one is kept.
+        """
+        store = await self.openStore()
+        await store.accept(request("refused"))
+        await store.accept(request("started"))
+        await store.update("started", state="calling1")
+        self.assertTrue(await store.forget("refused"))
+        self.assertFalse(await store.forget("started"))
+        self.assertIsNone(await store.lookup("refused"))
+        self.assertTrue((await store.accept(request("refused"))).created)
+        self.assertEqual((await store.lookup("started")).state, "calling1")
+
+    async def test_unanswered(self) -> None:
+        """
+        unanswered() lists this server's ended callbacks whose RESPONSE is
+        not recorded as sent: neither running ones nor answered ones.
+        """
+        store = await self.openStore()
+        for callbackId in ("running", "ended", "answered"):
+            await store.accept(request(callbackId))
+        await store.markEnded("ended", "user1 hung up", 3)
+        await store.markEnded("answered", "user2 hung up", 4)
+        await store.markResponseSent("answered")
+        self.assertEqual([r.id for r in await store.unanswered()], ["ended"])
+        self.assertEqual(await store.unanswered("another server"), [])
+
     async def test_unfinishedWithLegs(self) -> None:
         """
         Recovery reads each unfinished callback of this server with the

@@ -279,6 +279,29 @@ class TwistdTests(_ConfigFileMixin, SynchronousTestCase):
         )
         self.assertEqual((result.stdout, result.returncode), ("", 1))
 
+    def test_newerStoreOneLine(self) -> None:
+        """
+        A store whose schema is newer than this server stops start-up with one
+        line naming the store, exit status 1.
+        """
+        import sqlite3
+
+        from callback_tw.config import loadConfig
+        from callback_tw.tap import checkStore
+
+        path = self.goodConfig()
+        checkStore(loadConfig(path))
+        database = os.path.join(os.path.dirname(path), "callbacks.db")
+        with sqlite3.connect(database) as connection:
+            connection.execute("UPDATE schema_version SET version = 99")
+        result = self.runTwistd("-n", "callback", "-c", path, timeout=20)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn(f"store sqlite:///{database}: schema version 99", result.stderr)
+        self.assertTrue(
+            result.stderr.endswith(f" (see [store] in {path})\n"), result.stderr
+        )
+        self.assertEqual((result.stdout, result.returncode), ("", 1))
+
     def test_badOverrideOneLine(self) -> None:
         """
         A bad override is one line too.

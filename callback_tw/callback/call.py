@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from callback_tw.callback.errors import CallbackRefused
 from callback_tw.sip.leg import LegEnd, LegState, ReInviteFailed
 from callback_tw.sip.sdp import SdpError, SdpSession, parseAudio, sharedVoiceCodecs
+from callback_tw.store.records import LegDialog
 from callback_tw.timers import cancelDelayed
 
 #: Why a leg cannot be placed when the RTP port range is used up: an expected
@@ -56,12 +57,15 @@ class CallResult:
     What a finished callback reports.
 
     @ivar realDuration: whole seconds of conversation (see module doc).
-    @ivar cause: why it ended, for logs ("user1 busy (486 Busy Here)",
-        "duration limit", "user2 hung up"...).
+    @ivar cause: why it ended, for logs and the call record ("user1 busy
+        (486 Busy Here)", "duration limit", "user2 hung up"...).
+    @ivar values: the legs' final SIP statuses and reasons, as the store's
+        record names them (C{leg1Status}, C{leg1Reason}...).
     """
 
     realDuration: int
     cause: str
+    values: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 class IDialer(Protocol):
@@ -101,6 +105,9 @@ def roundSeconds(seconds: float) -> int:
     return max(0, int(math.floor(seconds + 0.5)))
 
 
+_LEG_NUMBERS = {"leg1": 1, "leg2": 2}
+
+
 class CallbackCall:
     """
     The state machine of one callback.
@@ -123,7 +130,13 @@ class CallbackCall:
         duration: float,
         reactor: Any,
         announcer: Any = None,
+        store: Any = None,
     ) -> None:
+        """
+        @param store: the L{callback_tw.store.Store} this call writes its
+            progress (state, times) and its legs' dialogs to, so that a
+            restart can finish it; L{None} to keep nothing.
+        """
         self.callbackId: str = request.callbackId
         self.request = request
         self.state = CallState.NEW
@@ -141,6 +154,9 @@ class CallbackCall:
         self._answered1At: float | None = None
         self._answered2At: float | None = None
         self._playing: list[Any] = []
+        self._store = store
+        # The final (status, reason) of each leg, as the record keeps it.
+        self._legStatus: dict[str, tuple[int, str]] = {}
         self.onEnd: list[Callable[[CallbackCall], None]] = []
 
     # -- life cycle --------------------------------------------------------
@@ -169,6 +185,7 @@ class CallbackCall:
             duration=self._duration,
         )
         self.state = CallState.CALLING1
+        self._record(state=str(self.state))
         self.accepted.callback(None)
 
     def _notStarted(self, reason: str) -> None:
@@ -238,6 +255,7 @@ class CallbackCall:
             duration=self._duration,
         )
         self.state = CallState.CALLING2
+        self._record(state=str(self.state), answered1At=now, called2At=now)
         if self._announcer is not None:
             self._playing.append(
                 self._announcer.announceUser1(
@@ -264,6 +282,7 @@ class CallbackCall:
 
     def _user2Answered(self, sdp: str) -> None:
         self._answered2At = self._reactor.seconds()
+        self._record(state=str(CallState.JOINING), answered2At=self._answered2At)
         self._log.info("callback {id} user2 answered", id=self.callbackId)
         leg1 = self._legs["leg1"]
         try:
@@ -345,6 +364,8 @@ class CallbackCall:
             if self.state != CallState.JOINING or result is None:
                 return
             self.state = CallState.JOINED
+            now = self._reactor.seconds()
+            self._record(state=str(self.state), joinedAt=now, checkpointAt=now)
             self._closeMedia()
             self._log.info("callback {id} joined: user1 <-> user2", id=self.callbackId)
 
@@ -389,11 +410,38 @@ class CallbackCall:
     def legDialogChanged(self, leg: Any, state: Any) -> None:
         """
         A leg's dialog changed (a L{callback_tw.sip.dialogs.DialogState}):
-        what the store keeps so that a restart can end the leg.
+        store what a BYE or CANCEL of it needs after a restart.
         """
+        name = self._nameOf(leg)
+        # Once the callback has ended its end is being committed: recovery
+        # will not look at its legs, so their last changes need no write.
+        if self._store is None or name is None or self.state == CallState.ENDED:
+            return
+        values = {f.name: getattr(state, f.name) for f in fields(state)}
+        values["state"] = str(values["state"])
+        values["routeSet"] = tuple(values["routeSet"])
+        dialog = LegDialog(callbackId=self.callbackId, leg=_LEG_NUMBERS[name], **values)
+        self._store.upsertLeg(dialog).addErrback(self._notStored, "leg dialog")
+
+    def _record(self, **values: Any) -> None:
+        """Write this callback's progress to the store (in order, not waited for)."""
+        if self._store is not None:
+            self._store.update(self.callbackId, **values).addErrback(
+                self._notStored, values.get("state", "progress")
+            )
+
+    def _notStored(self, failure: Any, what: str) -> None:
+        self._log.warn(
+            "callback {id}: {what} not stored ({error})",
+            id=self.callbackId,
+            what=what,
+            error=failure.getErrorMessage(),
+        )
 
     def legEnded(self, leg: Any, end: LegEnd) -> None:
         name = self._nameOf(leg)
+        if name is not None and name not in self._legStatus:
+            self._legStatus[name] = (end.code, end.reason)
         if self.state == CallState.ENDED or not end.byRemote:
             return
         if name == "leg1" and not end.answered:
@@ -433,10 +481,14 @@ class CallbackCall:
         for name, leg in self._legs.items():
             if leg.state == LegState.ENDED:
                 continue
+            answered = leg.state == LegState.ANSWERED
             if reason is not None and (both or name == "leg1"):
                 leg.hangUp(*reason)
             else:
                 leg.hangUp()
+            # What the record says of a leg we ended: the INVITE's final
+            # status (200 answered, else 487 after our CANCEL) and why.
+            self._legStatus.setdefault(name, (200 if answered else 487, cause))
         self._stopMedia()
         self._closeMedia()
         real = 0 if self._answered2At is None else roundSeconds(now - self._answered2At)
@@ -446,7 +498,15 @@ class CallbackCall:
             cause=cause,
             real=real,
         )
-        self._finish(CallResult(real, cause))
+        self._finish(CallResult(real, cause, self._legValues()))
+
+    def _legValues(self) -> dict[str, Any]:
+        """The legs' statuses and reasons, as the store's record names them."""
+        values: dict[str, Any] = {}
+        for name, (code, reason) in self._legStatus.items():
+            values[f"{name}Status"] = code
+            values[f"{name}Reason"] = reason[:200]
+        return values
 
     def _finish(self, result: CallResult) -> None:
         for leg in self._legs.values():

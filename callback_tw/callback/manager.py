@@ -1,10 +1,14 @@
 # -*- test-case-name: tests.test_callback_call -*-
 """
 The running callbacks: admission (limits, duplicate ids), lookup for CANCEL
-and repeated REQUESTs, and the drain at shutdown.
+and repeated REQUESTs, the checkpoints of joined callbacks, and the drain at
+shutdown.
 
 The manager is the one owner of running callback ids; finished ids are the
-IIF's memory (L{callback_tw.iif.memory}).
+store's (L{callback_tw.store}).  Admission comes in two steps because a
+callback is committed to the store between them: L{CallbackManager.admit}
+decides and holds a slot, L{CallbackManager.startCallback} dials once the
+row is on disk (or L{CallbackManager.withdraw} gives the slot back).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from callback_tw.callback.call import CallbackCall, IDialer, IMediaPorts
+from callback_tw.callback.call import CallbackCall, CallState, IDialer, IMediaPorts
 from callback_tw.callback.errors import CallbackRefused
 
 
@@ -31,6 +35,9 @@ class CallbackManager:
     @param overloadGuard: the overload guard
         (L{callback_tw.callback.overload.OverloadGuard}); while it says
         C{overloaded}, new callbacks are refused.
+    @param store: the L{callback_tw.store.Store} each call writes its
+        progress and its legs' dialogs to, or L{None}; the attribute
+        C{store} may be set later (the service opens the store at start).
     """
 
     _log = Logger()
@@ -45,6 +52,7 @@ class CallbackManager:
         announcer: Any = None,
         checkRequest: Callable[[Any], None] | None = None,
         overloadGuard: Any = None,
+        store: Any = None,
     ) -> None:
         self._dialer = dialer
         self._media = media
@@ -54,7 +62,10 @@ class CallbackManager:
         self._announcer = announcer
         self._checkRequest = checkRequest
         self._overloadGuard = overloadGuard
+        self.store = store
         self._calls: dict[str, CallbackCall] = {}
+        # Ids admitted and being committed: they hold a max_calls slot.
+        self._reserved: set[str] = set()
         self._stopping = False
 
     @property
@@ -66,20 +77,20 @@ class CallbackManager:
         """The running callback with this id, if any."""
         return self._calls.get(callbackId)
 
-    def startCallback(self, request: Any) -> CallbackCall:
+    def admit(self, request: Any) -> None:
         """
-        Start a callback for a valid, authorised REQUEST.
+        Decide whether a valid, authorised REQUEST may start, and hold a
+        C{max_calls} slot for it until L{startCallback} or L{withdraw}.
 
-        @return: the call, started: user1 is being called.
         @raise CallbackRefused: shutting down, at max_calls, overloaded, the
-            id is running already, C{checkRequest} refused it, or user1
-            could not even be called (the call has ended already).
+            id is running or admitted already, or C{checkRequest} refused it.
         """
+        callbackId = request.callbackId
         if self._stopping:
             raise CallbackRefused("shutting down")
-        if request.callbackId in self._calls:
-            raise CallbackRefused(f"callback {request.callbackId} is running already")
-        if len(self._calls) >= self._maxCalls:
+        if callbackId in self._calls or callbackId in self._reserved:
+            raise CallbackRefused(f"callback {callbackId} is running already")
+        if len(self._calls) + len(self._reserved) >= self._maxCalls:
             raise CallbackRefused(f"max_calls ({self._maxCalls}) reached")
         guard = self._overloadGuard
         if guard is not None and guard.overloaded:
@@ -88,9 +99,37 @@ class CallbackManager:
             )
         if self._checkRequest is not None:
             self._checkRequest(request)
+        self._reserved.add(callbackId)
+
+    def withdraw(self, callbackId: str) -> None:
+        """Give back the slot L{admit} held (the REQUEST was not started)."""
+        self._reserved.discard(callbackId)
+
+    def startCallback(self, request: Any) -> CallbackCall:
+        """
+        Start a callback for a valid, authorised REQUEST: the one L{admit}
+        admitted, or, without it, after the same checks.
+
+        @return: the call, started: user1 is being called.
+        @raise CallbackRefused: see L{admit}; also when user1 could not even
+            be called (the call has ended already).
+        """
+        if request.callbackId in self._reserved:
+            self._reserved.discard(request.callbackId)
+            if self._stopping:
+                raise CallbackRefused("shutting down")
+        else:
+            self.admit(request)
+            self._reserved.discard(request.callbackId)
         duration = request.duration or self._maxDuration
         call = CallbackCall(
-            request, self._dialer, self._media, duration, self._reactor, self._announcer
+            request,
+            self._dialer,
+            self._media,
+            duration,
+            self._reactor,
+            self._announcer,
+            store=self.store,
         )
         self._calls[call.callbackId] = call
         call.onEnd.append(self._ended)
@@ -109,6 +148,28 @@ class CallbackManager:
         if call is None:
             return False
         return call.cancel("cancelled by the application server")
+
+    def checkpoint(self) -> None:
+        """
+        Record in the store that every callback whose user2 answered
+        (joining or joined) is still running (a C{TimerService} calls this
+        every second): after a crash, its real_duration counts up to the last
+        checkpoint.  The store commits them in one group.
+        """
+        if self.store is None:
+            return
+        for call in self._calls.values():
+            if call.state in (CallState.JOINING, CallState.JOINED):
+                self.store.checkpoint(call.callbackId).addErrback(
+                    self._checkpointFailed, call.callbackId
+                )
+
+    def _checkpointFailed(self, failure: Failure, callbackId: str) -> None:
+        self._log.warn(
+            "callback {id}: checkpoint not stored ({error})",
+            id=callbackId,
+            error=failure.getErrorMessage(),
+        )
 
     def _ended(self, call: CallbackCall) -> None:
         if self._calls.get(call.callbackId) is call:

@@ -11,10 +11,11 @@ modules: L{values} (the rule of one value), L{keys} (the table), L{model}
 sections, the rules across keys), L{reference} (the Markdown reference,
 C{python3 -m callback_tw.config --markdown}).
 
-This package imports nothing of ours but three pure rules it shares with the
+This package imports nothing of ours but four pure rules it shares with the
 layers that apply them, so each has one definition: L{callback_tw.syntax}
 (the SIP-user rule of the IIF codec), L{callback_tw.iif.signing.loadKey}
-(reading a peer's key) and L{callback_tw.policy.parsePatterns} (allow/deny).
+(reading a peer's key), L{callback_tw.policy.parsePatterns} (allow/deny)
+and L{callback_tw.store.url.parseURL} (store URLs).
 """
 
 from callback_tw.config.model import (
@@ -26,6 +27,7 @@ from callback_tw.config.model import (
     PeerConfig,
     PeerServer,
     SipConfig,
+    StoreConfig,
 )
 from callback_tw.config.reader import loadConfig
 from callback_tw.config.values import WILDCARD_ADDRESSES
@@ -39,6 +41,7 @@ __all__ = [
     "PeerConfig",
     "PeerServer",
     "SipConfig",
+    "StoreConfig",
     "WILDCARD_ADDRESSES",
     "loadConfig",
 ]

@@ -22,6 +22,7 @@ from callback_tw.config.values import Parser
 
 __all__ = [
     "KEYS",
+    "MOVED",
     "NO_DEFAULT",
     "PEER_SECTION",
     "SECTIONS",
@@ -182,6 +183,14 @@ SECTIONS: tuple[Section, ...] = (
         entries="number = password",
     ),
     Section("media", "Announcements, ringback and RTP ports."),
+    Section(
+        "store",
+        "The durable callback store (docs/store.md): every accepted callback,"
+        " its legs' dialogs and its call record, written before the ACK."
+        "  An embedded SQLite file by default; PostgreSQL when several"
+        " servers share one id space (an AS that fails over).  A store that"
+        " cannot be opened or migrated stops start-up.",
+    ),
 )
 
 #: Every key of the fixed sections, in the order of the sample file.
@@ -259,16 +268,6 @@ KEYS: tuple[Key, ...] = (
         values.wholeNumber(1),
         'callbacks at once (>= 1); one more gets "ACK: ...;code=fail;"',
         1000,
-    ),
-    Key(
-        "callback",
-        "request_memory",
-        "requestMemory",
-        values.seconds(),
-        "Seconds a finished callback's id is remembered (> 0): a REQUEST"
-        " repeated within that time (UDP repeats datagrams) gets the same ACK"
-        " and RESPONSE again and never a second call.",
-        3600.0,
     ),
     Key(
         "callback",
@@ -545,7 +544,55 @@ KEYS: tuple[Key, ...] = (
         " per leg while it is not joined.",
         None,
     ),
+    # [store]
+    Key(
+        "store",
+        "url",
+        "url",
+        values.storeURL(),
+        "sqlite:///path/to/callbacks.db (a relative path is relative to this"
+        " file's directory; four slashes for an absolute one) or"
+        " postgresql://user:password@host:port/dbname (percent-escape @ : /"
+        " in the password; it never appears in a log line)",
+        "sqlite:///callbacks.db",
+    ),
+    Key(
+        "store",
+        "server_id",
+        "serverId",
+        values.serverId(),
+        "this server's name in the store: the owner of the callbacks it"
+        " accepts, the only ones its recovery touches after a restart.  Each"
+        " server sharing one PostgreSQL database needs its own; keep it when"
+        " the host is renamed.  Empty = the host name, a colon and [sip] port.",
+        "",
+    ),
+    Key(
+        "store",
+        "request_memory",
+        "requestMemory",
+        values.seconds(),
+        "Seconds (> 0) a finished callback's id is remembered, counted from"
+        " its end: a REQUEST repeated within that time (UDP repeats"
+        " datagrams, an AS repeats when a RESPONSE is missing) gets the same"
+        " ACK and RESPONSE again and never a second call, across restarts"
+        " too; after it, the id may be used again.",
+        86400.0,
+    ),
+    Key(
+        "store",
+        "retention_days",
+        "retentionDays",
+        values.wholeNumber(1),
+        "days (>= 1) a finished callback's record is kept; older ones are"
+        " deleted by a daily job",
+        90,
+    ),
 )
+
+#: Keys that moved: C{(section, name)} -> the section that has them now.  A
+#: file still using the old place gets a one-line error saying where.
+MOVED: dict[tuple[str, str], str] = {("callback", "request_memory"): "store"}
 
 _BY_NAME = {(k.section, k.name): k for k in KEYS}
 

@@ -25,6 +25,7 @@ __all__ = [
     "PeerConfig",
     "PeerServer",
     "SipConfig",
+    "StoreConfig",
 ]
 
 
@@ -120,8 +121,6 @@ class CallbackConfig:
     @ivar noAnswerTimeout: seconds a leg may ring before it is CANCELled.
     @ivar maxDuration: the cap for C{duration}, in seconds.
     @ivar maxCalls: how many callbacks may run at once.
-    @ivar requestMemory: seconds a finished callback id is remembered, so a
-        repeated REQUEST is answered again instead of calling twice.
     @ivar shutdownTimeout: when the service stops, how long (seconds) to
         wait for the BYE/CANCEL of the released callbacks to be answered.
     @ivar maxLag: overload guard: while the reactor runs later than this
@@ -138,7 +137,6 @@ class CallbackConfig:
     noAnswerTimeout: float = _default("callback", "no_answer_timeout")
     maxDuration: int = _default("callback", "max_duration")
     maxCalls: int = _default("callback", "max_calls")
-    requestMemory: float = _default("callback", "request_memory")
     shutdownTimeout: float = _default("callback", "shutdown_timeout")
     maxLag: float = _default("callback", "max_lag")
     signatureWindow: float = _default("callback", "signature_window")
@@ -274,6 +272,29 @@ class MediaConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    """
+    The C{[store]} section: where callbacks are kept (docs/store.md).
+
+    @ivar url: the store's URL; a relative SQLite path already made
+        absolute against the configuration file's directory.  It may hold a
+        password: never in a repr (log through
+        L{callback_tw.store.redact}).
+    @ivar serverId: this server's name in the store, empty for the default
+        (host name, a colon and the SIP port, see
+        L{callback_tw.tap.serverIdOf}).
+    @ivar requestMemory: seconds a finished callback's id is remembered, so
+        a repeated REQUEST is answered again instead of calling twice.
+    @ivar retentionDays: days a finished callback's record is kept.
+    """
+
+    url: str = field(default=_default("store", "url"), repr=False)
+    serverId: str = _default("store", "server_id")
+    requestMemory: float = _default("store", "request_memory")
+    retentionDays: int = _default("store", "retention_days")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """
     The whole configuration.
@@ -295,6 +316,7 @@ class Config:
         default_factory=lambda: types.MappingProxyType({})
     )
     media: MediaConfig = field(default_factory=MediaConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     externalLine: ExternalLineConfig | None = None
     users: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType({}), repr=False

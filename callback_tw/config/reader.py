@@ -24,7 +24,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from callback_tw.config import values
-from callback_tw.config.keys import PEER_SECTION, SECTIONS, keysOf, templateOf
+from callback_tw.config.keys import (
+    MOVED,
+    PEER_SECTION,
+    SECTIONS,
+    keysOf,
+    templateOf,
+)
 from callback_tw.config.model import (
     CallbackConfig,
     Config,
@@ -34,6 +40,7 @@ from callback_tw.config.model import (
     PeerConfig,
     PeerServer,
     SipConfig,
+    StoreConfig,
 )
 from callback_tw.config.values import (
     WILDCARD_ADDRESSES,
@@ -148,6 +155,7 @@ def loadConfig(path: str, *, resolve: Resolver | None = None) -> Config:
         ),
         users=types.MappingProxyType(_readUsers(path, parser, context)),
         media=MediaConfig(**fields("media")),
+        store=StoreConfig(**fields("store")),
     )
     _checkAcrossKeys(config)
     peers = _readPeerSections(config, parser, context)
@@ -174,6 +182,11 @@ def _readSection(
     keys = keysOf(name if template is None else template)
     known = [key.name for key in keys]
     for unknown in written:
+        moved = MOVED.get((template or name, unknown))
+        if moved is not None:
+            raise ConfigError(
+                path, f"unknown key (moved to [{moved}] {unknown})", name, unknown
+            )
         if unknown not in known:
             hint = difflib.get_close_matches(unknown, known, n=1)
             suggestion = (

@@ -23,8 +23,9 @@ _INTRO = """\
 
 The server reads one INI file at start-up (`twistd callback --config FILE`;
 without it `/etc/callback_tw/callback.ini`, else `etc/callback.ini`, the
-commented sample of a checkout, which works as it is).  Keys are written `key = value`; comments start with `;` or `#` (after
-a space when they follow a value); key names are case-insensitive.  A key
+commented sample of a checkout, which works as it is).  Keys are written
+`key = value`; comments start with `;` or `#` (after a space when they follow
+a value); key names are case-insensitive.  A key
 left out takes its default.  Relative paths are relative to the directory of
 the configuration file.  Host names are resolved once, at start-up, to IPv4
 addresses.

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from callback_tw.iif.signing import loadKey
 from callback_tw.policy import parsePatterns
+from callback_tw.store.url import parseURL, redact
 from callback_tw.syntax import SIP_USER_CHARACTERS, SIP_USER_MAX_LENGTH, isSipUser
 
 __all__ = [
@@ -231,6 +232,46 @@ def secretKey() -> Parser:
         parse,
         lambda value: "",
     )
+
+
+def storeURL() -> Parser:
+    """
+    A store URL (L{callback_tw.store.url.parseURL}): C{sqlite:///path},
+    whose relative path is made absolute against the configuration file's
+    directory here, so the server and C{callback-cdr --config} open the
+    same file whatever their working directory; or C{postgresql://...},
+    kept as written.  Errors show the URL without its password.
+    """
+
+    def parse(value: str, context: Context) -> str:
+        try:
+            parsed = parseURL(value, context.baseDir)
+        except Exception as e:
+            problem = str(e).split(": ", 1)[-1]
+            raise Invalid(f"{problem}, got {redact(value)!r}") from None
+        if parsed.dialect == "sqlite":
+            return "sqlite:///" + str(parsed.path)
+        return value
+
+    return Parser(
+        "sqlite:///path (relative to this file) or"
+        " postgresql://user:password@host:port/dbname",
+        parse,
+    )
+
+
+def serverId() -> Parser:
+    """A server's name in the store: printable, no blanks, or empty."""
+
+    def parse(value: str, context: Context) -> str:
+        if len(value) > 100 or any(not c.isprintable() or c.isspace() for c in value):
+            raise Invalid(
+                f"must be at most 100 printable characters without blanks,"
+                f" got {value!r}"
+            )
+        return value
+
+    return Parser("a name without blanks, or empty (host name:SIP port)", parse)
 
 
 def patterns() -> Parser:

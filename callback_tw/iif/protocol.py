@@ -5,14 +5,17 @@ The inner interface (IIF) server: a UDP L{DatagramProtocol} between application 
 
 It asks L{callback_tw.iif.peers} who sent a datagram, whether it is signed as it must
 be and whether the peer may do what it asks; turns datagrams into commands with
-L{callback_tw.iif.message}; hands them to the manager; writes the ACK as soon as the
-manager has started (or refused) the callback, and the RESPONSE when the call's
-C{finished} Deferred fires, signed for a peer with a key.
+L{callback_tw.iif.message}; hands them to the manager; writes the ACK once the
+callback's row is committed and the manager has started it (or at once when refused),
+and the RESPONSE when the call's C{finished} Deferred fires and its end is committed
+(L{callback_tw.iif.responses}), signed for a peer with a key.
 
 UDP loses and repeats datagrams and an AS retransmits when it misses our ACK, so REQUEST
 is idempotent here: a repeated REQUEST (same id, same parameters, same peer) is answered
-again, from the manager while the callback runs and from L{callback_tw.iif.memory} after
-it ended, and never places a second call.
+again, from the manager while the callback runs here and from the store
+(L{callback_tw.store}) otherwise, across restarts and servers, and never places a second
+call.  A promise is on disk before it is made: C{ACK code=ok} follows the COMMIT of the
+callback's row, and the RESPONSE follows the COMMIT of its end.
 
 Nothing a peer (or someone speaking as one) sends can make us write a log line per
 datagram on a refusal path: those lines go through
@@ -24,15 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from enum import StrEnum
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from callback_tw.callback.errors import CallbackRefused
-from callback_tw.iif.memory import RequestMemory
+from callback_tw.iif.known import Ending, Known, Pending
 from callback_tw.iif.message import (
     Cancel,
     MessageError,
@@ -42,28 +45,18 @@ from callback_tw.iif.message import (
     parseMessage,
 )
 from callback_tw.iif.peers import Peer, PeerTable
+from callback_tw.iif.responses import ResponseSending, formatSource
 from callback_tw.iif.signing import SignatureError
 from callback_tw.policy import Admission
 from callback_tw.ratelimit import LogLimiter
+from callback_tw.store.records import NewCallback
 
 __all__ = ["IIFProtocol"]
 
 _Address = tuple[Any, ...]
 
 
-class _Known(StrEnum):
-    """What a repeated REQUEST id is known as (a refused REQUEST is not known)."""
-
-    RUNNING = "running"  # ACK ok sent; the manager runs its callback
-    FINISHED = "finished"  # RESPONSE sent; remembered for requestMemory seconds
-
-
-def _formatSource(addr: _Address) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-class IIFProtocol(DatagramProtocol):
+class IIFProtocol(ResponseSending, DatagramProtocol):
     """
     Serve the IIF on one UDP port.
 
@@ -86,27 +79,35 @@ class IIFProtocol(DatagramProtocol):
         peers: Iterable[Peer | tuple[str, int | None]],
         maxDuration: int,
         reactor: Any = None,
-        requestMemory: float = 3600.0,
+        requestMemory: float = 86400.0,
         maxRemembered: int = 100_000,
         signatureWindow: float = 30.0,
+        *,
+        store: Any = None,
     ) -> None:
         """
         @param manager: the callback manager, the one owner of running callback ids:
-            C{startCallback(request) -> call} (a started call, or raises
-            L{CallbackRefused}), C{runningCallback(callbackId) -> call or None} and
+            C{admit(request)} (raises L{CallbackRefused}, else holds a slot until
+            C{startCallback} or C{withdraw(callbackId)}), C{startCallback(request) ->
+            call} (a started call, or raises L{CallbackRefused}),
+            C{runningCallback(callbackId) -> call or None} and
             C{cancelCallback(callbackId) -> bool}. A call has its C{request} and the
-            Deferred C{finished} (fires with an object with C{realDuration} and
-            C{cause}).
+            Deferred C{finished} (fires with an object with C{realDuration},
+            C{cause} and optionally C{values}, the leg statuses to store).
+        @param store: the L{callback_tw.store.Store} (or an object with its API):
+            every accepted callback is committed there before its ACK.  It may
+            be set later (L{store}), but before the port opens.
         @param peers: the peer servers: L{Peer}s (name, address, key, rules), or
             C{(ip literal, port or None)} for peers without rules or key. Only they
             may send commands, from that port exactly when one is given, from any
             port otherwise.
         @param maxDuration: the largest C{duration} a REQUEST may ask for.
         @param reactor: an L{IReactorTime}; the global reactor by default.
-        @param requestMemory: seconds a finished REQUEST id is remembered, so a repeated
-            REQUEST gets its ACK and RESPONSE again instead of a second call.
-        @param maxRemembered: the most finished ids remembered; the oldest go first.
-            Running callbacks are the manager's and do not count.
+        @param requestMemory: seconds a finished REQUEST id is remembered (by the
+            store, counted from its end), so a repeated REQUEST gets its ACK and
+            RESPONSE again instead of a second call.
+        @param maxRemembered: the most ended callbacks whose owning peer the peer
+            table keeps in memory (for CANCEL); the store is not bounded by it.
         @param signatureWindow: the largest C{|now - ts|} of a keyed peer's command.
         @raise ValueError: if a peer host is not an IP literal.
         """
@@ -115,7 +116,18 @@ class IIFProtocol(DatagramProtocol):
         self._reactor = reactor
         self._manager = manager
         self._maxDuration = maxDuration
-        self._memory = RequestMemory(reactor, requestMemory, maxRemembered)
+        self._store = store
+        self._requestMemory = requestMemory
+        self._pending: dict[str, Pending] = {}
+        # Callbacks that ended here and whose end is being committed, by id.
+        self._ending: dict[str, Request] = {}
+        # RESPONSEs not yet sent (their end is being committed), for drain().
+        self._responding: set[Deferred] = set()
+        # Stored callbacks whose RESPONSE waits for the port to open.
+        self._queuedResponses: list[Any] = []
+        #: False between L{pause} and L{serve}: commands are ignored (the
+        #: service pauses the protocol until recovery at start-up is done).
+        self.serving = True
         self._peers = PeerTable(
             peers, reactor, signatureWindow, requestMemory, maxRemembered
         )
@@ -141,16 +153,24 @@ class IIFProtocol(DatagramProtocol):
         """
         return self._peers
 
+    @property
+    def store(self) -> Any:
+        """The store every accepted callback is committed to."""
+        return self._store
+
+    @store.setter
+    def store(self, store: Any) -> None:
+        self._store = store
+
     # -- DatagramProtocol
 
-    def startProtocol(self) -> None:
-        self._memory.start()
+    def pause(self) -> None:
+        """Ignore commands until L{serve} (no answer: the AS retransmits)."""
+        self.serving = False
 
-    def stopProtocol(self) -> None:
-        """
-        Stop the memory's expiry timer; finished ids left over are then expired lazily.
-        """
-        self._memory.stop()
+    def serve(self) -> None:
+        """Answer commands again."""
+        self.serving = True
 
     def datagramReceived(self, datagram: bytes, addr: _Address) -> None:
         """
@@ -158,6 +178,13 @@ class IIFProtocol(DatagramProtocol):
         not send commands and a keyed peer's datagram that is not signed as it must
         be get no answer at all.
         """
+        if not self.serving:
+            # Bound, but recovery is not done yet: the AS retransmits.
+            self._log.debug(
+                "IIF not serving yet: datagram from {source} ignored",
+                source=formatSource(addr),
+            )
+            return
         peer = self._peers.identify(addr)
         if peer is None:
             self._dropped(addr)
@@ -169,7 +196,7 @@ class IIFProtocol(DatagramProtocol):
                 "commands",
                 "IIF dropped datagram from {source}: peer {peer} may not send"
                 " commands",
-                source=_formatSource(addr),
+                source=formatSource(addr),
             )
             return
         try:
@@ -180,7 +207,7 @@ class IIFProtocol(DatagramProtocol):
                 "signature",
                 "IIF ignored a datagram from peer {peer} ({source}), no answer:"
                 " {kind}: {reason}",
-                source=_formatSource(addr),
+                source=formatSource(addr),
                 kind=e.kind,
                 reason=e.reason,
             )
@@ -192,7 +219,7 @@ class IIFProtocol(DatagramProtocol):
                 peer,
                 "invalid",
                 "IIF invalid command from {source} (id {callbackId!r}): {reason}",
-                source=_formatSource(addr),
+                source=formatSource(addr),
                 callbackId=e.callbackId,
                 reason=e.reason,
             )
@@ -236,7 +263,7 @@ class IIFProtocol(DatagramProtocol):
             self._log,
             str(addr[0]),
             "IIF dropped datagram from non-peer {source}",
-            source=_formatSource(addr),
+            source=formatSource(addr),
         )
 
     def _foreign(
@@ -264,24 +291,66 @@ class IIFProtocol(DatagramProtocol):
     # -- REQUEST
 
     def _request(self, request: Request, addr: _Address, peer: Peer) -> None:
+        """
+        A REQUEST: a repeat of a callback running here is answered at once; a new
+        id is admitted (policy, manager), committed to the store, then started and
+        acknowledged; an id the store knows is answered from its row.
+        """
         callbackId = request.callbackId
-        finished = self._memory.recall(callbackId)
-        if finished is not None:
-            if not self._foreign(peer, "REQUEST", callbackId, addr):
-                self._repeated(
-                    request,
-                    finished.request,
-                    _Known.FINISHED,
-                    addr,
-                    peer,
-                    finished.realDuration,
-                )
-            return
         running = self._manager.runningCallback(callbackId)
+        if running is None and callbackId in self._ending:
+            running = Ending(self._ending[callbackId])
         if running is not None:
             if not self._foreign(peer, "REQUEST", callbackId, addr):
-                self._repeated(request, running.request, _Known.RUNNING, addr, peer)
+                self._repeated(request, running.request, Known.RUNNING, addr, peer)
             return
+        pending = self._pending.get(callbackId)
+        if pending is not None:
+            self._whilePending(pending, request, addr, peer)
+            return
+        if not self._store.healthy:
+            self._refused(
+                peer,
+                "store",
+                "IIF REQUEST {callbackId} from peer {peer} refused: store {url}"
+                " unavailable",
+                LogLevel.error,
+                callbackId=callbackId,
+                url=self._store.url,
+            )
+            self._send(formatAck(callbackId, False), addr, peer)
+            return
+        verdict = self._admit(request, addr, peer)
+        if verdict is None:
+            return
+        self._pending[callbackId] = pending = Pending(request, peer)
+        new = NewCallback(
+            callbackId,
+            peer.name,
+            formatSource(addr),
+            request.user1,
+            request.user2,
+            request.duration,
+            request.annId1,
+            request.annId2,
+            request.annDigit2,
+        )
+        forgetBefore = self._reactor.seconds() - self._requestMemory
+        d = self._store.accept(new, forgetBefore=forgetBefore)
+        d.addCallbacks(
+            self._accepted,
+            self._notAccepted,
+            callbackArgs=(pending, new, verdict.duration, addr),
+            errbackArgs=(pending, addr),
+        )
+        d.addErrback(self._bug, callbackId)
+
+    def _admit(self, request: Request, addr: _Address, peer: Peer) -> Admission | None:
+        """
+        The policy's and the manager's verdict on a new REQUEST; on a refusal the
+        AS has its C{code=fail} and L{None} is returned.
+        """
+        callbackId = request.callbackId
         verdict = self._peers.admit(peer, request)
         if not isinstance(verdict, Admission):
             self._refused(
@@ -294,22 +363,94 @@ class IIFProtocol(DatagramProtocol):
                 detail=verdict.detail,
             )
             self._send(formatAck(callbackId, False), addr, peer)
+            return None
+        try:
+            self._manager.admit(request)
+        except Exception as e:
+            self._managerRefused(request, e, addr, peer)
+            return None
+        return verdict
+
+    def _whilePending(
+        self, pending: Pending, request: Request, addr: _Address, peer: Peer
+    ) -> None:
+        """
+        A repeat while the original's row is being committed: the same answer
+        when it comes, or C{code=fail} at once for another peer or other
+        parameters.
+        """
+        effective = self._peers.effective
+        if pending.peer.name != peer.name or effective(peer, pending.request) != (
+            effective(peer, request)
+        ):
+            self._refused(
+                peer,
+                "reused",
+                "IIF REQUEST {callbackId} from {source} reuses the id of a pending"
+                " callback with different parameters or from another peer; refused",
+                callbackId=request.callbackId,
+                source=formatSource(addr),
+            )
+            self._send(formatAck(request.callbackId, False), addr, peer)
             return
-        call = self._start(request, verdict.duration, addr, peer)
+        pending.waiters.append((addr, peer))
+
+    def _notAccepted(self, failure: Failure, pending: Pending, addr: _Address) -> None:
+        """
+        The store could not commit the row: C{code=fail}, and nothing was promised.
+        """
+        request, peer = pending.request, pending.peer
+        callbackId = request.callbackId
+        del self._pending[callbackId]
+        self._manager.withdraw(callbackId)
+        self._peers.refused(callbackId)
+        self._refused(
+            peer,
+            "store",
+            "IIF REQUEST {callbackId} from peer {peer} refused: {error}",
+            LogLevel.error,
+            callbackId=callbackId,
+            error=failure.getErrorMessage(),
+        )
+        for dest, owner in [(addr, peer), *pending.waiters]:
+            self._send(formatAck(callbackId, False), dest, owner)
+
+    def _accepted(
+        self,
+        accepted: Any,
+        pending: Pending,
+        new: NewCallback,
+        duration: int,
+        addr: _Address,
+    ) -> None:
+        request, peer = pending.request, pending.peer
+        callbackId = request.callbackId
+        del self._pending[callbackId]
+        answers = [(addr, peer), *pending.waiters]
+        if not accepted.created:
+            self._manager.withdraw(callbackId)
+            for dest, owner in answers:
+                self._known(accepted.record, new, request, dest, owner)
+            return
+        call = self._start(request, duration, addr, peer)
         if call is None:
+            self._store.forget(callbackId).addErrback(self._bug, callbackId)
+            for dest, owner in pending.waiters:
+                self._send(formatAck(callbackId, False), dest, owner)
             return
         self._log.info(
             "IIF REQUEST {callbackId} from {source}: user1={user1} user2={user2} "
             "duration={duration} (peer {peer})",
             callbackId=callbackId,
-            source=_formatSource(addr),
+            source=formatSource(addr),
             user1=request.user1,
             user2=request.user2,
             duration=request.duration,
             peer=peer.name,
         )
         self._log.info("IIF REQUEST {callbackId} accepted", callbackId=callbackId)
-        self._send(formatAck(callbackId, True), addr, peer)
+        for dest, owner in answers:
+            self._send(formatAck(callbackId, True), dest, owner)
         call.finished.addCallbacks(
             self._finishedOk,
             self._finishedError,
@@ -317,42 +458,93 @@ class IIFProtocol(DatagramProtocol):
             errbackArgs=(request, addr, peer),
         ).addErrback(self._bug, callbackId)
 
+    def _known(
+        self,
+        record: Any,
+        new: NewCallback,
+        request: Request,
+        addr: _Address,
+        peer: Peer,
+    ) -> None:
+        """
+        Answer a REQUEST whose id the store had already: another peer's id or
+        other parameters get C{code=fail}; a callback of another server
+        C{code=ok} (its owner sends the RESPONSE); an ended one the ACK and its
+        RESPONSE again; one still running (its end being committed) the ACK.
+        """
+        callbackId = request.callbackId
+        if record.peer != peer.name:
+            self._peers.refused(callbackId)
+            self._refused(
+                peer,
+                "owner",
+                "IIF REQUEST {callbackId} from peer {peer} refused: the id belongs"
+                " to peer {owner}",
+                callbackId=callbackId,
+                owner=record.peer,
+            )
+            self._send(formatAck(callbackId, False), addr, peer)
+            return
+        self._peers.ended(callbackId)
+        if record.serverId != self._store.serverId:
+            known, realDuration = Known.ELSEWHERE, None
+        elif record.ended:
+            known, realDuration = Known.FINISHED, record.realDuration or 0
+        else:
+            known, realDuration = Known.RUNNING, None
+        self._repeated(
+            request,
+            None if record.sameRequest(new) else False,
+            known,
+            addr,
+            peer,
+            realDuration,
+        )
+
     def _start(
         self, request: Request, duration: int, addr: _Address, peer: Peer
     ) -> Any:
         """
-        Hand an admitted REQUEST to the manager, with the duration the policy
-        enforces.
+        Hand an admitted, committed REQUEST to the manager, with the duration
+        the policy enforces.
 
         @return: the started call, or L{None} when the manager refused it (the
             AS has its C{code=fail} then, and the peer its slot back).
         """
-        callbackId = request.callbackId
         if duration != request.duration:
             request = replace(request, duration=duration)
         try:
             return self._manager.startCallback(request)
-        except CallbackRefused as e:
+        except Exception as e:
+            self._managerRefused(request, e, addr, peer)
+        return None
+
+    def _managerRefused(
+        self, request: Request, error: Exception, addr: _Address, peer: Peer
+    ) -> None:
+        callbackId = request.callbackId
+        if isinstance(error, CallbackRefused):
             self._refused(
                 peer,
                 "refused",
                 "IIF REQUEST {callbackId} from peer {peer} refused: {reason}",
                 callbackId=callbackId,
-                reason=e.reason,
+                reason=error.reason,
             )
-        except Exception:
+        else:
             self._log.failure(
-                "IIF REQUEST {callbackId}: the manager failed", callbackId=callbackId
+                "IIF REQUEST {callbackId}: the manager failed",
+                Failure(error),
+                callbackId=callbackId,
             )
         self._peers.refused(callbackId)
         self._send(formatAck(callbackId, False), addr, peer)
-        return None
 
     def _repeated(
         self,
         request: Request,
-        original: Request,
-        known: _Known,
+        original: Request | bool | None,
+        known: Known,
         addr: _Address,
         peer: Peer,
         realDuration: int | None = None,
@@ -362,11 +554,18 @@ class IIFProtocol(DatagramProtocol):
         original, the same ACK again, and the RESPONSE again when the callback has
         finished (C{realDuration}); C{code=fail} when it reuses the id with other
         parameters.
+
+        @param original: the original L{Request} to compare with, or the
+            comparison already made (L{None}: the same; C{False}: different).
         """
         callbackId = request.callbackId
-        source = _formatSource(addr)
-        effective = self._peers.effective
-        if effective(peer, original) != effective(peer, request):
+        source = formatSource(addr)
+        if isinstance(original, Request):
+            effective = self._peers.effective
+            same = effective(peer, original) == effective(peer, request)
+        else:
+            same = original is None
+        if not same:
             self._refused(
                 peer,
                 "reused",
@@ -390,46 +589,6 @@ class IIFProtocol(DatagramProtocol):
         self._send(formatAck(callbackId, True), addr, peer)
         if realDuration is not None:
             self._send(formatResponse(callbackId, realDuration), addr, peer)
-
-    def _finishedOk(
-        self, result: Any, request: Request, source: _Address, peer: Peer
-    ) -> None:
-        self._ended(request, source, peer, int(result.realDuration), str(result.cause))
-
-    def _finishedError(
-        self, failure: Failure, request: Request, source: _Address, peer: Peer
-    ) -> None:
-        self._log.failure(
-            "IIF callback {callbackId} ended with an error; reporting real_duration=0",
-            failure,
-            callbackId=request.callbackId,
-        )
-        self._ended(request, source, peer, 0, "error: " + failure.getErrorMessage())
-
-    def _ended(
-        self,
-        request: Request,
-        source: _Address,
-        peer: Peer,
-        realDuration: int,
-        cause: str,
-    ) -> None:
-        """
-        Give the peer its slot back, send the RESPONSE to where the REQUEST came
-        from, and remember the id.
-        """
-        callbackId = request.callbackId
-        realDuration = max(0, realDuration)
-        self._log.info(
-            "IIF callback {callbackId} finished: real_duration={realDuration} "
-            "cause={cause}",
-            callbackId=callbackId,
-            realDuration=realDuration,
-            cause=cause,
-        )
-        self._peers.ended(callbackId)
-        self._sendResponse(formatResponse(callbackId, realDuration), source, peer)
-        self._memory.remember(request, realDuration)
 
     def _bug(self, failure: Failure, callbackId: str) -> None:
         self._log.failure(
@@ -460,7 +619,7 @@ class IIFProtocol(DatagramProtocol):
             self._log.info(
                 "IIF CANCEL {callbackId} from {source}",
                 callbackId=callbackId,
-                source=_formatSource(addr),
+                source=formatSource(addr),
             )
         else:
             self._refused(
@@ -473,33 +632,3 @@ class IIFProtocol(DatagramProtocol):
         self._send(formatAck(callbackId, found), addr, peer)
         for data, dest, owner in held:
             self._send(data, dest, owner)
-
-    # -- output
-
-    def _sendResponse(self, data: bytes, addr: _Address, peer: Peer) -> None:
-        if self._heldResponses is not None:
-            self._heldResponses.append((data, addr, peer))
-        else:
-            self._send(data, addr, peer)
-
-    def _send(self, data: bytes, addr: _Address, peer: Peer) -> None:
-        """
-        Write C{data} to C{addr}, signed when C{peer} has a key (at the time it is
-        sent, so a RESPONSE hours after its REQUEST carries a fresh C{ts}).
-        """
-        if self.transport is None:
-            self._log.warn(
-                "IIF not listening; lost {data!r} to {destination}",
-                data=data,
-                destination=_formatSource(addr),
-            )
-            return
-        data = self._peers.seal(peer, data)
-        try:
-            self.transport.write(data, addr)
-        except OSError:
-            self._log.failure(
-                "IIF could not send {data!r} to {destination}",
-                data=data,
-                destination=_formatSource(addr),
-            )

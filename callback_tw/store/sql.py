@@ -103,8 +103,8 @@ class Connection:
         Insert C{new} owned by C{serverId} unless its id exists (on any
         server); return the row now stored and whether this call made it.
 
-        @param forgetBefore: an ended callback with the same id accepted
-            before this time is forgotten (deleted with its legs) first, so
+        @param forgetBefore: an ended callback with the same id that ended
+            at or before this time is forgotten (deleted with its legs) first, so
             that an AS may reuse an id after the request memory.  Between
             two servers doing so at once, PostgreSQL's row lock makes the
             second one's DELETE see the first one's new row and keep it.
@@ -112,12 +112,12 @@ class Connection:
         if forgetBefore is not None:
             self.execute(
                 "DELETE FROM legs WHERE callback_id IN (SELECT id FROM callbacks"
-                " WHERE id = ? AND ended_at IS NOT NULL AND accepted_at < ?)",
+                " WHERE id = ? AND ended_at IS NOT NULL AND ended_at <= ?)",
                 (new.id, forgetBefore),
             )
             self.execute(
                 "DELETE FROM callbacks"
-                " WHERE id = ? AND ended_at IS NOT NULL AND accepted_at < ?",
+                " WHERE id = ? AND ended_at IS NOT NULL AND ended_at <= ?",
                 (new.id, forgetBefore),
             )
         values = (
@@ -145,6 +145,23 @@ class Connection:
         record = self.readCallback(new.id)
         assert record is not None
         return record, False
+
+    def forgetCallback(self, callbackId: str, serverId: str) -> bool:
+        """
+        Delete a callback C{serverId} accepted but never started (still
+        "accepted": no leg was placed), so that its REQUEST, refused after
+        all, is evaluated afresh when repeated.
+        """
+        where = "id = ? AND server_id = ? AND state = 'accepted'"
+        self.execute(
+            f"DELETE FROM legs WHERE callback_id IN (SELECT id FROM callbacks"
+            f" WHERE {where})",
+            (callbackId, serverId),
+        )
+        cursor = self.execute(
+            f"DELETE FROM callbacks WHERE {where}", (callbackId, serverId)
+        )
+        return cursor.rowcount == 1
 
     def updateCallback(self, callbackId: str, values: dict[str, Any]) -> bool:
         """
@@ -214,6 +231,19 @@ class Connection:
         rows = self.execute(
             f"SELECT {_CALLBACKS} FROM callbacks"
             " WHERE server_id = ? AND ended_at IS NULL ORDER BY accepted_at, id",
+            (serverId,),
+        ).fetchall()
+        return [callbackFromRow(row) for row in rows]
+
+    def unanswered(self, serverId: str) -> list[CallbackRecord]:
+        """
+        The callbacks C{serverId} owns that ended but whose RESPONSE was
+        never recorded as sent, oldest first.
+        """
+        rows = self.execute(
+            f"SELECT {_CALLBACKS} FROM callbacks WHERE server_id = ?"
+            " AND ended_at IS NOT NULL AND response_sent_at IS NULL"
+            " ORDER BY accepted_at, id",
             (serverId,),
         ).fetchall()
         return [callbackFromRow(row) for row in rows]

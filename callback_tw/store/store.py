@@ -97,8 +97,8 @@ class Store:
         Insert a new callback owned by this server, unless its id exists.
 
         @param at: the time accepted (now by default).
-        @param forgetBefore: an ended callback with the same id accepted
-            before this time (now minus the request memory) no longer
+        @param forgetBefore: an ended callback with the same id that ended
+            at or before this time (now minus the request memory) no longer
             counts: it is replaced, so the AS may reuse old ids.
 
         @return: a Deferred firing after the COMMIT with L{Accepted}: the
@@ -118,6 +118,19 @@ class Store:
             return Accepted(record, created)
 
         return self._queue.enqueue(apply, retry=False)
+
+    def forget(self, callbackId: str) -> Deferred:
+        """
+        Delete a callback this server accepted but could not start (no RTP
+        port, user1 could not even be called): its AS got C{code=fail}, so
+        the id is not known and a repeat is evaluated afresh.  A callback
+        that got further (state other than "accepted") is kept.
+
+        @return: a Deferred firing with True after the COMMIT if a row went.
+        """
+        return self._queue.enqueue(
+            lambda connection: connection.forgetCallback(callbackId, self.serverId)
+        )
 
     def update(self, callbackId: str, **values: Any) -> Deferred:
         """
@@ -251,6 +264,14 @@ class Store:
             ]
 
         return self._read(read, serverId or self.serverId)
+
+    def unanswered(self, serverId: str | None = None) -> Deferred:
+        """
+        The callbacks of C{serverId} (this server by default) that ended but
+        whose RESPONSE is not recorded as sent (a crash between the two):
+        the RESPONSEs to send again at start-up.
+        """
+        return self._read(Connection.unanswered, serverId or self.serverId)
 
     def listCallbacks(
         self,

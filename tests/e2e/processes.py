@@ -249,7 +249,6 @@ class ServerProcess(ChildProcess):
             "no_answer_timeout": 60,
             "max_duration": 86400,
             "max_calls": 1000,
-            "request_memory": 3600,
             "shutdown_timeout": 5,
             # The overload guard refuses REQUESTs while the reactor lags; a
             # busy test machine (SIPp, Kamailio, trial on 2 cores) must not
@@ -266,6 +265,13 @@ class ServerProcess(ChildProcess):
             "prompts": PACKAGED_PROMPTS,
             "default_ann_id1": "",
             "ringback_frequency": 0,
+        },
+        # The store is a file in the test's own directory (next to the INI
+        # file), so a restarted server with the same directory recovers it.
+        "store": {
+            "url": "sqlite:///callbacks.db",
+            "server_id": "",
+            "request_memory": 3600,
         },
     }
 

@@ -47,8 +47,9 @@ class ServerProcessTests(TestCase):
 
     def test_config(self) -> None:
         """
-        The INI file has the four sections with the e2e defaults, the peers
-        pss/as1/as2 on loopback, fresh IIF and SIP ports, and the overrides.
+        The INI file has the five sections with the e2e defaults, the peers
+        pss/as1/as2 on loopback, fresh IIF and SIP ports, the overrides, and
+        a store in the server's own directory.
         """
         server = self._server(no_answer_timeout=3, trace=False)
         path = server.writeConfig()
@@ -56,8 +57,9 @@ class ServerProcessTests(TestCase):
         parser = configparser.ConfigParser()
         parser.read_string(text)
         self.assertEqual(
-            parser.sections(), ["callback", "sip", "peer_servers", "media"]
+            parser.sections(), ["callback", "sip", "peer_servers", "media", "store"]
         )
+        self.assertEqual(parser["store"]["url"], "sqlite:///callbacks.db")
         self.assertEqual(parser["callback"]["no_answer_timeout"], "3")
         self.assertEqual(parser["callback"]["default_caller"], "1000")
         self.assertEqual(parser["callback"]["listen_port"], str(server.iifPort))

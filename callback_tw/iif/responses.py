@@ -1,0 +1,218 @@
+# -*- test-case-name: tests.test_iif_durable -*-
+"""
+The RESPONSE side of the IIF protocol: a callback's end is committed to the
+store, then its RESPONSE goes to the AS, then that is recorded; RESPONSEs of
+callbacks a restart finished are sent (from the store's record) once the
+port opens.
+
+L{ResponseSending} is a mixin of L{callback_tw.iif.protocol.IIFProtocol},
+kept in its own module so that each stays readable: it uses the protocol's
+C{_store}, C{_peers}, C{_log}, C{_send}, C{_sendResponse}, C{_reactor} and
+C{transport}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.python.failure import Failure
+
+from callback_tw.iif.message import Request, formatResponse
+from callback_tw.iif.peers import Peer
+
+__all__ = ["ResponseSending", "formatSource", "parseAddress"]
+
+_Address = tuple[Any, ...]
+
+
+def formatSource(addr: _Address) -> str:
+    """C{host:port} of an address (C{[v6]:port} for IPv6), for logs and the store."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def parseAddress(text: str) -> tuple[str, int]:
+    """
+    The C{(host, port)} of a stored C{peer_address} (C{"host:port"}, or
+    C{"[v6]:port"}), where a RESPONSE goes.
+
+    @raise ValueError: if it is not one.
+    """
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"not host:port: {text!r}")
+    return host.strip("[]"), int(port)
+
+
+class ResponseSending:
+    """
+    Send RESPONSEs after their end is committed, and the stored ones after a
+    restart; write every reply (signed for a keyed peer).
+    """
+
+    _store: Any
+    _peers: Any
+    _log: Any
+    transport: Any
+    _responding: set[Deferred]
+    _ending: dict[str, Request]
+    _queuedResponses: list[Any]
+
+    def drain(self) -> Deferred:
+        """
+        Fire when every RESPONSE whose end was being committed has been sent
+        (the service waits for it before it closes the port).
+        """
+        return DeferredList(list(self._responding)).addCallback(lambda _: None)
+
+    def startProtocol(self) -> None:
+        """The port is open: send the RESPONSEs recovery queued."""
+        queued, self._queuedResponses = self._queuedResponses, []
+        for record in queued:
+            self.resendResponse(record)
+
+    def _finishedOk(
+        self, result: Any, request: Request, source: _Address, peer: Peer
+    ) -> Deferred:
+        return self._ended(
+            request,
+            source,
+            peer,
+            int(result.realDuration),
+            str(result.cause),
+            getattr(result, "values", None) or {},
+        )
+
+    def _finishedError(
+        self, failure: Failure, request: Request, source: _Address, peer: Peer
+    ) -> Deferred:
+        self._log.failure(
+            "IIF callback {callbackId} ended with an error; reporting real_duration=0",
+            failure,
+            callbackId=request.callbackId,
+        )
+        return self._ended(
+            request, source, peer, 0, "error: " + failure.getErrorMessage(), {}
+        )
+
+    def _ended(
+        self,
+        request: Request,
+        source: _Address,
+        peer: Peer,
+        realDuration: int,
+        cause: str,
+        values: dict[str, Any],
+    ) -> Deferred:
+        """
+        Give the peer its slot back, commit the end, then send the RESPONSE to
+        where the REQUEST came from and record that it went.  While the store is
+        down the RESPONSE goes at once (its end is written when the store is
+        back): an AS is not kept waiting on a database.
+        """
+        callbackId = request.callbackId
+        realDuration = max(0, realDuration)
+        self._log.info(
+            "IIF callback {callbackId} finished: real_duration={realDuration} "
+            "cause={cause}",
+            callbackId=callbackId,
+            realDuration=realDuration,
+            cause=cause,
+        )
+        self._peers.ended(callbackId)
+        self._ending[callbackId] = request
+        healthy = self._store.healthy
+        committed = self._store.markEnded(callbackId, cause, realDuration, **values)
+        done: Deferred = Deferred()
+
+        def respond(result: Any) -> None:
+            if isinstance(result, Failure):
+                self._log.error(
+                    "IIF callback {callbackId}: its end is not stored ({error});"
+                    " sending the RESPONSE anyway",
+                    callbackId=callbackId,
+                    error=result.getErrorMessage(),
+                )
+            if self._ending.get(callbackId) is request:
+                del self._ending[callbackId]
+            self._sendResponse(formatResponse(callbackId, realDuration), source, peer)
+            self._store.markResponseSent(callbackId).addErrback(
+                lambda f: self._log.warn(
+                    "IIF callback {callbackId}: RESPONSE not recorded as sent"
+                    " ({error})",
+                    callbackId=callbackId,
+                    error=f.getErrorMessage(),
+                )
+            )
+            self._responding.discard(done)
+            done.callback(None)
+
+        self._responding.add(done)
+        if healthy:
+            committed.addBoth(respond)
+        else:
+            committed.addErrback(lambda f: None)
+            respond(None)
+        return done
+
+    def resendResponse(self, record: Any) -> None:
+        """
+        Send the RESPONSE of an ended callback whose RESPONSE may never have
+        gone out (a crash between its end and its RESPONSE, or a callback
+        finished by recovery), to the address that asked, signed when that
+        peer has a key, and record it.  Before the port is open (recovery
+        runs first), it is queued and sent as soon as the port opens.
+        """
+        if self.transport is None:
+            self._queuedResponses.append(record)
+            return
+        try:
+            addr = parseAddress(record.peerAddress)
+        except ValueError:
+            self._log.error(
+                "IIF callback {callbackId}: stored peer address {address!r} is"
+                " unusable; its RESPONSE cannot be sent",
+                callbackId=record.id,
+                address=record.peerAddress,
+            )
+            return
+        peer = self._peers.identify(addr) or Peer(record.peer, addr[0], addr[1])
+        self._send(formatResponse(record.id, record.realDuration or 0), addr, peer)
+        self._store.markResponseSent(record.id).addErrback(
+            lambda f: self._log.warn(
+                "IIF callback {callbackId}: RESPONSE not recorded as sent ({error})",
+                callbackId=record.id,
+                error=f.getErrorMessage(),
+            )
+        )
+
+    # -- output
+
+    def _sendResponse(self, data: bytes, addr: _Address, peer: Peer) -> None:
+        if self._heldResponses is not None:
+            self._heldResponses.append((data, addr, peer))
+        else:
+            self._send(data, addr, peer)
+
+    def _send(self, data: bytes, addr: _Address, peer: Peer) -> None:
+        """
+        Write C{data} to C{addr}, signed when C{peer} has a key (at the time it is
+        sent, so a RESPONSE hours after its REQUEST carries a fresh C{ts}).
+        """
+        if self.transport is None:
+            self._log.warn(
+                "IIF not listening; lost {data!r} to {destination}",
+                data=data,
+                destination=formatSource(addr),
+            )
+            return
+        data = self._peers.seal(peer, data)
+        try:
+            self.transport.write(data, addr)
+        except OSError:
+            self._log.failure(
+                "IIF could not send {data!r} to {destination}",
+                data=data,
+                destination=formatSource(addr),
+            )
