@@ -76,6 +76,14 @@ setup(
     },
     package_dir={"": "."},
     packages=_packages() + ["twisted.plugins"],
+    # The default prompts (the [media] prompts folder when none is set).
+    package_data={
+        "callback_tw.media": [
+            "prompts/*.wav",
+            "prompts/digits/*.wav",
+            "prompts/README.txt",
+        ]
+    },
     include_package_data=False,
     zip_safe=False,
     classifiers=[

@@ -4,7 +4,7 @@ Load benchmark for callback_tw (not a test): how many callbacks per second
 the server sustains, and what each one costs.
 
 It starts the real server (C{twistd -n callback}, SIP trace off) and one SIPp
-UAS playing every phone (C{tests/e2e/scenarios/uas.xml}: it answers every
+UAS playing every phone (C{etc/sipp/phones.xml}: it answers every
 leg and every join re-INVITE), then sends REQUESTs at C{--rate} per second for
 C{--seconds} from a UDP application-server client, and prints:
 

@@ -132,6 +132,7 @@ def send(count: int, seconds: float, warmup: float, ptime: int) -> None:
     from twisted.internet import reactor
     from twisted.internet.protocol import DatagramProtocol
 
+    from callback_tw.config.values import PACKAGED_PROMPTS
     from callback_tw.media.player import RTPScheduler, RTPStream
     from callback_tw.media.prompts import PromptCatalogue
 
@@ -141,9 +142,7 @@ def send(count: int, seconds: float, warmup: float, ptime: int) -> None:
         stdout=subprocess.PIPE,
     )
     port = int(receiver.stdout.readline())
-    frames = PromptCatalogue.load(os.path.join(_REPO, "etc", "prompts")).announcement(
-        "00080002", "PCMU"
-    )
+    frames = PromptCatalogue.load(PACKAGED_PROMPTS).announcement("00080002", "PCMU")
     scheduler = RTPScheduler(reactor)
     streams = []
     window: dict[str, float] = {}

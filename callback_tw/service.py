@@ -14,15 +14,20 @@ line (bounded, 2 s), then SIP, then the store (its last writes committed).
 
 from __future__ import annotations
 
+import errno
 import gc
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from callback_tw.config import ConfigError
 from callback_tw.sockets import setBuffers
 
 if TYPE_CHECKING:
@@ -57,7 +62,7 @@ class CallbackService(MultiService):
     the full garbage collection timer, the SIP stack, the external line's
     registration (when there is one), the overload guard; then the store
     opens, the checkpoint and purge timers start, recovery runs, and the IIF
-    port opens last.
+    port (bound at start, paused) serves commands last.
 
     @ivar config: the configuration the parts were built from.
     @ivar sip: the L{SipStack}.
@@ -133,15 +138,32 @@ class CallbackService(MultiService):
         overloadGuard.setServiceParent(self)
 
     def startService(self) -> None:
+        """
+        Bind SIP, probe the RTP ports and bind the IIF port, all at once so
+        that a port that cannot be bound is a start-up error; then open the
+        store, recover, and only then serve IIF commands.
+
+        @raise SystemExit: with one line naming the configuration key and
+            the address when a port cannot be bound (twistd calls this
+            before the reactor runs, so the process exits with status 1).
+        """
         tuneGarbageCollector()
-        super().startService()  # SIP binds here
+        with _bindErrors(self.config, "sip", "address", "port"):
+            super().startService()  # SIP binds here
+        with _bindErrors(self.config, "media", "rtp_ports", "rtp_ports"):
+            self.rtpPorts.probe()
+        with _bindErrors(self.config, "callback", "listen_address", "listen_port"):
+            self._listen()
         self._starting = self._startWithStore()
 
     @inlineCallbacks
     def _startWithStore(self) -> Any:
         """
-        Open the store, recover, then open the IIF port.  A store that
-        cannot be opened stops the process (one line naming the URL).
+        Open the store, recover, then serve IIF commands (the port is bound
+        already: a recovered RESPONSE goes out at once, while commands that
+        arrive during recovery get no answer and are retransmitted by their
+        AS).  A store that cannot be opened stops the process (one line
+        naming the URL).
         """
         from callback_tw.callback.recovery import Recovery
         from callback_tw.store import PurgeJob
@@ -174,16 +196,7 @@ class CallbackService(MultiService):
         if not self.running:
             self.ready.callback(None)
             return
-        self._listen()
-        self.ready.callback(self)
-
-    def _listen(self) -> None:
-        cb = self.config.callback
-        self.iifPort = self._reactor.listenUDP(
-            cb.listenPort, self.iif, interface=cb.listenAddress
-        )
-        if hasattr(self.iifPort, "socket"):
-            setBuffers(self.iifPort.socket)
+        self.iif.serve()
         iifHost = self.iifPort.getHost()
         self._log.info(
             "callback_tw ready: IIF on udp {iifHost}:{iifPort},"
@@ -193,6 +206,16 @@ class CallbackService(MultiService):
             sipHost=self.sip.host,
             sipPort=self.sip.port,
         )
+        self.ready.callback(self)
+
+    def _listen(self) -> None:
+        cb = self.config.callback
+        self.iif.pause()
+        self.iifPort = self._reactor.listenUDP(
+            cb.listenPort, self.iif, interface=cb.listenAddress
+        )
+        if hasattr(self.iifPort, "socket"):
+            setBuffers(self.iifPort.socket)
 
     @inlineCallbacks
     def stopService(self) -> Any:
@@ -228,6 +251,45 @@ class CallbackService(MultiService):
         if self.store is not None:
             # After the callbacks' last writes (their ends, RESPONSEs sent).
             yield self.store.close()
+
+
+@contextmanager
+def _bindErrors(
+    config: Config, section: str, addressKey: str, portKey: str
+) -> Iterator[None]:
+    """
+    Turn a port that cannot be bound into the one-line start-up error the
+    configuration gets, naming the key to change: the address key when the
+    address is not local (EADDRNOTAVAIL), else the port key.
+    """
+    try:
+        yield
+    except CannotListenError as e:
+        reason = e.socketError
+        number = getattr(reason, "errno", None)
+        key = addressKey if number == errno.EADDRNOTAVAIL else portKey
+        what = getattr(reason, "strerror", None) or str(reason)
+        port = e.port
+        if isinstance(port, tuple):
+            port = "{}-{}".format(*port)
+        problem = f"cannot bind udp {e.interface or '0.0.0.0'}:{port}: {what}"
+        _exitAtStartUp(f"callback: {ConfigError(config.path, problem, section, key)}")
+
+
+def _exitAtStartUp(line: str) -> NoReturn:
+    """
+    Write C{line} on the process's own stderr and exit with status 1.
+
+    By the time services start, twistd has replaced C{sys.stderr} with a
+    file that writes into the log, so a C{SystemExit} message would become a
+    log event among the others instead of the one line on stderr that the
+    configuration's own errors give.
+    """
+    stream = sys.__stderr__
+    if stream is not None:
+        stream.write(line + "\n")
+        stream.flush()
+    raise SystemExit(1)
 
 
 #: gc thresholds: small young generations (a collection every 5 000 net

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from callback_tw.config import WILDCARD_ADDRESSES, Config, ConfigError, loadConfig
@@ -43,7 +45,19 @@ class Options(usage.Options):
     overrides applied.  A configuration or an override that cannot be used
     ends the process with one line on stderr and status 1 (see
     L{postOptions}).
+
+    @cvar configSearch: the files tried in order when C{--config} is not
+        given: the installed configuration (what C{scripts/install} and the
+        systemd unit use), then the sample of a checkout, relative to the
+        working directory.
     """
+
+    _log = Logger()
+
+    configSearch: tuple[str, ...] = (
+        "/etc/callback_tw/callback.ini",
+        "etc/callback.ini",
+    )
 
     synopsis = "[options]"
     longdesc = (
@@ -51,12 +65,19 @@ class Options(usage.Options):
         " the configuration) send 'REQUEST: id=..;user1=..;user2=..;duration=..;'"
         " to the IIF UDP port; the server calls user1, then user2, joins them"
         " and answers 'RESPONSE: id=..;real_duration=N;'.  Every setting is in"
-        " the configuration file, each key documented in etc/callback.ini; the"
-        " options above override a few of them."
+        " the configuration file, each key documented in the sample"
+        " etc/callback.ini; the options above override a few of them."
     )
 
     optParameters = [
-        ["config", "c", "etc/callback.ini", "The configuration file (INI)."],
+        [
+            "config",
+            "c",
+            None,
+            "The configuration file (INI).  Default: the first that exists of"
+            " /etc/callback_tw/callback.ini and etc/callback.ini (relative to"
+            " the working directory).",
+        ],
         [
             "iif-port",
             None,
@@ -90,9 +111,33 @@ class Options(usage.Options):
         opens its log.
         """
         try:
+            if self["config"] is None:
+                self["config"] = self.findConfig()
             self["configObject"] = self.loadConfig()
         except (ConfigError, usage.UsageError) as e:
             raise SystemExit(f"callback: {e}") from None
+
+    def findConfig(self) -> str:
+        """
+        The first file of L{configSearch} that exists, said in one info line
+        so that the operator knows which file the server runs with.
+
+        @raise usage.UsageError: when none exists.
+        """
+        for path in self.configSearch:
+            if os.path.isfile(path):
+                self._log.info(
+                    "using configuration {path} (no --config given;"
+                    " looked for {tried})",
+                    path=path,
+                    tried=", ".join(self.configSearch),
+                )
+                return path
+        raise usage.UsageError(
+            "no configuration file: no --config FILE given, and none of "
+            + ", ".join(self.configSearch)
+            + " exists"
+        )
 
     def loadConfig(self) -> Config:
         """

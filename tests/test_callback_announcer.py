@@ -5,8 +5,6 @@ party hears before the join, and when the join happens.
 
 from __future__ import annotations
 
-import os
-
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -14,15 +12,14 @@ from callback_tw.callback.announcer import Announcer
 from callback_tw.callback.call import CallbackCall
 from callback_tw.callback.errors import CallbackRefused
 from callback_tw.callback.manager import CallbackManager
+from callback_tw.config.values import PACKAGED_PROMPTS
 from callback_tw.media.player import RTPScheduler
 from callback_tw.media.prompts import PromptCatalogue
 from tests.siphelpers import farSdp
 from tests.test_callback_call import FakeDialer, request
 from tests.test_media_player import parse
 
-PROMPTS = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "prompts"
-)
+PROMPTS = PACKAGED_PROMPTS
 _catalogue: PromptCatalogue | None = None
 
 

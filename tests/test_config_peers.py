@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.config import PeerConfig, loadConfig
 from tests.confighelpers import ConfigTestMixin
-from tests.test_config_sample import _REPO, SAMPLE
+from tests.test_config_sample import SAMPLE
 
 SECRET = "as1-inline-secret-0123456789"
 
@@ -231,7 +231,7 @@ class SamplePeerSectionTests(SynchronousTestCase):
             f.write("0123456789abcdef0123\n")
         path = os.path.join(directory, "callback.ini")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(text.replace("prompts = prompts", f"prompts = {_REPO}/etc/prompts"))
+            f.write(text)
         config = loadConfig(path)
         self.assertEqual(
             config.peers["as1"],

@@ -21,6 +21,7 @@ from callback_tw.config import (
     loadConfig,
 )
 from callback_tw.config.keys import KEYS, SECTIONS, keysOf, templateOf
+from callback_tw.config.values import PACKAGED_PROMPTS
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(_REPO, "etc", "callback.ini")
@@ -165,8 +166,9 @@ class SampleConfigTests(SynchronousTestCase):
     def test_sampleLoads(self) -> None:
         """
         The sample works out of the box: SIP on 127.0.0.1:5060, IIF on 5080,
-        legs to pss = 127.0.0.1:5070, AS as1 = 127.0.0.1:6000, prompts in
-        etc/prompts.
+        legs to pss = 127.0.0.1:5070, AS as1 = 127.0.0.1:5090 (not
+        SIPp's media port 6000), the prompts
+        shipped in the package.
         """
         config = loadConfig(SAMPLE)
         self.assertEqual(config.path, SAMPLE)
@@ -205,14 +207,14 @@ class SampleConfigTests(SynchronousTestCase):
             dict(config.peerServers),
             {
                 "pss": PeerServer(name="pss", host="127.0.0.1", port=5070),
-                "as1": PeerServer(name="as1", host="127.0.0.1", port=6000),
+                "as1": PeerServer(name="as1", host="127.0.0.1", port=5090),
             },
         )
         self.assertEqual(config.outboundPeer.name, "pss")
         self.assertEqual(
             config.media,
             MediaConfig(
-                prompts=os.path.join(_REPO, "etc", "prompts"),
+                prompts=PACKAGED_PROMPTS,
                 defaultAnnId1="00080002",
                 ringbackFrequency=425,
                 ringbackCadence=(1.0, 4.0),
@@ -248,7 +250,7 @@ class SampleConfigTests(SynchronousTestCase):
         text = head + "\n[external_line]\n" + lines + sep + media
         path = self.mktemp() + ".ini"
         with open(path, "w", encoding="utf-8") as f:
-            f.write(text.replace("prompts = prompts", f"prompts = {_REPO}/etc/prompts"))
+            f.write(text)
         config = loadConfig(path, resolve=lambda host: "192.0.2.9")
         self.assertEqual(
             config.externalLine,

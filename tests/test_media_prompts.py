@@ -18,6 +18,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from callback_tw.config.values import PACKAGED_PROMPTS
 from callback_tw.media.prompts import (
     FRAME_BYTES,
     PromptCatalogue,
@@ -162,13 +163,11 @@ class LoadTests(CatalogueTestMixin, SynchronousTestCase):
 
     def test_shippedPrompts(self) -> None:
         """
-        The prompts shipped in etc/prompts load: the default ann_id1
+        The prompts shipped in the package load: the default ann_id1
         00080002, the example 00080003 and all ten digits, each at least a
         third of a second of audio.
         """
-        catalogue = PromptCatalogue.load(
-            os.path.join(_REPO, "etc", "prompts"), required=["00080002"]
-        )
+        catalogue = PromptCatalogue.load(PACKAGED_PROMPTS, required=["00080002"])
         self.assertTrue(catalogue.hasAnnouncement("00080002"))
         self.assertTrue(catalogue.hasAnnouncement("00080003"))
         self.assertGreater(catalogue.duration("00080002"), 1.5)

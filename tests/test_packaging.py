@@ -92,11 +92,10 @@ class BuildTests(SynchronousTestCase):
     What setup.py puts in an install.
     """
 
-    def test_installedFiles(self) -> None:
+    def build(self) -> set[str]:
         """
-        A build holds every module of callback_tw and its subpackages, the
-        plugin file in twisted/plugins, and nothing else: no __init__.py under
-        twisted/, no tests, no bench.
+        Build into a temporary directory; return the files built, relative
+        to it.
         """
         if importlib.util.find_spec("setuptools") is None:
             raise SkipTest("setuptools is not installed")
@@ -111,8 +110,20 @@ class BuildTests(SynchronousTestCase):
         for root, _dirs, files in os.walk(out):
             for name in files:
                 built.add(os.path.relpath(os.path.join(root, name), out))
+        return built
 
+    def test_installedFiles(self) -> None:
+        """
+        A build holds every module of callback_tw and its subpackages, the
+        shipped prompts, the plugin file in twisted/plugins, and nothing
+        else: no __init__.py under twisted/, no tests, no bench.
+        """
+        built = self.build()
         expected = {os.path.join("twisted", "plugins", "callback_plugin.py")}
+        prompts = os.path.join(_REPO, "callback_tw", "media", "prompts")
+        for root, _dirs, files in os.walk(prompts):
+            for name in files:
+                expected.add(os.path.relpath(os.path.join(root, name), _REPO))
         package = os.path.join(_REPO, "callback_tw")
         for root, dirs, files in os.walk(package):
             dirs[:] = [d for d in dirs if d != "__pycache__"]
@@ -122,6 +133,17 @@ class BuildTests(SynchronousTestCase):
                 if name.endswith(".py"):
                     expected.add(os.path.relpath(os.path.join(root, name), _REPO))
         self.assertEqual(built, expected)
+
+    def test_defaultPromptsShipped(self) -> None:
+        """
+        The default announcement 00080002 and the ten digits are package
+        data, so a configuration without [media] works after an install.
+        """
+        built = self.build()
+        prompts = os.path.join("callback_tw", "media", "prompts")
+        names = ["00080002.wav"] + [f"digits/{n}.wav" for n in range(10)]
+        for name in names:
+            self.assertIn(os.path.join(prompts, *name.split("/")), built)
 
 
 class InstalledTests(SynchronousTestCase):

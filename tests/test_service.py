@@ -17,6 +17,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.config import loadConfig
+from callback_tw.config.values import PACKAGED_PROMPTS
 from callback_tw.tap import buildService, loadPrompts
 from tests.siphelpers import FarEnd, useFakeReactor
 from tests.storehelpers import MemoryStore
@@ -139,7 +140,7 @@ class CallbackServiceTests(SynchronousTestCase):
         os.makedirs(directory)
         path = os.path.join(directory, "callback.ini")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(CONFIG.format(prompts=os.path.join(_REPO, "etc", "prompts")))
+            f.write(CONFIG.format(prompts=PACKAGED_PROMPTS))
         config = loadConfig(path)
         self.reactor = ServiceReactor()
         self.store = MemoryStore(clock=self.reactor)
@@ -320,6 +321,27 @@ class CallbackServiceTests(SynchronousTestCase):
         )
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
+    def test_commandsWaitForRecovery(self) -> None:
+        """
+        The IIF port is bound at start (a taken port is a start-up error),
+        but a REQUEST that arrives before recovery is done gets no answer
+        and places no call; the same REQUEST once the service is ready is
+        accepted.
+        """
+        from twisted.internet.defer import Deferred
+
+        opened: Deferred = Deferred()
+        self.service._openStore = lambda: opened
+        sip, iif = self.start()
+        request = b"REQUEST: id=9;user1=100;user2=101;duration=60;"
+        iif.protocol.datagramReceived(request, AS)
+        self.assertEqual((iif.written, sip.written), ([], []))
+        opened.callback(self.store)
+        self.reactor.advance(0.1)
+        iif.protocol.datagramReceived(request, AS)
+        self.reactor.advance(0.1)
+        self.assertEqual(iif.written, [(b"ACK: id=9;code=ok;", AS)])
+
     def test_storeJobsAndClose(self) -> None:
         """
         While running, the checkpoint (every second) and the retention purge
@@ -346,8 +368,8 @@ class CallbackServiceTests(SynchronousTestCase):
     def test_recoveryBeforeTheIIFPort(self) -> None:
         """
         A callback a crash left unfinished (no leg placed) is ended as
-        "recovered" before the IIF port opens, and its RESPONSE is the first
-        datagram the port sends, to the address that asked.
+        "recovered" before the IIF port serves commands, and its RESPONSE is
+        the first datagram the port sends, to the address that asked.
         """
         from callback_tw.store import NewCallback
 

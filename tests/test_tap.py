@@ -17,6 +17,7 @@ from twisted.application.service import IService
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.config import Config
+from callback_tw.config.values import PACKAGED_PROMPTS
 from callback_tw.tap import Options, makeService
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +37,7 @@ as1 = 127.0.0.1:6000
 [media]
 prompts = {prompts}
 """
-PROMPTS = os.path.join(_REPO, "etc", "prompts")
+PROMPTS = PACKAGED_PROMPTS
 
 # twistd as the console script runs it, with the checkout first on sys.path
 # (as "python -m twisted.trial" puts it) so that this checkout's plugin and
@@ -93,10 +94,12 @@ class OptionsTests(_ConfigFileMixin, SynchronousTestCase):
 
     def test_defaultConfigPath(self) -> None:
         """
-        Without --config, etc/callback.ini (relative to the working directory)
-        is read.
+        Without --config, and without an installed configuration,
+        etc/callback.ini (relative to the working directory) is read.
         """
-        self.assertEqual(Options()["config"], "etc/callback.ini")
+        self.assertIsNone(Options()["config"])
+        installed = os.path.abspath(self.mktemp())
+        self.patch(Options, "configSearch", (installed, "etc/callback.ini"))
         cwd = os.getcwd()
         self.addCleanup(os.chdir, cwd)
         os.chdir(_REPO)
@@ -324,7 +327,8 @@ class TwistdTests(_ConfigFileMixin, SynchronousTestCase):
             "--iif-port=",
             "--sip-port=",
             "--sip-address=",
-            "[default: etc/callback.ini]",
+            "/etc/callback_tw/callback.ini",
+            "etc/callback.ini (relative to the working directory)",
             "any free port",
         ):
             self.assertIn(option, result.stdout)

@@ -502,11 +502,12 @@ KEYS: tuple[Key, ...] = (
         "media",
         "prompts",
         "prompts",
-        values.directory(),
+        values.directory(empty=values.PACKAGED_PROMPTS),
         "Directory of announcement audio (<8-digit ann id>.wav,"
         " digits/0..9.wav); a relative path is relative to the directory of"
-        " the configuration file.",
-        "prompts",
+        " the configuration file.  Empty: the prompts shipped with callback_tw"
+        " (the default announcement 00080002, 00080003 and the ten digits).",
+        values.PACKAGED_PROMPTS,
     ),
     Key(
         "media",

@@ -254,7 +254,7 @@ class MediaConfig:
 
     @ivar prompts: the directory of announcement audio, absolute, existing
         (C{prompts}, relative to the configuration file's directory in the
-        file).
+        file; by default the prompts shipped in the package).
     @ivar defaultAnnId1: the announcement played to user1 when the REQUEST has
         no C{ann_id1}; empty for none (C{default_ann_id1}).
     @ivar ringbackFrequency: the ringback tone in Hz, 0 for no ringback

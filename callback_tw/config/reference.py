@@ -21,10 +21,11 @@ _INTRO = """\
      `python3 -m callback_tw.config --markdown > docs/configuration.md`;
      edit the table, not this file (a test compares them). -->
 
-The server reads one INI file at start-up (`twistd callback --config FILE`,
-`etc/callback.ini` by default; that file is a commented sample that works as
-it is).  Keys are written `key = value`; comments start with `;` or `#` (after
-a space when they follow a value); key names are case-insensitive.  A key
+The server reads one INI file at start-up (`twistd callback --config FILE`;
+without it `/etc/callback_tw/callback.ini`, else `etc/callback.ini`, the
+commented sample of a checkout, which works as it is).  Keys are written
+`key = value`; comments start with `;` or `#` (after a space when they follow
+a value); key names are case-insensitive.  A key
 left out takes its default.  Relative paths are relative to the directory of
 the configuration file.  Host names are resolved once, at start-up, to IPv4
 addresses.

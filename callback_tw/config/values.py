@@ -29,6 +29,7 @@ __all__ = [
     "Context",
     "HostPort",
     "Invalid",
+    "PACKAGED_PROMPTS",
     "Parser",
     "Resolver",
     "parseHostPort",
@@ -37,6 +38,13 @@ __all__ = [
 #: Addresses that mean "every local address": good for binding, useless in a
 #: Via, Contact or SDP, which must carry an address a peer can reach.
 WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0"})
+
+#: The prompts shipped inside the package (package data): the default
+#: announcement 00080002, 00080003 and the digits.  Found beside the code
+#: rather than through L{callback_tw.media}, which this module must not import.
+PACKAGED_PROMPTS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "media", "prompts"
+)
 
 #: Turns a host name into one IPv4 address literal; raises L{OSError}.
 Resolver = Callable[[str], str]
@@ -442,11 +450,20 @@ def password(
     return Parser("any text without control characters", parse)
 
 
-def directory() -> Parser:
-    """An existing directory, relative to the configuration file's."""
+def directory(empty: str | None = None) -> Parser:
+    """
+    An existing directory, relative to the configuration file's.
+
+    @param empty: the directory an empty value means, written back as the
+        empty text (the prompts shipped in the package, whose absolute path
+        differs from one installation to the next); L{None}: a directory
+        must be named.
+    """
 
     def parse(value: str, context: Context) -> str:
         if not value:
+            if empty is not None:
+                return empty
             raise Invalid("must name a directory, got ''")
         path = os.path.join(context.baseDir, os.path.expanduser(value))
         path = os.path.normpath(path)
@@ -454,7 +471,13 @@ def directory() -> Parser:
             raise Invalid(f"no such directory: {path!r}")
         return path
 
-    return Parser("a directory, relative to the configuration file's", parse)
+    def text(value: str) -> str:
+        return "" if value == empty else value
+
+    rule = "a directory, relative to the configuration file's"
+    if empty is not None:
+        rule += "; empty: the one shipped with callback_tw"
+    return Parser(rule, parse, text)
 
 
 def annId() -> Parser:

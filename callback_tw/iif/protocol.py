@@ -125,6 +125,9 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         self._responding: set[Deferred] = set()
         # Stored callbacks whose RESPONSE waits for the port to open.
         self._queuedResponses: list[Any] = []
+        #: False between L{pause} and L{serve}: commands are ignored (the
+        #: service pauses the protocol until recovery at start-up is done).
+        self.serving = True
         self._peers = PeerTable(
             peers, reactor, signatureWindow, requestMemory, maxRemembered
         )
@@ -161,12 +164,27 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
 
     # -- DatagramProtocol
 
+    def pause(self) -> None:
+        """Ignore commands until L{serve} (no answer: the AS retransmits)."""
+        self.serving = False
+
+    def serve(self) -> None:
+        """Answer commands again."""
+        self.serving = True
+
     def datagramReceived(self, datagram: bytes, addr: _Address) -> None:
         """
         Handle one IIF command. A non-peer's datagram, a datagram of a peer that may
         not send commands and a keyed peer's datagram that is not signed as it must
         be get no answer at all.
         """
+        if not self.serving:
+            # Bound, but recovery is not done yet: the AS retransmits.
+            self._log.debug(
+                "IIF not serving yet: datagram from {source} ignored",
+                source=formatSource(addr),
+            )
+            return
         peer = self._peers.identify(addr)
         if peer is None:
             self._dropped(addr)

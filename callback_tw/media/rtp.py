@@ -82,6 +82,18 @@ class RTPPortAllocator:
         self._range = portRange
         self.open: set[RTPPort] = set()
 
+    def probe(self) -> None:
+        """
+        With a configured range, bind one port of it and release it, at
+        start-up: a range with no free port stops start-up instead of failing
+        every call later.  Without a range there is nothing to check: any
+        free port is taken, on the address SIP has already bound.
+
+        @raise CannotListenError: as L{openPort}.
+        """
+        if self._range is not None:
+            self.openPort().close()
+
     def openPort(self) -> RTPPort:
         """Bind a new port; raise L{CannotListenError} when none is free."""
         rtp = RTPPort(self.host, self)

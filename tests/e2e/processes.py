@@ -12,7 +12,7 @@ bound.
   - L{ServerProcess}: writes the INI file, starts C{twistd callback}, fires
     when it logs C{callback_tw ready}; L{ServerProcess.stop} sends SIGTERM
     (SIGKILL after 10 s).
-  - L{SippUAS}: one SIPp UAS running C{scenarios/uas.xml}, which plays every
+  - L{SippUAS}: one SIPp UAS running C{etc/sipp/phones.xml}, which plays every
     far-end phone (see the comment at the top of that file);
     L{SippUAS.messages} parses SIPp's message log (L{tests.e2e.siplog}).
   - L{ChildProcess}: what both share (output kept, bounded stop); the
@@ -35,6 +35,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from callback_tw.config.values import PACKAGED_PROMPTS
 from tests.e2e.loopback import LOOPBACK, freePort, pollUntil, portIsBound, reservePort
 from tests.e2e.siplog import (
     SipMessage,
@@ -46,7 +47,8 @@ from tests.e2e.siplog import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-UAS_SCENARIO = SCENARIOS / "uas.xml"
+# The phone farm ships with the sample configuration, for a first call by hand.
+UAS_SCENARIO = REPO_ROOT / "etc" / "sipp" / "phones.xml"
 SIPP = shutil.which("sipp")
 READY_MARKER = "callback_tw ready"
 
@@ -260,7 +262,7 @@ class ServerProcess(ChildProcess):
             "trace": True,
         },
         "media": {
-            "prompts": str(REPO_ROOT / "etc" / "prompts"),
+            "prompts": PACKAGED_PROMPTS,
             "default_ann_id1": "",
             "ringback_frequency": 0,
         },
@@ -418,7 +420,7 @@ class ServerProcess(ChildProcess):
 
 class SippUAS(ChildProcess):
     """
-    One SIPp UAS process playing every far-end phone (C{scenarios/uas.xml}).
+    One SIPp UAS process playing every far-end phone (C{etc/sipp/phones.xml}).
 
     @ivar port: its SIP port on 127.0.0.1; C{mediaPort} the SDP port of the
         answer* phones (hangup* and glare* use C{mediaPort + 2}).

@@ -1,6 +1,6 @@
 """
 End-to-end tests: the real server (C{twistd -n callback}, real UDP ports)
-against a SIPp UAS that plays every far-end phone (C{scenarios/uas.xml}) and
+against a SIPp UAS that plays every far-end phone (C{etc/sipp/phones.xml}) and
 an application server on loopback (L{ASClient}).
 
 Each test checks the wire: the SIP messages SIPp logged (what the peer

@@ -20,11 +20,11 @@ from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
+from callback_tw.config.values import PACKAGED_PROMPTS
 from callback_tw.media.prompts import PromptCatalogue
 from tests.e2e.loopback import sleep
 from tests.e2e.peers import ASClient
 from tests.e2e.processes import (
-    REPO_ROOT,
     SIPP,
     ServerProcess,
     SippUAS,
@@ -32,7 +32,7 @@ from tests.e2e.processes import (
 )
 from tests.e2e.siplog import describeMessages, requestsOf
 
-PROMPTS = REPO_ROOT / "etc" / "prompts"
+PROMPTS = Path(PACKAGED_PROMPTS)
 SCENARIO = Path(__file__).parent / "scenarios" / "uas_media.xml"
 RINGBACK = (425, 1.0, 4.0)
 

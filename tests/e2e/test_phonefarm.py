@@ -1,5 +1,5 @@
 """
-The SIPp phone farm (C{scenarios/uas.xml}) driven by a small scripted UAC,
+The SIPp phone farm (C{etc/sipp/phones.xml}) driven by a small scripted UAC,
 with no callback server.
 
 They prove the farm right before the end-to-end tests rely on it: if a phone
@@ -177,7 +177,7 @@ def _tag(header: str) -> str:
 
 class PhoneFarmTests(TestCase):
     """
-    The SIPp phone farm, driven by L{MiniUAC}, does what C{uas.xml} promises
+    The SIPp phone farm, driven by L{MiniUAC}, does what C{phones.xml} promises
     for each kind of phone, and its message log parses into what was sent.
     """
 

@@ -20,6 +20,7 @@ from sippy.Network_server import Remote_address
 from sippy.Time.MonoTime import MonoTime
 from sippy.Udp_server import Udp_server_opts
 from twisted.internet import abstract
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -56,6 +57,8 @@ class ReactorUdpServer:
     constructor and expects that to be synchronous) and adopted by the
     reactor. Outgoing datagrams are written by the reactor; host names are
     resolved without blocking, and EAGAIN/ENOBUFS are retried shortly after.
+    An address that cannot be bound raises L{CannotListenError}, like
+    C{listenUDP}, for start-up to report in one line.
 
     The reactor comes from C{global_config['_reactor']}; the address put in
     Via/Contact/SDP (C{getSIPaddr}) from C{global_config['_sip_advertised']}
@@ -78,10 +81,15 @@ class ReactorUdpServer:
         port = int(port)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # No SO_REUSEADDR: on UDP it would let a second server bind the
+            # same address and port and take this one's responses; a port in
+            # use must stop start-up instead.
             setBuffers(sock)
             sock.setblocking(False)
-            sock.bind((host, port))
+            try:
+                sock.bind((host, port))
+            except OSError as e:
+                raise CannotListenError(host, port, e) from None
             self.uopts.laddress = sock.getsockname()[:2]
             if uopts.flags == 0:
                 # sippy's dry run: only proves the address is free.
