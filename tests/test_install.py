@@ -92,7 +92,16 @@ class InstallScriptTests(SynchronousTestCase):
         for script in ("callback-client", "callback-cdr"):
             self.assertTrue(os.path.exists(os.path.join(prefix, "bin", script)))
 
-        self.assertEqual(_read(config), _read(SAMPLE))
+        # The sample, with the store in the unit's state directory (the unit
+        # makes /etc read-only for the service).
+        self.assertEqual(
+            _read(config),
+            _read(SAMPLE).replace(
+                "\nurl = sqlite:///callbacks.db\n",
+                "\nurl = sqlite:////var/lib/callback_tw/callbacks.db\n",
+            ),
+        )
+        self.assertIn("\nurl = sqlite:///callbacks.db\n", _read(SAMPLE))
         self.assertEqual(os.stat(config).st_mode & 0o777, 0o640)
         text = _read(unit)
         self.assertIn(
