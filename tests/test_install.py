@@ -92,7 +92,18 @@ class InstallScriptTests(SynchronousTestCase):
         for script in ("callback-client", "callback-cdr"):
             self.assertTrue(os.path.exists(os.path.join(prefix, "bin", script)))
 
-        self.assertEqual(_read(config), _read(SAMPLE))
+        # The sample, but the store in the unit's state directory (the unit
+        # makes /etc read-only).
+        self.assertEqual(
+            _read(config),
+            _read(SAMPLE).replace(
+                "url = sqlite:///callbacks.db",
+                "url = sqlite:////var/lib/callback_tw/callbacks.db",
+            ),
+        )
+        self.assertIn(
+            "url = sqlite:////var/lib/callback_tw/callbacks.db", _read(config)
+        )
         self.assertEqual(os.stat(config).st_mode & 0o777, 0o640)
         text = _read(unit)
         self.assertIn(
