@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -147,7 +148,7 @@ class BenchAS(DatagramProtocol):
 
 class Sampler:
     """
-    Samples the server's RSS and the number of active callbacks.
+    Samples the server's RSS, CPU time and the number of active callbacks.
     """
 
     def __init__(self, pid: int, client: BenchAS) -> None:
@@ -156,20 +157,98 @@ class Sampler:
         self.peakRss = 0
         self.peakActive = 0
         self.samples: list[tuple[float, int, int]] = []
+        self.cpu: list[tuple[float, float]] = []
 
     def sample(self) -> None:
         try:
             rss = rssKiB(self.pid)
+            cpu = cpuSeconds(self.pid)
         except OSError:
             return
         active = self.client.active()
-        self.samples.append((time.monotonic(), rss, active))
+        now = time.monotonic()
+        self.samples.append((now, rss, active))
+        self.cpu.append((now, cpu))
         self.peakRss = max(self.peakRss, rss)
         self.peakActive = max(self.peakActive, active)
 
 
+def cpuShare(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """
+    The fraction of one core used between C{start} and C{end}, from
+    (monotonic time, CPU seconds) samples; NaN without two samples there.
+    """
+    inside = [(t, cpu) for t, cpu in samples if start <= t <= end]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return float("nan")
+    return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+class BenchServer(harness.ServerProcess):
+    """
+    The server as the end-to-end tests start it, on the reactor chosen by
+    C{twistdReactor}: a name for twistd's C{--reactor}, or C{"uvloop"}
+    (Twisted's asyncio reactor on a uvloop event loop); C{None}: twistd's
+    default (epoll).
+    """
+
+    twistdReactor: str | None = None
+
+    def argv(self) -> list[str]:
+        argv = super().argv()
+        if self.twistdReactor is None:
+            return argv
+        name = self.twistdReactor
+        if name == "uvloop":
+            argv[2] = "import uvloop; uvloop.install(); " + argv[2]
+            name = "asyncio"
+        argv.insert(argv.index("-n"), f"--reactor={name}")
+        return argv
+
+
+def startProfiler(
+    reactor: Any, pid: int, svg: str, delay: float, until: float
+) -> defer.Deferred:
+    """
+    Sample process C{pid} with py-spy from C{delay} to C{until} seconds from
+    now (the steady part of the load) into the flame graph C{svg}; fire when
+    py-spy has written it.
+    """
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    pyspy = shutil.which("py-spy")
+    if pyspy is None:
+        raise RuntimeError("py-spy is not installed (pip install py-spy)")
+    seconds = max(1, int(until - delay))
+
+    def record() -> defer.Deferred:
+        d = getProcessOutputAndValue(
+            pyspy,
+            ["record", "-o", svg, "--pid", str(pid), "--duration", str(seconds)],
+            env=dict(os.environ),
+            reactor=reactor,
+        )
+
+        def done(result: tuple[bytes, bytes, int]) -> None:
+            out, err, code = result
+            print(
+                f"py-spy exit {code}: {(out + err).decode(errors='replace')[-300:]}",
+                flush=True,
+            )
+
+        return d.addCallback(done)
+
+    return task.deferLater(reactor, delay, record)
+
+
 @defer.inlineCallbacks
 def run(reactor: Any, options: argparse.Namespace) -> Any:
+    """
+    One load run; fire with the report (a dict of figures).  Prints the
+    figures unless C{options.quiet}; C{options.reactor} picks the server's
+    reactor (see L{BenchServer}).
+    """
+    quiet = getattr(options, "quiet", False)
     directory = Path(tempfile.mkdtemp(prefix="bench_callbacks-"))
     talk = options.talk
     uas = harness.SippUAS(
@@ -181,7 +260,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
     )
     client = BenchAS(("127.0.0.1", 0))
     clientPort = harness.freePort()
-    server = harness.ServerProcess(
+    server = BenchServer(
         str(directory),
         uas.port,
         clientPort,
@@ -193,6 +272,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         request_memory=options.request_memory,
         max_lag=options.max_lag,
     )
+    server.twistdReactor = getattr(options, "reactor", None)
     client.server = server.iifAddress
     server.maxOutput = 500_000_000
     _children.extend([uas, server])
@@ -213,12 +293,13 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
 
         total = int(options.rate * options.seconds)
         start = time.monotonic()
-        print(
-            f"driving {total} callbacks at {options.rate}/s for {options.seconds} s"
-            f" (mode {options.mode}, talk {talk} s);"
-            f" server pid {server.pid}, SIPp pid {uas.pid}",
-            flush=True,
-        )
+        if not quiet:
+            print(
+                f"driving {total} callbacks at {options.rate}/s for {options.seconds} s"
+                f" (mode {options.mode}, talk {talk} s);"
+                f" server pid {server.pid}, SIPp pid {uas.pid}",
+                flush=True,
+            )
 
         def send(n: int) -> None:
             if options.mode == "duration":
@@ -228,6 +309,11 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
 
         for n in range(total):
             reactor.callLater(n / options.rate, send, n)
+        profiler = None
+        if getattr(options, "profile", None):
+            profiler = startProfiler(
+                reactor, server.pid, options.profile, talk + 1.0, options.seconds
+            )
 
         deadline = options.seconds + talk + options.drain
         while time.monotonic() - start < deadline:
@@ -241,6 +327,8 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
                 break
         end = time.monotonic()
         sampling.stop()
+        if profiler is not None:
+            yield profiler
         cpu = cpuSeconds(server.pid) - cpuStart
         sippCpu = cpuSeconds(uas.pid) - sippCpuStart
         drops = udpReceiveDrops() - dropsStart
@@ -315,6 +403,9 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
             ),
             "steady_rss_kib_per_finished": steadyGrowth,
             "udp_receive_drops": drops,
+            "refused": sum(1 for code, _ in client.acks.values() if code != "ok"),
+            "cpu_steady_share": cpuShare(sampler.cpu, windowStart, windowEnd),
+            "run_s": end - start,
         }
         elapsed = end - start
         lines = [
@@ -392,9 +483,10 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
                     " run >= 60 s to see the plateau)",
                 )
             )
-        print()
-        for label, value in lines:
-            print(f"{label:<30}{value}")
+        if not quiet:
+            print()
+            for label, value in lines:
+                print(f"{label:<30}{value}")
     except Exception:
         print(
             "benchmark failed; server output tail:\n" + server.output[-4000:],
@@ -457,6 +549,19 @@ def main(argv: list[str] | None = None) -> int:
         "--keep",
         action="store_true",
         help="keep the temporary directory (config, server log, SIPp errors)",
+    )
+    parser.add_argument(
+        "--reactor",
+        default=None,
+        help="the server's reactor: a twistd --reactor name (epoll, asyncio...)"
+        " or uvloop (asyncio reactor on uvloop); default: twistd's (epoll)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="SVG",
+        default=None,
+        help="sample the server with py-spy over the steady window; write a"
+        " flame graph to SVG",
     )
     options = parser.parse_args(argv)
     if harness.SIPP is None:
