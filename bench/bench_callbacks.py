@@ -189,10 +189,17 @@ class BenchServer(harness.ServerProcess):
     The server as the end-to-end tests start it, on the reactor chosen by
     C{twistdReactor}: a name for twistd's C{--reactor}, or C{"uvloop"}
     (Twisted's asyncio reactor on a uvloop event loop); C{None}: twistd's
-    default (epoll).
+    default (epoll).  C{root}: the source tree it runs from (default: this
+    one), so that two versions can be measured in one run.
     """
 
     twistdReactor: str | None = None
+    root: str | None = None
+
+    def _spawn(self, argv: Any, cwd: str, env: Any = None) -> None:
+        # The server runs from its working directory (first on sys.path):
+        # another source tree, e.g. a baseline commit, runs its own code.
+        super()._spawn(argv, self.root or cwd, env)
 
     def argv(self) -> list[str]:
         argv = super().argv()
@@ -273,6 +280,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         max_lag=options.max_lag,
     )
     server.twistdReactor = getattr(options, "reactor", None)
+    server.root = getattr(options, "root", None)
     client.server = server.iifAddress
     server.maxOutput = 500_000_000
     _children.extend([uas, server])

@@ -60,9 +60,12 @@ def rates(text: str) -> list[float]:
 
 
 @defer.inlineCallbacks
-def runOurStep(reactor: Any, options: argparse.Namespace, rate: float) -> Any:
+def runOurStep(
+    reactor: Any, options: argparse.Namespace, rate: float, root: str | None = None
+) -> Any:
     """
-    One step against our server, through L{bench_callbacks.run}.
+    One step against our server, through L{bench_callbacks.run}; C{root}:
+    the source tree the server runs from (default: this one).
     """
     stepOptions = argparse.Namespace(
         rate=rate,
@@ -78,6 +81,7 @@ def runOurStep(reactor: Any, options: argparse.Namespace, rate: float) -> Any:
         quiet=True,
         reactor=options.reactor,
         profile=options.profile if rate == options.profile_rate else None,
+        root=root,
     )
     report = yield bench_callbacks.run(reactor, stepOptions)
     right = report["completed"]
@@ -166,6 +170,7 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
     sippyRates, ourRates = rates(options.sippy_rates), rates(options.rates)
     sippy: list[dict[str, Any]] = []
     ours: list[dict[str, Any]] = []
+    baseline: list[dict[str, Any]] = []
     for index in range(max(len(sippyRates), len(ourRates))):
         if index < len(sippyRates):
             step = yield sippyside.runSippyStep(
@@ -175,6 +180,10 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
             print(row("sippy", step), flush=True)
             if step["errors"] and options.verbose:
                 print("  SIPp UAC errors (tail):", step["errors"], flush=True)
+        if index < len(ourRates) and options.baseline:
+            step = yield runOurStep(reactor, options, ourRates[index], options.baseline)
+            baseline.append(step)
+            print(row("baseline", step), flush=True)
         if index < len(ourRates):
             step = yield runOurStep(reactor, options, ourRates[index])
             ours.append(step)
@@ -198,13 +207,20 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
     print("|---|---|---|---|---|---|---|")
     for step in sippy:
         print(row("sippy", step).replace("| sippy |", "| sippy `b2bua_simple` |", 1))
+    for step in baseline:
+        print(row("callback_tw baseline", step))
     for step in ours:
         print(row("callback_tw", step))
     print()
-    for line in ratios(sippy, ours):
-        print(line)
-    ackP99 = ", ".join(f"{s['offered']:g}/s {s['ack_p99_ms']:.1f} ms" for s in ours)
-    print(f"callback_tw ACK p99: {ackP99}")
+    if sippy and ours:
+        for line in ratios(sippy, ours):
+            print(line)
+    for label, steps in (("baseline", baseline), ("callback_tw", ours)):
+        if steps:
+            ackP99 = ", ".join(
+                f"{s['offered']:g}/s {s['ack_p99_ms']:.1f} ms" for s in steps
+            )
+            print(f"{label} ACK p99: {ackP99}")
     return {"sippy": sippy, "ours": ours}
 
 
@@ -254,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="2 + 2 steps of 8 s (sippy 100,200; ours 150,250)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        default=None,
+        help="also run our server from this source tree (e.g. `git archive"
+        " main | tar -x -C DIR`) at each rate, before ours: before/after in"
+        " one run",
+    )
     parser.add_argument("--verbose", action="store_true")
     options = parser.parse_args(argv)
     if options.quick:
@@ -262,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     if harness.SIPP is None:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2
-    steps = len(rates(options.sippy_rates)) + len(rates(options.rates))
+    steps = len(rates(options.sippy_rates)) + len(rates(options.rates)) * (
+        2 if options.baseline else 1
+    )
     hardLimit = steps * (options.seconds + options.talk + options.drain + 25) + 30
 
     from twisted.internet import reactor
@@ -280,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
                 os.kill(child.pid, 9)
         reactor.stop()
 
+    def killChildren() -> None:
+        # Interrupted (^C): no step's own clean-up will run.
+        for child in bench_callbacks._children:
+            if child.running and child.pid:
+                os.kill(child.pid, 9)
+
+    reactor.addSystemEventTrigger("before", "shutdown", killChildren)
     reactor.callLater(hardLimit, overtime)
     reactor.callWhenRunning(lambda: runAll(reactor, options).addBoth(finished))
     reactor.run()

@@ -1,12 +1,20 @@
 # -*- test-case-name: tests.test_callback_overload -*-
 """
-The overload guard: how late the reactor runs.
+The overload guard: whether the reactor runs late for good.
 
 A server past its capacity does not slow down evenly: timers fire late, SIP
 retransmissions add load, durations overrun and callbacks fail across the
 board. Refusing new callbacks while the reactor lags keeps the running ones
 right; the AS gets C{code=fail} at once and can retry or go elsewhere. Lag,
 not a fixed rate, is measured, so the guard fits any machine.
+
+Only sustained lag counts. A single late timer (a collector pause, the
+process descheduled for a moment on a shared machine, a burst of datagrams)
+says nothing about capacity, and refusing on it turns callbacks away while
+the server still has CPU to spare. A reactor past its capacity is late at
+every tick, so the guard trips when most ticks of the last C{window} seconds
+(and of at least the last four) ran more than C{maxLag} late, and clears,
+with some hysteresis so that it does not flap at the edge, when few do.
 """
 
 from __future__ import annotations
@@ -28,42 +36,71 @@ class OverloadGuard(TimerService):
     While it runs, it ticks every C{interval} seconds on the reactor it was
     given; each tick records how much later than planned it ran.
 
-    @ivar maxLag: above this lag (seconds), L{overloaded} is true; 0 disables
+    @ivar maxLag: a tick later than this (seconds) is a late tick; 0 disables
         the guard (no timer at all).
+    @ivar tripShare: L{overloaded} becomes true when more than this share of
+        the ticks of the window are late...
+    @ivar clearShare: ...and false again when at most this share are.
+    @ivar minTicks: the window keeps at least this many ticks, however old,
+        and nothing is judged on fewer: a single stall long enough to empty
+        the window is one late tick among older ones, not a lasting lag,
+        while a reactor a second late at every tick still fills a window.
     """
 
     _log = Logger()
+    minTicks = 4
 
     def __init__(
-        self, reactor: Any, maxLag: float, interval: float = 0.05, window: float = 1.0
+        self,
+        reactor: Any,
+        maxLag: float,
+        interval: float = 0.05,
+        window: float = 1.0,
+        tripShare: float = 0.5,
+        clearShare: float = 0.25,
     ) -> None:
         """
         @param reactor: the L{IReactorTime} whose lateness is measured.
         @param interval: seconds between two ticks.
-        @param window: L{lag} is the largest lateness over this many seconds.
+        @param window: the ticks of the last C{window} seconds are judged; a
+            late reactor ticks less often, so the window is a time span, not
+            a number of ticks.
         """
         super().__init__(interval, self._tick)
         self.clock = reactor
         self.maxLag = maxLag
-        self._samples: deque[float] = deque(maxlen=max(1, round(window / interval)))
+        self.window = window
+        self.tripShare = tripShare
+        self.clearShare = clearShare
+        self._samples: deque[tuple[float, float]] = deque()
+        self._late = 0
         self._expected: float | None = None
-        self._wasOverloaded = False
+        self._overloaded = False
 
     @property
     def lag(self) -> float:
-        """The largest lateness (seconds) seen over the last C{window} seconds."""
-        return max(self._samples, default=0.0)
+        """
+        The median lateness (seconds) of the ticks of the last C{window}
+        seconds: how late the reactor typically runs now.
+        """
+        if not self._samples:
+            return 0.0
+        ordered = sorted(lateness for _, lateness in self._samples)
+        return ordered[len(ordered) // 2]
 
     @property
     def overloaded(self) -> bool:
         """Whether new callbacks should be refused now."""
-        return self.maxLag > 0 and self.lag > self.maxLag
+        return self._overloaded
 
     def startService(self) -> None:
         if self.maxLag <= 0:
             Service.startService(self)
             return
         self._expected = None
+        self._samples.clear()
+        self._late = 0
+        self._overloaded = False
         super().startService()
 
     def stopService(self) -> Any:
@@ -74,16 +111,32 @@ class OverloadGuard(TimerService):
     def _tick(self) -> None:
         now = self.clock.seconds()
         if self._expected is not None:
-            self._samples.append(max(0.0, now - self._expected))
+            self._record(now, max(0.0, now - self._expected))
         self._expected = now + self.step
-        overloaded = self.overloaded
-        if overloaded != self._wasOverloaded:
-            self._wasOverloaded = overloaded
-            if overloaded:
-                self._log.warn(
-                    "overloaded: the reactor runs {lag:.0f} ms late;"
-                    " refusing new callbacks",
-                    lag=self.lag * 1000,
-                )
-            else:
+
+    def _record(self, now: float, lateness: float) -> None:
+        samples = self._samples
+        samples.append((now, lateness))
+        if lateness > self.maxLag:
+            self._late += 1
+        horizon = now - self.window
+        while len(samples) > self.minTicks and samples[0][0] < horizon:
+            _, old = samples.popleft()
+            if old > self.maxLag:
+                self._late -= 1
+        share = self._late / len(samples)
+        if self._overloaded:
+            if share <= self.clearShare:
+                self._overloaded = False
                 self._log.info("no longer overloaded: accepting new callbacks")
+        elif share > self.tripShare and len(samples) >= self.minTicks:
+            self._overloaded = True
+            self._log.warn(
+                "overloaded: {share:.0%} of the reactor's ticks over {window} s ran"
+                " more than {maxLag:.0f} ms late (median {lag:.0f} ms);"
+                " refusing new callbacks",
+                share=share,
+                window=self.window,
+                maxLag=self.maxLag * 1000,
+                lag=self.lag * 1000,
+            )
