@@ -79,10 +79,34 @@ class OverloadGuardTests(SynchronousTestCase):
         self.assertEqual(len(texts), 2, texts)
         self.assertEqual(
             texts[0],
-            "overloaded: 75% of the reactor's ticks over 1.0 s ran more than"
+            "overloaded: 3 of the reactor's last 4 ticks ran more than"
             " 100 ms late (median 300 ms); refusing new callbacks",
         )
         self.assertEqual(texts[1], "no longer overloaded: accepting new callbacks")
+
+    def test_lateTicksInARow(self) -> None:
+        """
+        Three ticks in a row each 150 ms late trip the guard at once, even
+        though most ticks of the last second were on time: a reactor that
+        starts falling behind is stopped early, before the callbacks it
+        admitted overrun.
+        """
+        self.runOnTime(1)
+        self.runLate(0.15, 2)
+        self.assertFalse(self.monitor.overloaded)
+        self.runLate(0.15, 1)
+        self.assertTrue(self.monitor.overloaded)
+
+    def test_lateTicksApart(self) -> None:
+        """
+        Late ticks with on-time ticks between them, a minority of the window,
+        do not trip the guard.
+        """
+        self.runOnTime(1)
+        for _ in range(5):
+            self.runLate(0.15, 1)
+            self.runOnTime(0.3)
+            self.assertFalse(self.monitor.overloaded)
 
     def test_verySlowReactor(self) -> None:
         """

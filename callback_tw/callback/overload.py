@@ -12,9 +12,14 @@ Only sustained lag counts. A single late timer (a collector pause, the
 process descheduled for a moment on a shared machine, a burst of datagrams)
 says nothing about capacity, and refusing on it turns callbacks away while
 the server still has CPU to spare. A reactor past its capacity is late at
-every tick, so the guard trips when most ticks of the last C{window} seconds
-(and of at least the last four) ran more than C{maxLag} late, and clears,
-with some hysteresis so that it does not flap at the edge, when few do.
+every tick, so the guard trips when C{streak} ticks in a row, or most ticks
+of the last C{window} seconds (and of at least the last four), ran more than
+C{maxLag} late; and clears, with some hysteresis so that it does not flap at
+the edge, when few of the window's ticks do. The streak matters: each
+callback admitted loads the reactor again seconds later (its answers, its
+join, its BYE), so a guard that waits for a whole window of lag admits too
+much, and the reactor falls so far behind that accepted callbacks overrun
+their duration.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class OverloadGuard(TimerService):
     @ivar tripShare: L{overloaded} becomes true when more than this share of
         the ticks of the window are late...
     @ivar clearShare: ...and false again when at most this share are.
+    @ivar streak: this many late ticks in a row trip the guard at once.
     @ivar minTicks: the window keeps at least this many ticks, however old,
         and nothing is judged on fewer: a single stall long enough to empty
         the window is one late tick among older ones, not a lasting lag,
@@ -49,6 +55,7 @@ class OverloadGuard(TimerService):
 
     _log = Logger()
     minTicks = 4
+    streak = 3
 
     def __init__(
         self,
@@ -74,6 +81,7 @@ class OverloadGuard(TimerService):
         self.clearShare = clearShare
         self._samples: deque[tuple[float, float]] = deque()
         self._late = 0
+        self._inRow = 0
         self._expected: float | None = None
         self._overloaded = False
 
@@ -100,6 +108,7 @@ class OverloadGuard(TimerService):
         self._expected = None
         self._samples.clear()
         self._late = 0
+        self._inRow = 0
         self._overloaded = False
         super().startService()
 
@@ -119,6 +128,9 @@ class OverloadGuard(TimerService):
         samples.append((now, lateness))
         if lateness > self.maxLag:
             self._late += 1
+            self._inRow += 1
+        else:
+            self._inRow = 0
         horizon = now - self.window
         while len(samples) > self.minTicks and samples[0][0] < horizon:
             _, old = samples.popleft()
@@ -129,14 +141,16 @@ class OverloadGuard(TimerService):
             if share <= self.clearShare:
                 self._overloaded = False
                 self._log.info("no longer overloaded: accepting new callbacks")
-        elif share > self.tripShare and len(samples) >= self.minTicks:
+        elif self._inRow >= self.streak or (
+            share > self.tripShare and len(samples) >= self.minTicks
+        ):
             self._overloaded = True
             self._log.warn(
-                "overloaded: {share:.0%} of the reactor's ticks over {window} s ran"
-                " more than {maxLag:.0f} ms late (median {lag:.0f} ms);"
+                "overloaded: {late} of the reactor's last {ticks} ticks ran more"
+                " than {maxLag:.0f} ms late (median {lag:.0f} ms);"
                 " refusing new callbacks",
-                share=share,
-                window=self.window,
+                late=self._late,
+                ticks=len(samples),
                 maxLag=self.maxLag * 1000,
                 lag=self.lag * 1000,
             )
