@@ -231,7 +231,16 @@ def startProfiler(
     def record() -> defer.Deferred:
         d = getProcessOutputAndValue(
             pyspy,
-            ["record", "-o", svg, "--pid", str(pid), "--duration", str(seconds)],
+            [
+                "record",
+                "--nonblocking",
+                "-o",
+                svg,
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+            ],
             env=dict(os.environ),
             reactor=reactor,
         )

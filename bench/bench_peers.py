@@ -61,11 +61,16 @@ def rates(text: str) -> list[float]:
 
 @defer.inlineCallbacks
 def runOurStep(
-    reactor: Any, options: argparse.Namespace, rate: float, root: str | None = None
+    reactor: Any,
+    options: argparse.Namespace,
+    rate: float,
+    root: str | None = None,
+    reactorName: str | None = None,
 ) -> Any:
     """
     One step against our server, through L{bench_callbacks.run}; C{root}:
-    the source tree the server runs from (default: this one).
+    the source tree the server runs from (default: this one); C{reactorName}:
+    its reactor (default: C{--reactor}).
     """
     stepOptions = argparse.Namespace(
         rate=rate,
@@ -79,7 +84,7 @@ def runOurStep(
         trace=False,
         keep=False,
         quiet=True,
-        reactor=options.reactor,
+        reactor=reactorName or options.reactor,
         profile=options.profile if rate == options.profile_rate else None,
         root=root,
     )
@@ -171,6 +176,8 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
     sippy: list[dict[str, Any]] = []
     ours: list[dict[str, Any]] = []
     baseline: list[dict[str, Any]] = []
+    other: list[dict[str, Any]] = []
+    otherLabel = f"callback_tw on {options.also_reactor}"
     for index in range(max(len(sippyRates), len(ourRates))):
         if index < len(sippyRates):
             step = yield sippyside.runSippyStep(
@@ -184,6 +191,12 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
             step = yield runOurStep(reactor, options, ourRates[index], options.baseline)
             baseline.append(step)
             print(row("baseline", step), flush=True)
+        if index < len(ourRates) and options.also_reactor:
+            step = yield runOurStep(
+                reactor, options, ourRates[index], reactorName=options.also_reactor
+            )
+            other.append(step)
+            print(row(otherLabel, step), flush=True)
         if index < len(ourRates):
             step = yield runOurStep(reactor, options, ourRates[index])
             ours.append(step)
@@ -211,11 +224,17 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
         print(row("callback_tw baseline", step))
     for step in ours:
         print(row("callback_tw", step))
+    for step in other:
+        print(row(otherLabel, step))
     print()
     if sippy and ours:
         for line in ratios(sippy, ours):
             print(line)
-    for label, steps in (("baseline", baseline), ("callback_tw", ours)):
+    for label, steps in (
+        ("baseline", baseline),
+        ("callback_tw", ours),
+        (otherLabel, other),
+    ):
         if steps:
             ackP99 = ", ".join(
                 f"{s['offered']:g}/s {s['ack_p99_ms']:.1f} ms" for s in steps
@@ -278,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         " main | tar -x -C DIR`) at each rate, before ours: before/after in"
         " one run",
     )
+    parser.add_argument(
+        "--also-reactor",
+        dest="also_reactor",
+        default=None,
+        help="also run our server on this reactor (e.g. uvloop) at each rate,"
+        " right after the --reactor step",
+    )
     parser.add_argument("--verbose", action="store_true")
     options = parser.parse_args(argv)
     if options.quick:
@@ -287,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2
     steps = len(rates(options.sippy_rates)) + len(rates(options.rates)) * (
-        2 if options.baseline else 1
+        1 + bool(options.baseline) + bool(options.also_reactor)
     )
     hardLimit = steps * (options.seconds + options.talk + options.drain + 25) + 30
 
