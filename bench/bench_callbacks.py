@@ -190,11 +190,13 @@ class BenchServer(harness.ServerProcess):
     C{twistdReactor}: a name for twistd's C{--reactor}, or C{"uvloop"}
     (Twisted's asyncio reactor on a uvloop event loop); C{None}: twistd's
     default (epoll).  C{root}: the source tree it runs from (default: this
-    one), so that two versions can be measured in one run.
+    one), so that two versions can be measured in one run.  C{logLevel}: the
+    lowest level twistd writes (L{bench.benchlog}); default: all.
     """
 
     twistdReactor: str | None = None
     root: str | None = None
+    logLevel: str | None = None
 
     def _spawn(self, argv: Any, cwd: str, env: Any = None) -> None:
         # The server runs from its working directory (first on sys.path):
@@ -203,6 +205,10 @@ class BenchServer(harness.ServerProcess):
 
     def argv(self) -> list[str]:
         argv = super().argv()
+        if self.logLevel is not None:
+            # The repository root is the server's working directory, first on
+            # its sys.path: bench/ imports as a namespace package.
+            argv.insert(argv.index("-n"), f"--logger=bench.benchlog.{self.logLevel}")
         if self.twistdReactor is None:
             return argv
         name = self.twistdReactor
@@ -290,6 +296,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
     )
     server.twistdReactor = getattr(options, "reactor", None)
     server.root = getattr(options, "root", None)
+    server.logLevel = getattr(options, "log_level", None)
     client.server = server.iifAddress
     server.maxOutput = 500_000_000
     _children.extend([uas, server])
@@ -572,6 +579,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the server's reactor: a twistd --reactor name (epoll, asyncio...)"
         " or uvloop (asyncio reactor on uvloop); default: twistd's (epoll)",
+    )
+    parser.add_argument(
+        "--log-level",
+        dest="log_level",
+        choices=("debug", "info", "warn"),
+        default=None,
+        help="twistd writes only log events at this level and above (default:"
+        " every event, as twistd -l - does)",
     )
     parser.add_argument(
         "--profile",

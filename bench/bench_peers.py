@@ -61,16 +61,13 @@ def rates(text: str) -> list[float]:
 
 @defer.inlineCallbacks
 def runOurStep(
-    reactor: Any,
-    options: argparse.Namespace,
-    rate: float,
-    root: str | None = None,
-    reactorName: str | None = None,
+    reactor: Any, options: argparse.Namespace, rate: float, variant: dict[str, str]
 ) -> Any:
     """
-    One step against our server, through L{bench_callbacks.run}; C{root}:
-    the source tree the server runs from (default: this one); C{reactorName}:
-    its reactor (default: C{--reactor}).
+    One step against our server, through L{bench_callbacks.run}.
+
+    @param variant: what differs from C{options}: C{root} (the source tree
+        the server runs from), C{reactor}, C{log_level}, C{max_lag}.
     """
     stepOptions = argparse.Namespace(
         rate=rate,
@@ -79,14 +76,17 @@ def runOurStep(
         mode="duration",
         drain=options.drain,
         max_calls=100000,
-        max_lag=options.max_lag,
+        max_lag=float(variant.get("max_lag", options.max_lag)),
         request_memory=3600,
         trace=False,
         keep=False,
         quiet=True,
-        reactor=reactorName or options.reactor,
-        profile=options.profile if rate == options.profile_rate else None,
-        root=root,
+        reactor=variant.get("reactor", options.reactor),
+        log_level=variant.get("log_level"),
+        profile=(
+            options.profile if rate == options.profile_rate and not variant else None
+        ),
+        root=variant.get("root"),
     )
     report = yield bench_callbacks.run(reactor, stepOptions)
     right = report["completed"]
@@ -102,6 +102,18 @@ def runOurStep(
         "ack_p99_ms": report["ack_p99_ms"],
         "failures": report["failures"],
     }
+
+
+def parseVariant(text: str) -> tuple[str, dict[str, str]]:
+    """
+    C{LABEL:key=value,key=value} -> (label, settings).
+    """
+    label, _, rest = text.partition(":")
+    settings = dict(item.split("=", 1) for item in rest.split(",") if item)
+    unknown = set(settings) - {"root", "reactor", "log_level", "max_lag"}
+    if unknown:
+        raise SystemExit(f"--variant {text}: unknown settings {sorted(unknown)}")
+    return label, settings
 
 
 def percent(part: float, whole: float) -> str:
@@ -174,10 +186,10 @@ def ratios(sippy: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[str]
 def runAll(reactor: Any, options: argparse.Namespace) -> Any:
     sippyRates, ourRates = rates(options.sippy_rates), rates(options.rates)
     sippy: list[dict[str, Any]] = []
-    ours: list[dict[str, Any]] = []
-    baseline: list[dict[str, Any]] = []
-    other: list[dict[str, Any]] = []
-    otherLabel = f"callback_tw on {options.also_reactor}"
+    # Our variants, run in this order at each rate; "callback_tw" (this
+    # tree, the options as given) last.
+    variants = [*options.variants, ("callback_tw", {})]
+    ours: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in variants}
     for index in range(max(len(sippyRates), len(ourRates))):
         if index < len(sippyRates):
             step = yield sippyside.runSippyStep(
@@ -187,20 +199,12 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
             print(row("sippy", step), flush=True)
             if step["errors"] and options.verbose:
                 print("  SIPp UAC errors (tail):", step["errors"], flush=True)
-        if index < len(ourRates) and options.baseline:
-            step = yield runOurStep(reactor, options, ourRates[index], options.baseline)
-            baseline.append(step)
-            print(row("baseline", step), flush=True)
-        if index < len(ourRates) and options.also_reactor:
-            step = yield runOurStep(
-                reactor, options, ourRates[index], reactorName=options.also_reactor
-            )
-            other.append(step)
-            print(row(otherLabel, step), flush=True)
-        if index < len(ourRates):
-            step = yield runOurStep(reactor, options, ourRates[index])
-            ours.append(step)
-            print(row("callback_tw", step), flush=True)
+        if index >= len(ourRates):
+            continue
+        for label, variant in variants:
+            step = yield runOurStep(reactor, options, ourRates[index], variant)
+            ours[label].append(step)
+            print(row(label, step), flush=True)
             if options.verbose:
                 print(
                     f"  ACK p99 {step['ack_p99_ms']:.1f} ms; failures"
@@ -211,8 +215,11 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
     print(
         f"steps of {options.seconds:g} s offered, talk {options.talk:g} s;"
         f" callback_tw reactor {options.reactor or 'epoll (default)'},"
-        f" max_lag {options.max_lag:g}"
+        f" max_lag {options.max_lag:g}; load average"
+        f" {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
+    for label, variant in options.variants:
+        print(f"  {label}: {variant}")
     print(
         "| system | offered /s | done right | achieved /s | server CPU per unit"
         " | server CPU, share of a core | overload refusals |"
@@ -220,27 +227,20 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
     print("|---|---|---|---|---|---|---|")
     for step in sippy:
         print(row("sippy", step).replace("| sippy |", "| sippy `b2bua_simple` |", 1))
-    for step in baseline:
-        print(row("callback_tw baseline", step))
-    for step in ours:
-        print(row("callback_tw", step))
-    for step in other:
-        print(row(otherLabel, step))
+    for label, _ in variants:
+        for step in ours[label]:
+            print(row(label, step))
     print()
-    if sippy and ours:
-        for line in ratios(sippy, ours):
+    if sippy and ours["callback_tw"]:
+        for line in ratios(sippy, ours["callback_tw"]):
             print(line)
-    for label, steps in (
-        ("baseline", baseline),
-        ("callback_tw", ours),
-        (otherLabel, other),
-    ):
-        if steps:
-            ackP99 = ", ".join(
-                f"{s['offered']:g}/s {s['ack_p99_ms']:.1f} ms" for s in steps
-            )
+    for label, _ in variants:
+        ackP99 = ", ".join(
+            f"{s['offered']:g}/s {s['ack_p99_ms']:.1f} ms" for s in ours[label]
+        )
+        if ackP99:
             print(f"{label} ACK p99: {ackP99}")
-    return {"sippy": sippy, "ours": ours}
+    return {"sippy": sippy, "ours": ours["callback_tw"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,22 +290,26 @@ def main(argv: list[str] | None = None) -> int:
         help="2 + 2 steps of 8 s (sippy 100,200; ours 150,250)",
     )
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:key=value,...",
+        help="also run our server so at each rate, before ours: root=DIR (another"
+        " source tree, e.g. `git archive main | tar -x -C DIR`), reactor=NAME"
+        " (epoll, asyncio, uvloop), log_level=LEVEL (twistd writes only events"
+        " at LEVEL and above), max_lag=S; repeat for more",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="DIR",
         default=None,
-        help="also run our server from this source tree (e.g. `git archive"
-        " main | tar -x -C DIR`) at each rate, before ours: before/after in"
-        " one run",
-    )
-    parser.add_argument(
-        "--also-reactor",
-        dest="also_reactor",
-        default=None,
-        help="also run our server on this reactor (e.g. uvloop) at each rate,"
-        " right after the --reactor step",
+        help="short for --variant baseline:root=DIR",
     )
     parser.add_argument("--verbose", action="store_true")
     options = parser.parse_args(argv)
+    options.variants = [parseVariant(v) for v in options.variant]
+    if options.baseline:
+        options.variants.insert(0, ("baseline", {"root": options.baseline}))
     if options.quick:
         options.sippy_rates, options.rates = "100,200", "150,250"
         options.seconds, options.drain = 8.0, 6.0
@@ -313,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2
     steps = len(rates(options.sippy_rates)) + len(rates(options.rates)) * (
-        1 + bool(options.baseline) + bool(options.also_reactor)
+        1 + len(options.variants)
     )
     hardLimit = steps * (options.seconds + options.talk + options.drain + 25) + 30
 
