@@ -186,8 +186,8 @@ def ratios(sippy: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[str]
 def runAll(reactor: Any, options: argparse.Namespace) -> Any:
     sippyRates, ourRates = rates(options.sippy_rates), rates(options.rates)
     sippy: list[dict[str, Any]] = []
-    # Our variants, run in this order at each rate; "callback_tw" (this
-    # tree, the options as given) last.
+    # Our variants and "callback_tw" (this tree, the options as given); the
+    # order turns by one at each rate, so that none always runs first.
     variants = [*options.variants, ("callback_tw", {})]
     ours: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in variants}
     for index in range(max(len(sippyRates), len(ourRates))):
@@ -201,7 +201,8 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
                 print("  SIPp UAC errors (tail):", step["errors"], flush=True)
         if index >= len(ourRates):
             continue
-        for label, variant in variants:
+        turn = index % len(variants)
+        for label, variant in variants[turn:] + variants[:turn]:
             step = yield runOurStep(reactor, options, ourRates[index], variant)
             ours[label].append(step)
             print(row(label, step), flush=True)

@@ -14,12 +14,14 @@ says nothing about capacity, and refusing on it turns callbacks away while
 the server still has CPU to spare. A reactor past its capacity is late at
 every tick, so the guard trips when C{streak} ticks in a row, or most ticks
 of the last C{window} seconds (and of at least the last four), ran more than
-C{maxLag} late; and clears, with some hysteresis so that it does not flap at
-the edge, when few of the window's ticks do. The streak matters: each
-callback admitted loads the reactor again seconds later (its answers, its
-join, its BYE), so a guard that waits for a whole window of lag admits too
-much, and the reactor falls so far behind that accepted callbacks overrun
-their duration.
+C{maxLag} late, or when one tick ran more than C{stallFactor} times C{maxLag}
+late (with the collector tuned, a stall that long means the process is
+starved of CPU, and every callback in flight is already late); and clears,
+with some hysteresis so that it does not flap at the edge, when few of the
+window's ticks do. The streak and the stall matter: each callback admitted
+loads the reactor again seconds later (its answers, its join, its BYE), so a
+guard that waits for a whole window of lag admits too much, and the reactor
+falls so far behind that accepted callbacks overrun their duration.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class OverloadGuard(TimerService):
         the ticks of the window are late...
     @ivar clearShare: ...and false again when at most this share are.
     @ivar streak: this many late ticks in a row trip the guard at once.
+    @ivar stallFactor: one tick later than this many times C{maxLag} trips
+        the guard at once.
     @ivar minTicks: the window keeps at least this many ticks, however old,
         and nothing is judged on fewer: a single stall long enough to empty
         the window is one late tick among older ones, not a lasting lag,
@@ -56,6 +60,7 @@ class OverloadGuard(TimerService):
     _log = Logger()
     minTicks = 4
     streak = 3
+    stallFactor = 3.0
 
     def __init__(
         self,
@@ -141,8 +146,10 @@ class OverloadGuard(TimerService):
             if share <= self.clearShare:
                 self._overloaded = False
                 self._log.info("no longer overloaded: accepting new callbacks")
-        elif self._inRow >= self.streak or (
-            share > self.tripShare and len(samples) >= self.minTicks
+        elif (
+            self._inRow >= self.streak
+            or lateness > self.stallFactor * self.maxLag
+            or (share > self.tripShare and len(samples) >= self.minTicks)
         ):
             self._overloaded = True
             self._log.warn(
