@@ -192,11 +192,14 @@ class BenchServer(harness.ServerProcess):
     default (epoll).  C{root}: the source tree it runs from (default: this
     one), so that two versions can be measured in one run.  C{logLevel}: the
     lowest level twistd writes (L{bench.benchlog}); default: all.
+    C{prelude}: a module the server imports first (a measurement aid such
+    as L{bench.sippyfast}).
     """
 
     twistdReactor: str | None = None
     root: str | None = None
     logLevel: str | None = None
+    prelude: str | None = None
 
     def _spawn(self, argv: Any, cwd: str, env: Any = None) -> None:
         # The server runs from its working directory (first on sys.path):
@@ -205,6 +208,9 @@ class BenchServer(harness.ServerProcess):
 
     def argv(self) -> list[str]:
         argv = super().argv()
+        if self.prelude is not None:
+            # A module imported before twistd starts (bench.sippyfast...).
+            argv[2] = f"import {self.prelude}; " + argv[2]
         if self.logLevel is not None:
             # The repository root is the server's working directory, first on
             # its sys.path: bench/ imports as a namespace package.
@@ -297,6 +303,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
     server.twistdReactor = getattr(options, "reactor", None)
     server.root = getattr(options, "root", None)
     server.logLevel = getattr(options, "log_level", None)
+    server.prelude = getattr(options, "prelude", None)
     client.server = server.iifAddress
     server.maxOutput = 500_000_000
     _children.extend([uas, server])

@@ -67,7 +67,8 @@ def runOurStep(
     One step against our server, through L{bench_callbacks.run}.
 
     @param variant: what differs from C{options}: C{root} (the source tree
-        the server runs from), C{reactor}, C{log_level}, C{max_lag}.
+        the server runs from), C{reactor}, C{log_level}, C{max_lag},
+        C{prelude}.
     """
     stepOptions = argparse.Namespace(
         rate=rate,
@@ -83,6 +84,7 @@ def runOurStep(
         quiet=True,
         reactor=variant.get("reactor", options.reactor),
         log_level=variant.get("log_level"),
+        prelude=variant.get("prelude"),
         profile=(
             options.profile if rate == options.profile_rate and not variant else None
         ),
@@ -110,7 +112,7 @@ def parseVariant(text: str) -> tuple[str, dict[str, str]]:
     """
     label, _, rest = text.partition(":")
     settings = dict(item.split("=", 1) for item in rest.split(",") if item)
-    unknown = set(settings) - {"root", "reactor", "log_level", "max_lag"}
+    unknown = set(settings) - {"root", "reactor", "log_level", "max_lag", "prelude"}
     if unknown:
         raise SystemExit(f"--variant {text}: unknown settings {sorted(unknown)}")
     return label, settings
@@ -298,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         help="also run our server so at each rate, before ours: root=DIR (another"
         " source tree, e.g. `git archive main | tar -x -C DIR`), reactor=NAME"
         " (epoll, asyncio, uvloop), log_level=LEVEL (twistd writes only events"
-        " at LEVEL and above), max_lag=S; repeat for more",
+        " at LEVEL and above), max_lag=S, prelude=MODULE (imported by the server"
+        " first, e.g. bench.sippyfast); repeat for more",
     )
     parser.add_argument(
         "--baseline",
