@@ -52,9 +52,9 @@ class OverloadGuard(TimerService):
     @ivar stallFactor: one tick later than this many times C{maxLag} trips
         the guard at once.
     @ivar minTicks: the window keeps at least this many ticks, however old,
-        and nothing is judged on fewer: a single stall long enough to empty
-        the window is one late tick among older ones, not a lasting lag,
-        while a reactor a second late at every tick still fills a window.
+        and its share is judged on no fewer: a reactor late by more than the
+        window at every tick is still judged on several ticks, and the first
+        ticks after start are not judged alone.
     """
 
     _log = Logger()
@@ -93,13 +93,14 @@ class OverloadGuard(TimerService):
     @property
     def lag(self) -> float:
         """
-        The median lateness (seconds) of the ticks of the last C{window}
-        seconds: how late the reactor typically runs now.
+        How late (seconds) the reactor runs now: the median lateness of the
+        ticks of the last C{window} seconds, or the last tick's if that is
+        more (a stall that just tripped the guard).
         """
         if not self._samples:
             return 0.0
         ordered = sorted(lateness for _, lateness in self._samples)
-        return ordered[len(ordered) // 2]
+        return max(ordered[len(ordered) // 2], self._samples[-1][1])
 
     @property
     def overloaded(self) -> bool:
@@ -154,10 +155,11 @@ class OverloadGuard(TimerService):
             self._overloaded = True
             self._log.warn(
                 "overloaded: {late} of the reactor's last {ticks} ticks ran more"
-                " than {maxLag:.0f} ms late (median {lag:.0f} ms);"
-                " refusing new callbacks",
+                " than {maxLag:.0f} ms late (median {median:.0f} ms, last"
+                " {last:.0f} ms); refusing new callbacks",
                 late=self._late,
                 ticks=len(samples),
+                median=sorted(x for _, x in samples)[len(samples) // 2] * 1000,
+                last=lateness * 1000,
                 maxLag=self.maxLag * 1000,
-                lag=self.lag * 1000,
             )
