@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -147,7 +148,7 @@ class BenchAS(DatagramProtocol):
 
 class Sampler:
     """
-    Samples the server's RSS and the number of active callbacks.
+    Samples the server's RSS, CPU time and the number of active callbacks.
     """
 
     def __init__(self, pid: int, client: BenchAS) -> None:
@@ -156,20 +157,126 @@ class Sampler:
         self.peakRss = 0
         self.peakActive = 0
         self.samples: list[tuple[float, int, int]] = []
+        self.cpu: list[tuple[float, float]] = []
 
     def sample(self) -> None:
         try:
             rss = rssKiB(self.pid)
+            cpu = cpuSeconds(self.pid)
         except OSError:
             return
         active = self.client.active()
-        self.samples.append((time.monotonic(), rss, active))
+        now = time.monotonic()
+        self.samples.append((now, rss, active))
+        self.cpu.append((now, cpu))
         self.peakRss = max(self.peakRss, rss)
         self.peakActive = max(self.peakActive, active)
 
 
+def cpuShare(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """
+    The fraction of one core used between C{start} and C{end}, from
+    (monotonic time, CPU seconds) samples; NaN without two samples there.
+    """
+    inside = [(t, cpu) for t, cpu in samples if start <= t <= end]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return float("nan")
+    return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+class BenchServer(harness.ServerProcess):
+    """
+    The server as the end-to-end tests start it, on the reactor chosen by
+    C{twistdReactor}: a name for twistd's C{--reactor}, or C{"uvloop"}
+    (Twisted's asyncio reactor on a uvloop event loop); C{None}: twistd's
+    default (epoll).  C{root}: the source tree it runs from (default: this
+    one), so that two versions can be measured in one run.  C{logLevel}: the
+    lowest level twistd writes (L{bench.benchlog}); default: all.
+    C{prelude}: a module the server imports first (a measurement aid such
+    as L{bench.sippyfast}).
+    """
+
+    twistdReactor: str | None = None
+    root: str | None = None
+    logLevel: str | None = None
+    prelude: str | None = None
+
+    def _spawn(self, argv: Any, cwd: str, env: Any = None) -> None:
+        # The server runs from its working directory (first on sys.path):
+        # another source tree, e.g. a baseline commit, runs its own code.
+        super()._spawn(argv, self.root or cwd, env)
+
+    def argv(self) -> list[str]:
+        argv = super().argv()
+        if self.prelude is not None:
+            # A module imported before twistd starts (bench.sippyfast...).
+            argv[2] = f"import {self.prelude}; " + argv[2]
+        if self.logLevel is not None:
+            # The repository root is the server's working directory, first on
+            # its sys.path: bench/ imports as a namespace package.
+            argv.insert(argv.index("-n"), f"--logger=bench.benchlog.{self.logLevel}")
+        if self.twistdReactor is None:
+            return argv
+        name = self.twistdReactor
+        if name == "uvloop":
+            argv[2] = "import uvloop; uvloop.install(); " + argv[2]
+            name = "asyncio"
+        argv.insert(argv.index("-n"), f"--reactor={name}")
+        return argv
+
+
+def startProfiler(
+    reactor: Any, pid: int, svg: str, delay: float, until: float
+) -> defer.Deferred:
+    """
+    Sample process C{pid} with py-spy from C{delay} to C{until} seconds from
+    now (the steady part of the load) into the flame graph C{svg}; fire when
+    py-spy has written it.
+    """
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    pyspy = shutil.which("py-spy")
+    if pyspy is None:
+        raise RuntimeError("py-spy is not installed (pip install py-spy)")
+    seconds = max(1, int(until - delay))
+
+    def record() -> defer.Deferred:
+        d = getProcessOutputAndValue(
+            pyspy,
+            [
+                "record",
+                "--nonblocking",
+                "-o",
+                svg,
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+            ],
+            env=dict(os.environ),
+            reactor=reactor,
+        )
+
+        def done(result: tuple[bytes, bytes, int]) -> None:
+            out, err, code = result
+            print(
+                f"py-spy exit {code}: {(out + err).decode(errors='replace')[-300:]}",
+                flush=True,
+            )
+
+        return d.addCallback(done)
+
+    return task.deferLater(reactor, delay, record)
+
+
 @defer.inlineCallbacks
 def run(reactor: Any, options: argparse.Namespace) -> Any:
+    """
+    One load run; fire with the report (a dict of figures).  Prints the
+    figures unless C{options.quiet}; C{options.reactor} picks the server's
+    reactor (see L{BenchServer}).
+    """
+    quiet = getattr(options, "quiet", False)
     directory = Path(tempfile.mkdtemp(prefix="bench_callbacks-"))
     talk = options.talk
     uas = harness.SippUAS(
@@ -181,7 +288,7 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
     )
     client = BenchAS(("127.0.0.1", 0))
     clientPort = harness.freePort()
-    server = harness.ServerProcess(
+    server = BenchServer(
         str(directory),
         uas.port,
         clientPort,
@@ -194,6 +301,10 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
         max_lag=options.max_lag,
         url=getattr(options, "store", None) or "sqlite:///callbacks.db",
     )
+    server.twistdReactor = getattr(options, "reactor", None)
+    server.root = getattr(options, "root", None)
+    server.logLevel = getattr(options, "log_level", None)
+    server.prelude = getattr(options, "prelude", None)
     client.server = server.iifAddress
     server.maxOutput = 500_000_000
     _children.extend([uas, server])
@@ -214,12 +325,13 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
 
         total = int(options.rate * options.seconds)
         start = time.monotonic()
-        print(
-            f"driving {total} callbacks at {options.rate}/s for {options.seconds} s"
-            f" (mode {options.mode}, talk {talk} s);"
-            f" server pid {server.pid}, SIPp pid {uas.pid}",
-            flush=True,
-        )
+        if not quiet:
+            print(
+                f"driving {total} callbacks at {options.rate}/s for {options.seconds} s"
+                f" (mode {options.mode}, talk {talk} s);"
+                f" server pid {server.pid}, SIPp pid {uas.pid}",
+                flush=True,
+            )
 
         def send(n: int) -> None:
             if options.mode == "duration":
@@ -229,6 +341,11 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
 
         for n in range(total):
             reactor.callLater(n / options.rate, send, n)
+        profiler = None
+        if getattr(options, "profile", None):
+            profiler = startProfiler(
+                reactor, server.pid, options.profile, talk + 1.0, options.seconds
+            )
 
         deadline = options.seconds + talk + options.drain
         while time.monotonic() - start < deadline:
@@ -242,6 +359,8 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
                 break
         end = time.monotonic()
         sampling.stop()
+        if profiler is not None:
+            yield profiler
         cpu = cpuSeconds(server.pid) - cpuStart
         sippCpu = cpuSeconds(uas.pid) - sippCpuStart
         drops = udpReceiveDrops() - dropsStart
@@ -316,6 +435,9 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
             ),
             "steady_rss_kib_per_finished": steadyGrowth,
             "udp_receive_drops": drops,
+            "refused": sum(1 for code, _ in client.acks.values() if code != "ok"),
+            "cpu_steady_share": cpuShare(sampler.cpu, windowStart, windowEnd),
+            "run_s": end - start,
         }
         elapsed = end - start
         lines = [
@@ -393,9 +515,10 @@ def run(reactor: Any, options: argparse.Namespace) -> Any:
                     " run >= 60 s to see the plateau)",
                 )
             )
-        print()
-        for label, value in lines:
-            print(f"{label:<30}{value}")
+        if not quiet:
+            print()
+            for label, value in lines:
+                print(f"{label:<30}{value}")
     except Exception:
         print(
             "benchmark failed; server output tail:\n" + server.output[-4000:],
@@ -465,6 +588,27 @@ def makeParser() -> argparse.ArgumentParser:
         "--keep",
         action="store_true",
         help="keep the temporary directory (config, server log, SIPp errors)",
+    )
+    parser.add_argument(
+        "--reactor",
+        default=None,
+        help="the server's reactor: a twistd --reactor name (epoll, asyncio...)"
+        " or uvloop (asyncio reactor on uvloop); default: twistd's (epoll)",
+    )
+    parser.add_argument(
+        "--log-level",
+        dest="log_level",
+        choices=("debug", "info", "warn"),
+        default=None,
+        help="twistd writes only log events at this level and above (default:"
+        " every event, as twistd -l - does)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="SVG",
+        default=None,
+        help="sample the server with py-spy over the steady window; write a"
+        " flame graph to SVG",
     )
     return parser
 

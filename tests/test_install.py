@@ -92,16 +92,18 @@ class InstallScriptTests(SynchronousTestCase):
         for script in ("callback-client", "callback-cdr"):
             self.assertTrue(os.path.exists(os.path.join(prefix, "bin", script)))
 
-        # The sample, with the store in the unit's state directory (the unit
-        # makes /etc read-only for the service).
+        # The sample, but the store in the unit's state directory (the unit
+        # makes /etc read-only).
         self.assertEqual(
             _read(config),
             _read(SAMPLE).replace(
-                "\nurl = sqlite:///callbacks.db\n",
-                "\nurl = sqlite:////var/lib/callback_tw/callbacks.db\n",
+                "url = sqlite:///callbacks.db",
+                "url = sqlite:////var/lib/callback_tw/callbacks.db",
             ),
         )
-        self.assertIn("\nurl = sqlite:///callbacks.db\n", _read(SAMPLE))
+        self.assertIn(
+            "url = sqlite:////var/lib/callback_tw/callbacks.db", _read(config)
+        )
         self.assertEqual(os.stat(config).st_mode & 0o777, 0o640)
         text = _read(unit)
         self.assertIn(

@@ -323,3 +323,60 @@ class FakeReactorSanityTests(SynchronousTestCase):
         port = clock.adoptDatagramPort(0, 2, object())
         port.write(b"x", ("127.0.0.1", 1))
         self.assertEqual(clock.sent[0].data, "x")
+
+
+class MyDirTests(SynchronousTestCase):
+    """
+    sippy's C{'my' in dir(value)} tests run on a cheap module-level C{dir}
+    (L{adapter.patches.myDir}); what sippy writes must not change.
+    """
+
+    def setUp(self) -> None:
+        """Headers and an SDP origin with placeholders and literal values."""
+        from sippy.SdpOrigin import SdpOrigin
+        from sippy.SipConf import MyAddress, MyPort, MyTransport, SipConf
+        from sippy.SipURL import SipURL
+        from sippy.SipVia import SipVia
+
+        local = (("10.0.0.1", 5062), "udp")
+        placeholders = SipURL(
+            username="100", host=MyAddress(), port=MyPort(SipConf.default_port)
+        )
+        placeholders.transport = MyTransport("udp")
+        literal = SipURL(username="101", host="192.0.2.7", port=5070)
+        viaPlaceholders = SipVia()
+        viaLiteral = SipVia(body="SIP/2.0/UDP 192.0.2.9:5080;branch=z9hG4bKx")
+        origin = SdpOrigin()
+        origin.address = MyAddress()
+        self.local = local
+        self.objects = [placeholders, literal, viaPlaceholders, viaLiteral, origin]
+
+    def wire(self) -> list[str]:
+        """What sippy writes for each object."""
+        return [o.localStr(self.local) for o in self.objects]
+
+    def test_sameBytesAsBuiltinDir(self) -> None:
+        """
+        URLs, Vias and origins with sippy's placeholders and with literal
+        values are written exactly as with the builtin C{dir}.
+        """
+        import builtins
+
+        from callback_tw.sip.adapter import patches
+
+        patched = self.wire()
+        modules = patches._MY_DIR_MODULES
+        for module in modules:
+            self.assertIs(module.dir, patches.myDir)
+            module.dir = builtins.dir
+        try:
+            original = self.wire()
+        finally:
+            for module in modules:
+                module.dir = patches.myDir
+        self.assertEqual(patched, original)
+        self.assertIn("10.0.0.1:5062", patched[0])
+        self.assertIn("192.0.2.7:5070", patched[1])
+        self.assertIn("SIP/2.0/UDP 10.0.0.1:5062", patched[2])
+        self.assertIn("192.0.2.9:5080", patched[3])
+        self.assertTrue(patched[4].endswith("IP4 10.0.0.1"), patched[4])

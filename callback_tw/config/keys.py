@@ -286,10 +286,12 @@ KEYS: tuple[Key, ...] = (
         "maxLag",
         values.seconds(allowZero=True),
         "Overload guard, seconds (>= 0; 0 = off): while the server runs later"
-        " than this behind its own clock (a sign that the CPU is saturated),"
-        ' new REQUESTs get "ACK: ...;code=fail;" instead of making every'
-        " running callback late (late BYEs, durations that overrun).  Running"
-        " callbacks are not touched.",
+        " than this behind its own clock for a sustained time (three 50 ms"
+        " ticks in a row, most ticks of the last second, or one stall of three"
+        " times this; a sign that the CPU is saturated), new REQUESTs get"
+        ' "ACK: ...;code=fail;" instead of making every running callback late'
+        " (late BYEs, durations that overrun).  Running callbacks are not"
+        " touched.",
         0.1,
     ),
     Key(

@@ -12,16 +12,27 @@ imported:
     such as C{*21*0049301234#} would end the URI at C{#} for the far end.
     C{#} is escaped (C{%23}) like every other character outside the RFC's
     set.
+  - C{SipURL}, C{SipVia}, C{SipConf}, C{SdpOrigin} and C{SipWWWAuthenticate}
+    tell their "my address / my port / my transport" placeholders from
+    literal values with C{'my' in dir(value)}: a sorted list of every
+    attribute, several times per URL and Via written, 10-16 % of the
+    server's CPU at 200 callbacks/s (docs/performance.md). Those modules use
+    C{dir} for nothing else, so a module-level C{dir} that answers only that
+    question gives the same bytes on the wire for a fraction of the cost.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import sippy.SdpOrigin as _sdpOrigin
+import sippy.SipConf as _sipConf
 import sippy.SipURL as _sipURL
+import sippy.SipVia as _sipVia
+import sippy.SipWWWAuthenticate as _sipWWWAuthenticate
 from sippy.Exceptions.SipParseError import SipParseError
 
-__all__ = ["USER_SAFE", "installPatches"]
+__all__ = ["USER_SAFE", "installPatches", "myDir"]
 
 #: RFC 3261 25.1: user-unreserved and mark, the characters a user part may
 #: carry unescaped besides letters and digits.
@@ -39,7 +50,23 @@ def _getResponse(self: SipParseError, req: Any = None) -> Any:
     return _originalGetResponse(self, req)
 
 
+#: The sippy modules whose only use of C{dir} is C{'my' in dir(value)}
+#: (checked against sippy 2.5.0).
+_MY_DIR_MODULES = (_sipURL, _sipVia, _sipConf, _sdpOrigin, _sipWWWAuthenticate)
+
+
+def myDir(value: Any) -> tuple[str, ...]:
+    """
+    C{dir} as those modules use it: C{("my",)} for sippy's C{MyAddress},
+    C{MyPort}, C{MyTransport} placeholders (their class attribute C{my}),
+    C{()} for anything else.
+    """
+    return ("my",) if hasattr(value, "my") else ()
+
+
 def installPatches() -> None:
     """Apply the fixes (idempotent)."""
     SipParseError.getResponse = _getResponse  # type: ignore[method-assign]
     _sipURL.USERNAME_SAFE = USER_SAFE
+    for module in _MY_DIR_MODULES:
+        module.dir = myDir  # type: ignore[attr-defined]
