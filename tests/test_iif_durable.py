@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from callback_tw.callback.errors import CallbackRefused
 from callback_tw.iif.peers import Peer
 from callback_tw.iif.signing import verify
+from callback_tw.policy import PeerRules
 from callback_tw.store import CallbackRecord
 from tests.iifhelpers import PEER, makeProtocol
 from tests.storehelpers import MemoryStore
@@ -239,6 +240,65 @@ class RestartTests(SynchronousTestCase):
             verify(data, key, 1000, 30), b"RESPONSE: id=9;real_duration=12;"
         )
         self.assertIsNotNone(store.rows["9"].responseSentAt)
+
+
+class RepeatsBeforeLimitsTests(SynchronousTestCase):
+    """
+    A limit refuses new callbacks, never the repeat of one the store knows:
+    the AS that missed its ACK or RESPONSE gets them again.
+    """
+
+    def test_endedRepeatAtRateLimit(self) -> None:
+        """
+        A peer at its rate limit repeats the REQUEST of a callback that
+        ended: it gets ACK ok and the RESPONSE again, no call; a new id at the
+        same moment gets code=fail.
+        """
+        peer = Peer("as1", "127.0.0.1", 6000, rules=PeerRules(rate=1))
+        protocol, transport, manager, _ = makeProtocol(peers=[peer])
+        protocol.datagramReceived(REQUEST, PEER)
+        manager.calls[0].finish(33)
+        del transport.written[:]
+        protocol.datagramReceived(REQUEST, PEER)
+        protocol.datagramReceived(
+            b"REQUEST: id=5678;user1=100;user2=101;duration=60;", PEER
+        )
+        self.assertEqual(
+            transport.written,
+            [
+                (ACK_OK, PEER),
+                (RESPONSE % 33, PEER),
+                (b"ACK: id=5678;code=fail;", PEER),
+            ],
+        )
+        self.assertEqual(len(manager.calls), 1)
+
+    def test_endedRepeatWhileServerRefuses(self) -> None:
+        """
+        While the server refuses new callbacks (max_calls, overload), the
+        repeat of an ended one still gets its ACK ok and RESPONSE.
+        """
+        protocol, transport, manager, _ = makeProtocol()
+        protocol.datagramReceived(REQUEST, PEER)
+        manager.calls[0].finish(8)
+        del transport.written[:]
+        manager.admit = _refuse
+        protocol.datagramReceived(REQUEST, PEER)
+        protocol.datagramReceived(
+            b"REQUEST: id=5678;user1=100;user2=101;duration=60;", PEER
+        )
+        self.assertEqual(
+            transport.written,
+            [
+                (ACK_OK, PEER),
+                (RESPONSE % 8, PEER),
+                (b"ACK: id=5678;code=fail;", PEER),
+            ],
+        )
+
+
+def _refuse(request: object) -> None:
+    raise CallbackRefused("max_calls (1) reached")
 
 
 class SeveralServersTests(SynchronousTestCase):

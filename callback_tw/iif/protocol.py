@@ -25,7 +25,7 @@ the count of the ones not written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -47,7 +47,7 @@ from callback_tw.iif.message import (
 from callback_tw.iif.peers import Peer, PeerTable
 from callback_tw.iif.responses import ResponseSending, formatSource
 from callback_tw.iif.signing import SignatureError
-from callback_tw.policy import Admission
+from callback_tw.policy import Admission, Rule
 from callback_tw.ratelimit import LogLimiter
 from callback_tw.store.records import NewCallback
 
@@ -324,17 +324,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         if verdict is None:
             return
         self._pending[callbackId] = pending = Pending(request, peer)
-        new = NewCallback(
-            callbackId,
-            peer.name,
-            formatSource(addr),
-            request.user1,
-            request.user2,
-            request.duration,
-            request.annId1,
-            request.annId2,
-            request.annDigit2,
-        )
+        new = _newCallback(request, addr, peer)
         forgetBefore = self._reactor.seconds() - self._requestMemory
         d = self._store.accept(new, forgetBefore=forgetBefore)
         d.addCallbacks(
@@ -353,23 +343,63 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         callbackId = request.callbackId
         verdict = self._peers.admit(peer, request)
         if not isinstance(verdict, Admission):
-            self._refused(
-                peer,
-                f"policy {verdict.rule}",
-                "IIF REQUEST {callbackId} from peer {peer} refused by rule {rule}:"
-                " {detail}",
-                callbackId=callbackId,
-                rule=str(verdict.rule),
-                detail=verdict.detail,
-            )
-            self._send(formatAck(callbackId, False), addr, peer)
+
+            def refuse() -> None:
+                self._refused(
+                    peer,
+                    f"policy {verdict.rule}",
+                    "IIF REQUEST {callbackId} from peer {peer} refused by rule"
+                    " {rule}: {detail}",
+                    callbackId=callbackId,
+                    rule=str(verdict.rule),
+                    detail=verdict.detail,
+                )
+                self._send(formatAck(callbackId, False), addr, peer)
+
+            if verdict.rule in (Rule.RATE, Rule.MAX_CALLS):
+                self._refuseUnlessKnown(request, addr, peer, refuse)
+            else:
+                refuse()
             return None
         try:
             self._manager.admit(request)
         except Exception as e:
-            self._managerRefused(request, e, addr, peer)
+            error = e
+            self._peers.refused(callbackId)
+            self._refuseUnlessKnown(
+                request,
+                addr,
+                peer,
+                lambda: self._managerRefused(request, error, addr, peer),
+            )
             return None
         return verdict
+
+    def _refuseUnlessKnown(
+        self, request: Request, addr: _Address, peer: Peer, refuse: Callable[[], None]
+    ) -> None:
+        """
+        A limit (the peer's rate or max_calls, the server's max_calls, the
+        overload guard) refuses a REQUEST whose id is not running here; but it
+        may repeat a callback the store remembers (the AS missed its ACK or
+        its RESPONSE), which must get the same answers as before, not
+        C{code=fail}. So the store is asked first; only limits pay this read,
+        never a new callback that is admitted.
+        """
+        new = _newCallback(request, addr, peer)
+        forgetBefore = self._reactor.seconds() - self._requestMemory
+
+        def answer(record: Any) -> None:
+            if record is None or (
+                record.endedAt is not None and record.endedAt <= forgetBefore
+            ):
+                refuse()
+            else:
+                self._known(record, new, request, addr, peer)
+
+        d = self._store.lookup(request.callbackId)
+        d.addCallbacks(answer, lambda _: refuse())
+        d.addErrback(self._bug, request.callbackId)
 
     def _whilePending(
         self, pending: Pending, request: Request, addr: _Address, peer: Peer
@@ -632,3 +662,18 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         self._send(formatAck(callbackId, found), addr, peer)
         for data, dest, owner in held:
             self._send(data, dest, owner)
+
+
+def _newCallback(request: Request, addr: _Address, peer: Peer) -> NewCallback:
+    """The store's record of a REQUEST from C{peer} at C{addr}."""
+    return NewCallback(
+        request.callbackId,
+        peer.name,
+        formatSource(addr),
+        request.user1,
+        request.user2,
+        request.duration,
+        request.annId1,
+        request.annId2,
+        request.annDigit2,
+    )
