@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
@@ -50,6 +50,12 @@ from callback_tw.iif.signing import SignatureError
 from callback_tw.policy import Admission
 from callback_tw.ratelimit import LogLimiter
 from callback_tw.store.records import NewCallback
+
+if TYPE_CHECKING:
+    from callback_tw.metrics import CallbackMetrics
+
+#: C{callback_requests_total} outcomes whose word is not the refusal's kind.
+_OUTCOMES = {"repeated": "duplicate", "cancel": "cancel_unknown"}
 
 __all__ = ["IIFProtocol"]
 
@@ -84,6 +90,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         signatureWindow: float = 30.0,
         *,
         store: Any = None,
+        metrics: CallbackMetrics | None = None,
     ) -> None:
         """
         @param manager: the callback manager, the one owner of running callback ids:
@@ -109,6 +116,8 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         @param maxRemembered: the most ended callbacks whose owning peer the peer
             table keeps in memory (for CANCEL); the store is not bounded by it.
         @param signatureWindow: the largest C{|now - ts|} of a keyed peer's command.
+        @param metrics: where each command's outcome and each ACK's latency
+            are counted, or L{None}.
         @raise ValueError: if a peer host is not an IP literal.
         """
         if reactor is None:
@@ -117,6 +126,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         self._manager = manager
         self._maxDuration = maxDuration
         self._store = store
+        self._metrics = metrics
         self._requestMemory = requestMemory
         self._pending: dict[str, Pending] = {}
         # Callbacks that ended here and whose end is being committed, by id.
@@ -254,9 +264,25 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         Log one refusal of C{peer}: at most one line per peer and C{kind} per
         L{refusalLogInterval}.
         """
+        self._count(peer, kind)
         self._refusals.emit(
             self._log, (peer.name, kind), format, level, peer=peer.name, **fields
         )
+
+    def _count(self, peer: Peer, kind: str) -> None:
+        """
+        Count one command of C{peer} in C{callback_requests_total}, by what
+        became of it: C{ok}, C{duplicate}, C{cancel}, or the kind of refusal.
+        """
+        if self._metrics is None or kind == "ignored":
+            return
+        outcome = _OUTCOMES.get(kind) or kind.replace(" ", "_")
+        self._metrics.requests.labels(peer=peer.name, outcome=outcome).inc()
+
+    def _ackLatency(self, pending: Pending) -> None:
+        if self._metrics is not None:
+            latency = self._reactor.seconds() - pending.receivedAt
+            self._metrics.ackSeconds.observe(max(0.0, latency))
 
     def _dropped(self, addr: _Address) -> None:
         self._drops.emit(
@@ -323,7 +349,9 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         verdict = self._admit(request, addr, peer)
         if verdict is None:
             return
-        self._pending[callbackId] = pending = Pending(request, peer)
+        self._pending[callbackId] = pending = Pending(
+            request, peer, self._reactor.seconds()
+        )
         new = NewCallback(
             callbackId,
             peer.name,
@@ -404,6 +432,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         del self._pending[callbackId]
         self._manager.withdraw(callbackId)
         self._peers.refused(callbackId)
+        self._ackLatency(pending)
         self._refused(
             peer,
             "store",
@@ -438,7 +467,9 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
             for dest, owner in pending.waiters:
                 self._send(formatAck(callbackId, False), dest, owner)
             return
-        self._log.info(
+        self._count(peer, "ok")
+        self._ackLatency(pending)
+        self._log.debug(
             "IIF REQUEST {callbackId} from {source}: user1={user1} user2={user2} "
             "duration={duration} (peer {peer})",
             callbackId=callbackId,
@@ -448,7 +479,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
             duration=request.duration,
             peer=peer.name,
         )
-        self._log.info("IIF REQUEST {callbackId} accepted", callbackId=callbackId)
+        self._log.debug("IIF REQUEST {callbackId} accepted", callbackId=callbackId)
         for dest, owner in answers:
             self._send(formatAck(callbackId, True), dest, owner)
         call.finished.addCallbacks(
@@ -616,7 +647,8 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         finally:
             held, self._heldResponses = self._heldResponses, None
         if found:
-            self._log.info(
+            self._count(peer, "cancelled")
+            self._log.debug(
                 "IIF CANCEL {callbackId} from {source}",
                 callbackId=callbackId,
                 source=formatSource(addr),
