@@ -77,9 +77,7 @@ class Health:
         if store is None:
             check("store", False, "not open")
         else:
-            check(
-                "store", store.healthy, "answers" if store.healthy else "unavailable"
-            )
+            check("store", store.healthy, "answers" if store.healthy else "unavailable")
         lag, maxLag = self._guard.lag, self._guard.maxLag
         lagOk = maxLag <= 0 or lag <= maxLag
         check(

@@ -49,7 +49,9 @@ _FAILURE_WORDS = {
     "failed": "failed",
 }
 
-_LEG_FAILURE = re.compile(r"(user[12]) (busy|declined|not found|no answer|unavailable|cancelled|failed) \(")
+_LEG_FAILURE = re.compile(
+    r"(user[12]) (busy|declined|not found|no answer|unavailable|cancelled|failed) \("
+)
 
 #: the words C{callback_ended_total} uses, with the causes they stand for.
 CAUSES = (
@@ -153,6 +155,13 @@ class CallbackMetrics:
             ["leg", "status"],
             registry=registry,
         )
+        # The series of the fixed label sets exist from the start, at 0: a
+        # rate() over a series that appears only with its first event misses
+        # that event, and a dashboard shows "no data" instead of 0.
+        for leg in ("leg1", "leg2"):
+            self.postDialDelay.labels(leg=leg)
+        for cause in CAUSES:
+            self.ended.labels(cause=cause)
         self.active = Gauge(
             "callback_active", "Callbacks running now", registry=registry
         )

@@ -183,7 +183,9 @@ class CallbackService(MultiService):
             self._listen()
         if self.httpSite is not None:
             http = self.config.http
-            with _bindErrors(self.config, "http", "listen_address", "listen_port", "tcp"):
+            with _bindErrors(
+                self.config, "http", "listen_address", "listen_port", "tcp"
+            ):
                 self.httpPort = self._reactor.listenTCP(
                     http.listenPort, self.httpSite, interface=http.listenAddress
                 )

@@ -345,14 +345,14 @@ def buildService(
     @return: the service, not yet started.
     """
     from callback_tw.callback.announcer import Announcer
-    from callback_tw.http import Health, buildSite
-    from callback_tw.metrics import CallbackMetrics
     from callback_tw.callback.manager import CallbackManager
     from callback_tw.callback.overload import OverloadGuard
+    from callback_tw.http import Health, buildSite
     from callback_tw.iif.peers import peersFromConfig
     from callback_tw.iif.protocol import IIFProtocol
     from callback_tw.media.player import RTPScheduler
     from callback_tw.media.rtp import RTPPortAllocator
+    from callback_tw.metrics import CallbackMetrics
     from callback_tw.service import CallbackService
     from callback_tw.sip.registrar import Registrar
     from callback_tw.sip.registration import LineRegistration

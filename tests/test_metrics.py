@@ -89,11 +89,15 @@ class CallbackMetricsTests(SynchronousTestCase):
         first, second = CallbackMetrics(), CallbackMetrics()
         first.requests.labels(peer="as1", outcome="ok").inc()
         self.assertEqual(
-            value(first.exposition(), "callback_requests_total", peer="as1", outcome="ok"),
+            value(
+                first.exposition(), "callback_requests_total", peer="as1", outcome="ok"
+            ),
             1.0,
         )
         self.assertIsNone(
-            value(second.exposition(), "callback_requests_total", peer="as1", outcome="ok")
+            value(
+                second.exposition(), "callback_requests_total", peer="as1", outcome="ok"
+            )
         )
 
     def test_callbackFinished(self) -> None:
@@ -106,7 +110,9 @@ class CallbackMetricsTests(SynchronousTestCase):
             CallResult(42, "user2 hung up", {"leg1Status": 200, "leg2Status": 200})
         )
         metrics.callbackFinished(
-            CallResult(0, "user2 busy (486 Busy Here)", {"leg1Status": 200, "leg2Status": 486})
+            CallResult(
+                0, "user2 busy (486 Busy Here)", {"leg1Status": 200, "leg2Status": 486}
+            )
         )
         text = metrics.exposition()
         self.assertEqual(value(text, "callback_ended_total", cause="user2_hangup"), 1.0)
@@ -179,7 +185,12 @@ class MeasuredDialerTests(SynchronousTestCase):
         leg, labelled by the leg; later events are not observed again, and
         every event reaches the callback with the leg itself.
         """
-        clock, metrics, dialer, listener = Clock(), CallbackMetrics(), _Dialer(), _Listener()
+        clock, metrics, dialer, listener = (
+            Clock(),
+            CallbackMetrics(),
+            _Dialer(),
+            _Listener(),
+        )
         measured = MeasuredDialer(dialer, metrics, clock)
         self.assertEqual(measured.sdpHost, "192.0.2.1")
         leg = measured.dial("100", "v=0", listener, "7/leg2")
@@ -263,4 +274,6 @@ class IIFCountingTests(SynchronousTestCase):
         self.assertEqual(self.count("invalid"), 1.0)
         self.assertEqual(self.count("refused"), 1.0)
         self.assertEqual(self.count("cancelled"), 1.0)
-        self.assertEqual(value(self.metrics.exposition(), "callback_ack_seconds_count"), 1.0)
+        self.assertEqual(
+            value(self.metrics.exposition(), "callback_ack_seconds_count"), 1.0
+        )
