@@ -189,6 +189,11 @@ class CallbackService(MultiService):
                 self.httpPort = self._reactor.listenTCP(
                     http.listenPort, self.httpSite, interface=http.listenAddress
                 )
+            self._log.info(
+                "HTTP /metrics and /health on tcp {host}:{port}",
+                host=http.listenAddress,
+                port=http.listenPort,
+            )
         self._starting = self._startWithStore()
 
     @inlineCallbacks
