@@ -393,3 +393,49 @@ class DashboardTests(ServedServiceCase):
             "callback_reactor_lag_seconds",
         ):
             self.assertIn(needed, used)
+
+
+class _TakenTCPReactor(ServiceReactor):
+    """A L{ServiceReactor} on which every TCP port is in use."""
+
+    def listenTCP(
+        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ):
+        import errno
+        import socket
+
+        from twisted.internet.error import CannotListenError
+
+        raise CannotListenError(
+            interface,
+            port,
+            socket.error(errno.EADDRINUSE, "Address already in use"),
+        )
+
+
+class HTTPBindErrorTests(ServedServiceCase):
+    """
+    An HTTP port that cannot be bound is a start-up error like the others.
+    """
+
+    def test_portInUse(self) -> None:
+        """
+        One line on stderr naming C{[http] listen_port} and the TCP address,
+        then exit status 1.
+        """
+        import io
+        import sys
+
+        self.service._reactor = _TakenTCPReactor()
+        stderr = io.StringIO()
+        self.patch(sys, "__stderr__", stderr)
+        with self.assertRaises(SystemExit) as raised:
+            self.service.startService()
+        self.addCleanup(self.stopIfRunning)
+        self.assertEqual(raised.exception.code, 1)
+        path = self.service.config.path
+        self.assertEqual(
+            stderr.getvalue(),
+            f"callback: {path}: [http] listen_port: cannot bind tcp"
+            " 127.0.0.1:9280: Address already in use\n",
+        )
