@@ -39,6 +39,9 @@ TALK_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 #: seconds from a leg's INVITE to its first sign of life (ringing or answer).
 POST_DIAL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0)
 
+#: C{callback_requests_total} outcomes whose word is not the IIF's kind.
+_OUTCOMES = {"repeated": "duplicate", "cancel": "cancel_unknown"}
+
 _FAILURE_WORDS = {
     "busy": "busy",
     "declined": "declined",
@@ -201,6 +204,22 @@ class CallbackMetrics:
         self.reactorLag.set_function(reactorLag)
         if lineRegistered is not None:
             self.externalLineRegistered.set_function(lambda: float(lineRegistered()))
+
+    def commandOutcome(self, peer: str, kind: str) -> None:
+        """
+        Count one IIF command of C{peer} in C{callback_requests_total}.
+
+        @param kind: what became of it: C{ok}, C{cancelled}, C{repeated}
+            (counted as C{duplicate}), C{cancel} (a CANCEL of no running
+            callback: C{cancel_unknown}), or the IIF's kind of refusal
+            (C{invalid}, C{policy rate}...: spaces become C{_});
+            C{ignored} (unknown parameters, the command goes on) is not an
+            outcome and is not counted.
+        """
+        if kind == "ignored":
+            return
+        outcome = _OUTCOMES.get(kind) or kind.replace(" ", "_")
+        self.requests.labels(peer=peer, outcome=outcome).inc()
 
     def callbackFinished(self, result: Any) -> None:
         """

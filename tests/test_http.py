@@ -402,14 +402,13 @@ class _TakenTCPReactor(ServiceReactor):
         self, port: int, factory: Any, backlog: int = 50, interface: str = ""
     ):
         import errno
-        import socket
 
         from twisted.internet.error import CannotListenError
 
         raise CannotListenError(
             interface,
             port,
-            socket.error(errno.EADDRINUSE, "Address already in use"),
+            OSError(errno.EADDRINUSE, "Address already in use"),
         )
 
 

@@ -54,9 +54,6 @@ from callback_tw.store.records import NewCallback
 if TYPE_CHECKING:
     from callback_tw.metrics import CallbackMetrics
 
-#: C{callback_requests_total} outcomes whose word is not the refusal's kind.
-_OUTCOMES = {"repeated": "duplicate", "cancel": "cancel_unknown"}
-
 __all__ = ["IIFProtocol"]
 
 _Address = tuple[Any, ...]
@@ -270,14 +267,8 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         )
 
     def _count(self, peer: Peer, kind: str) -> None:
-        """
-        Count one command of C{peer} in C{callback_requests_total}, by what
-        became of it: C{ok}, C{duplicate}, C{cancel}, or the kind of refusal.
-        """
-        if self._metrics is None or kind == "ignored":
-            return
-        outcome = _OUTCOMES.get(kind) or kind.replace(" ", "_")
-        self._metrics.requests.labels(peer=peer.name, outcome=outcome).inc()
+        if self._metrics is not None:
+            self._metrics.commandOutcome(peer.name, kind)
 
     def _ackLatency(self, pending: Pending) -> None:
         if self._metrics is not None:
