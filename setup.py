@@ -60,6 +60,8 @@ setup(
         # The durable store on PostgreSQL (SQLite needs nothing extra); the
         # binary wheel carries libpq, so no compiler or libpq-dev is needed.
         "psycopg[binary]>=3.1,<4",
+        # /metrics ([http]): the exposition format is prometheus_client's own.
+        "prometheus_client>=0.20,<1",
     ],
     extras_require={
         # The tests need Hypothesis, plus SIPp, Kamailio and PostgreSQL's

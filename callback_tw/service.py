@@ -25,7 +25,8 @@ from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
 from callback_tw.config import ConfigError
 from callback_tw.sockets import setBuffers
@@ -77,6 +78,13 @@ class CallbackService(MultiService):
     @ivar overloadGuard: the L{OverloadGuard}.
     @ivar manager: the L{CallbackManager}.
     @ivar iif: the L{IIFProtocol}; C{iifPort} its listening port while running.
+    @ivar metrics: the L{callback_tw.metrics.CallbackMetrics}, or L{None}.
+    @ivar httpSite: the site of C{/metrics} and C{/health} (L{callback_tw.http}),
+        or L{None} when C{[http] listen_port} is 0; C{httpPort} its
+        listening port while running.
+    @ivar logObserver: the observer of C{[log]}
+        (L{callback_tw.tap.buildLogObserver}), or L{None}: see
+        L{setServiceParent}.
     @ivar store: the open L{callback_tw.store.Store} once started, else
         L{None}.
     @ivar ready: a Deferred that fires once the IIF port is open (the store
@@ -102,11 +110,13 @@ class CallbackService(MultiService):
         manager: CallbackManager,
         iif: IIFProtocol,
         openStore: Callable[[], Deferred],
+        metrics: Any = None,
     ) -> None:
         """
         @param reactor: the reactor the parts run on: it clocks the periodic
             jobs and binds the IIF port.
         @param openStore: C{() -> Deferred[Store]}: opens the store at start.
+        @param metrics: the server's L{callback_tw.metrics.CallbackMetrics}.
         """
         super().__init__()
         self._reactor = reactor
@@ -123,6 +133,10 @@ class CallbackService(MultiService):
         self.manager = manager
         self.iif = iif
         self.iifPort: Any = None
+        self.metrics = metrics
+        self.httpSite: Any = None
+        self.httpPort: Any = None
+        self.logObserver: Any = None
         self.store: Any = None
         self.ready: Deferred = Deferred()
         self._openStore = openStore
@@ -136,6 +150,19 @@ class CallbackService(MultiService):
             # before SIP, so the unregistration is answered while SIP is up.
             lineRegistration.setServiceParent(self)
         overloadGuard.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Hang on C{parent}; when it is twistd's application, also hand it
+        L{logObserver} as its C{ILogObserver}: twistd starts logging after
+        it builds the service and takes the application's observer when it
+        has one, so the C{[log]} level and format apply from the first line.
+        """
+        super().setServiceParent(parent)
+        if self.logObserver is None or not isinstance(parent, Componentized):
+            return
+        if parent.getComponent(ILogObserver, None) is None:
+            parent.setComponent(ILogObserver, self.logObserver)
 
     def startService(self) -> None:
         """
@@ -154,6 +181,19 @@ class CallbackService(MultiService):
             self.rtpPorts.probe()
         with _bindErrors(self.config, "callback", "listen_address", "listen_port"):
             self._listen()
+        if self.httpSite is not None:
+            http = self.config.http
+            with _bindErrors(
+                self.config, "http", "listen_address", "listen_port", "tcp"
+            ):
+                self.httpPort = self._reactor.listenTCP(
+                    http.listenPort, self.httpSite, interface=http.listenAddress
+                )
+            self._log.info(
+                "HTTP /metrics and /health on tcp {host}:{port}",
+                host=http.listenAddress,
+                port=http.listenPort,
+            )
         self._starting = self._startWithStore()
 
     @inlineCallbacks
@@ -242,6 +282,9 @@ class CallbackService(MultiService):
         if self.iifPort is not None:
             yield self.iifPort.stopListening()
             self.iifPort = None
+        if self.httpPort is not None:
+            yield self.httpPort.stopListening()
+            self.httpPort = None
         if self.lineRegistration is not None:
             # MultiService stops its children all in one turn; the
             # unregistration must be answered before SIP closes, so it is
@@ -255,7 +298,7 @@ class CallbackService(MultiService):
 
 @contextmanager
 def _bindErrors(
-    config: Config, section: str, addressKey: str, portKey: str
+    config: Config, section: str, addressKey: str, portKey: str, kind: str = "udp"
 ) -> Iterator[None]:
     """
     Turn a port that cannot be bound into the one-line start-up error the
@@ -272,7 +315,7 @@ def _bindErrors(
         port = e.port
         if isinstance(port, tuple):
             port = "{}-{}".format(*port)
-        problem = f"cannot bind udp {e.interface or '0.0.0.0'}:{port}: {what}"
+        problem = f"cannot bind {kind} {e.interface or '0.0.0.0'}:{port}: {what}"
         _exitAtStartUp(f"callback: {ConfigError(config.path, problem, section, key)}")
 
 

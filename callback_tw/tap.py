@@ -15,7 +15,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.logger import Logger
@@ -24,11 +24,15 @@ from twisted.python import usage
 from callback_tw.config import WILDCARD_ADDRESSES, Config, ConfigError, loadConfig
 
 if TYPE_CHECKING:
+    from twisted.logger import ILogObserver
+
+    from callback_tw.config.model import LogConfig
     from callback_tw.media.prompts import PromptCatalogue
     from callback_tw.service import CallbackService
 
 __all__ = [
     "Options",
+    "buildLogObserver",
     "buildService",
     "checkStore",
     "loadPrompts",
@@ -217,7 +221,62 @@ def makeService(options: Options) -> IService:
         checkStore(config)
     except StoreError as e:
         raise SystemExit(f"callback: {e} (see [store] in {config.path})") from None
-    return buildService(config, reactor, prompts)
+    service = buildService(config, reactor, prompts)
+    stream = _logStream(options)
+    if stream is not None:
+        service.logObserver = buildLogObserver(config.log, stream)
+    return service
+
+
+def buildLogObserver(log: LogConfig, stream: IO[str]) -> ILogObserver:
+    """
+    The observer of C{[log]}: events below C{level} are dropped by a
+    filtering predicate before anything formats them, so a debug line costs
+    no text at level info; the rest is written to C{stream} as text lines or
+    one JSON object per line (twisted.logger's own event format).
+
+    @param log: the L{callback_tw.config.LogConfig}.
+    @param stream: where the lines go (twistd's log file, or stdout).
+    """
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        jsonFileLogObserver,
+        textFileLogObserver,
+    )
+
+    if log.format == "json":
+        # One object per line (no RFC 7464 separator), as journald and log
+        # shippers read them.
+        output = jsonFileLogObserver(stream, recordSeparator="")
+    else:
+        output = textFileLogObserver(stream)
+    level = LogLevel.levelWithName(log.level)
+    return FilteringLogObserver(
+        output, [LogLevelFilterPredicate(defaultLogLevel=level)]
+    )
+
+
+def _logStream(options: Options) -> IO[str] | None:
+    """
+    Where twistd would write its log, from its own options (the parent of
+    ours): stdout for C{-n} without C{--logfile} or C{--logfile -}, else the
+    file (appended to, never rotated here: logrotate with copytruncate, or
+    journald, does that).  L{None} when twistd was told to use syslog or a
+    C{--logger} of its own choosing: then that observer is used as given.
+    """
+    import sys
+
+    parent = getattr(options, "parent", None)
+    if parent is None:
+        return sys.stdout
+    if parent.get("logger") or parent.get("syslog"):
+        return None
+    logfile = parent.get("logfile")
+    if logfile == "-" or (not logfile and parent.get("nodaemon")):
+        return sys.stdout
+    return open(logfile or "twistd.log", "a", buffering=1, encoding="utf-8")
 
 
 def serverIdOf(config: Config) -> str:
@@ -288,10 +347,12 @@ def buildService(
     from callback_tw.callback.announcer import Announcer
     from callback_tw.callback.manager import CallbackManager
     from callback_tw.callback.overload import OverloadGuard
+    from callback_tw.http import Health, buildSite
     from callback_tw.iif.peers import peersFromConfig
     from callback_tw.iif.protocol import IIFProtocol
     from callback_tw.media.player import RTPScheduler
     from callback_tw.media.rtp import RTPPortAllocator
+    from callback_tw.metrics import CallbackMetrics
     from callback_tw.service import CallbackService
     from callback_tw.sip.registrar import Registrar
     from callback_tw.sip.registration import LineRegistration
@@ -299,6 +360,7 @@ def buildService(
     from callback_tw.sip.stack import SipStack
 
     sip, callback, media = config.sip, config.callback, config.media
+    metrics = CallbackMetrics()
     registrar = None
     if config.users:
         registrar = Registrar(config.users, sip.sipHost, reactor=reactor)
@@ -345,6 +407,7 @@ def buildService(
         announcer=announcer,
         checkRequest=announcer.checkRequest,
         overloadGuard=overloadGuard,
+        metrics=metrics,
     )
     iif = IIFProtocol(
         manager,
@@ -353,10 +416,21 @@ def buildService(
         reactor=reactor,
         requestMemory=config.store.requestMemory,
         signatureWindow=callback.signatureWindow,
+        metrics=metrics,
+    )
+    metrics.watch(
+        active=lambda: len(manager.active),
+        rtpStreams=lambda: len(scheduler),
+        reactorLag=lambda: overloadGuard.lag,
+        lineRegistered=(
+            None
+            if lineRegistration is None
+            else lambda: lineRegistration.state == "registered"
+        ),
     )
     # The store is opened when the service starts (its Deferreds need a
     # running reactor); the service hands it to the manager and the IIF.
-    return CallbackService(
+    service = CallbackService(
         config,
         reactor,
         sip=stack,
@@ -371,7 +445,12 @@ def buildService(
         manager=manager,
         iif=iif,
         openStore=openStore,
+        metrics=metrics,
     )
+    if config.http.listenPort:
+        health = Health(stack, lineRegistration, lambda: service.store, overloadGuard)
+        service.httpSite = buildSite(metrics, health, reactor)
+    return service
 
 
 def loadPrompts(config: Config) -> PromptCatalogue:

@@ -15,6 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from callback_tw.config import (
     CallbackConfig,
     ExternalLineConfig,
+    HttpConfig,
+    LogConfig,
     MediaConfig,
     PeerConfig,
     SipConfig,
@@ -35,6 +37,8 @@ _DATACLASSES = {
     "media": MediaConfig,
     "peer NAME": PeerConfig,
     "store": StoreConfig,
+    "http": HttpConfig,
+    "log": LogConfig,
 }
 
 

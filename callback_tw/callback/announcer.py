@@ -110,7 +110,7 @@ class Announcer:
         annId = call.request.annId1 or self._defaultAnnId1
         done: Deferred = succeed(None)
         if annId:
-            self._log.info(
+            self._log.debug(
                 "callback {id} playing {ann} to user1", id=call.callbackId, ann=annId
             )
             done = stream.play(self._catalogue.announcement(annId, codec))
@@ -129,14 +129,14 @@ class Announcer:
             return Playback(None, succeed(None))
         done: Deferred = succeed(None)
         if request.annId2 is not None:
-            self._log.info(
+            self._log.debug(
                 "callback {id} playing {ann} to user2",
                 id=call.callbackId,
                 ann=request.annId2,
             )
             done = stream.play(self._catalogue.announcement(request.annId2, codec))
         if request.annDigit2 is not None:
-            self._log.info(
+            self._log.debug(
                 "callback {id} speaking {digits} to user2",
                 id=call.callbackId,
                 digits=request.annDigit2,

@@ -177,7 +177,7 @@ class CallbackCall:
             self._log.failure("callback {id}: cannot call user1", id=self.callbackId)
             self._notStarted(f"cannot call user1: {e}")
             return
-        self._log.info(
+        self._log.debug(
             "callback {id} accepted: user1={user1} user2={user2} duration={duration}",
             id=self.callbackId,
             user1=self.request.user1,
@@ -229,7 +229,7 @@ class CallbackCall:
         return None
 
     def legRinging(self, leg: Any) -> None:
-        self._log.info(
+        self._log.debug(
             "callback {id} {leg} ringing", id=self.callbackId, leg=self._nameOf(leg)
         )
 
@@ -248,7 +248,7 @@ class CallbackCall:
         self._durationCall = self._reactor.callLater(
             self._duration, self._durationExpired
         )
-        self._log.info(
+        self._log.debug(
             "callback {id} user1 answered; duration timer {duration} s started,"
             " calling user2",
             id=self.callbackId,
@@ -283,7 +283,7 @@ class CallbackCall:
     def _user2Answered(self, sdp: str) -> None:
         self._answered2At = self._reactor.seconds()
         self._record(state=str(CallState.JOINING), answered2At=self._answered2At)
-        self._log.info("callback {id} user2 answered", id=self.callbackId)
+        self._log.debug("callback {id} user2 answered", id=self.callbackId)
         leg1 = self._legs["leg1"]
         try:
             shared = sharedVoiceCodecs(
@@ -332,7 +332,7 @@ class CallbackCall:
         self._stopMedia()
         leg1, leg2 = self._legs["leg1"], self._legs["leg2"]
         offer2 = leg2.remoteSdp or ""
-        self._log.info(
+        self._log.debug(
             "callback {id} joining: re-INVITE user1 with user2's media",
             id=self.callbackId,
         )
@@ -341,7 +341,7 @@ class CallbackCall:
         def user1Answered(answer1: str) -> Deferred | None:
             if self.state != CallState.JOINING:
                 return None
-            self._log.info(
+            self._log.debug(
                 "callback {id} joining: re-INVITE user2 with user1's media",
                 id=self.callbackId,
             )
@@ -351,7 +351,7 @@ class CallbackCall:
             if self.state != CallState.JOINING or answer2 is None:
                 return None
             if _mediaMoved(offer2, answer2):
-                self._log.info(
+                self._log.debug(
                     "callback {id} user2 moved its media: updating user1",
                     id=self.callbackId,
                 )
@@ -367,7 +367,7 @@ class CallbackCall:
             now = self._reactor.seconds()
             self._record(state=str(self.state), joinedAt=now, checkpointAt=now)
             self._closeMedia()
-            self._log.info("callback {id} joined: user1 <-> user2", id=self.callbackId)
+            self._log.debug("callback {id} joined: user1 <-> user2", id=self.callbackId)
 
         d.addCallback(user1Answered)
         d.addCallback(user2Answered)
@@ -455,7 +455,7 @@ class CallbackCall:
 
     def _durationExpired(self) -> None:
         self._durationCall = None
-        self._log.info(
+        self._log.debug(
             "callback {id} duration of {d} s reached",
             id=self.callbackId,
             d=self._duration,
@@ -492,7 +492,7 @@ class CallbackCall:
         self._stopMedia()
         self._closeMedia()
         real = 0 if self._answered2At is None else roundSeconds(now - self._answered2At)
-        self._log.info(
+        self._log.debug(
             "callback {id} ended: {cause}; real_duration={real}",
             id=self.callbackId,
             cause=cause,

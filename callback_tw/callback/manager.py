@@ -38,6 +38,9 @@ class CallbackManager:
     @param store: the L{callback_tw.store.Store} each call writes its
         progress and its legs' dialogs to, or L{None}; the attribute
         C{store} may be set later (the service opens the store at start).
+    @param metrics: the server's L{callback_tw.metrics.CallbackMetrics}:
+        each leg's post-dial delay, each finished callback's cause, talk
+        time and legs' final statuses are counted there; or L{None}.
     """
 
     _log = Logger()
@@ -53,7 +56,13 @@ class CallbackManager:
         checkRequest: Callable[[Any], None] | None = None,
         overloadGuard: Any = None,
         store: Any = None,
+        metrics: Any = None,
     ) -> None:
+        if metrics is not None:
+            from callback_tw.metrics import MeasuredDialer
+
+            dialer = MeasuredDialer(dialer, metrics, reactor)
+        self._metrics = metrics
         self._dialer = dialer
         self._media = media
         self._maxCalls = maxCalls
@@ -133,6 +142,8 @@ class CallbackManager:
         )
         self._calls[call.callbackId] = call
         call.onEnd.append(self._ended)
+        if self._metrics is not None:
+            call.finished.addCallback(self._counted)
         call.start()
         # start() decides at once: accepted has fired, or failed and the
         # call has ended.
@@ -170,6 +181,10 @@ class CallbackManager:
             id=callbackId,
             error=failure.getErrorMessage(),
         )
+
+    def _counted(self, result: Any) -> Any:
+        self._metrics.callbackFinished(result)
+        return result
 
     def _ended(self, call: CallbackCall) -> None:
         if self._calls.get(call.callbackId) is call:

@@ -191,6 +191,21 @@ SECTIONS: tuple[Section, ...] = (
         " servers share one id space (an AS that fails over).  A store that"
         " cannot be opened or migrated stops start-up.",
     ),
+    Section(
+        "http",
+        "The operator's HTTP port (docs/operations.md): /metrics in the"
+        " Prometheus text format and /health (JSON: 200 when the SIP socket is"
+        " up, the external line registered when one is configured, the store"
+        " answers and the reactor is not late; 503 naming what fails).  It"
+        " tells anyone who can reach it how busy the server is: keep it on"
+        " the loopback or a management network.",
+    ),
+    Section(
+        "log",
+        "What the log says and how.  Rotation is the system's: run under"
+        " systemd (journald) or send the output to a file rotated by"
+        " logrotate with copytruncate (docs/operations.md).",
+    ),
 )
 
 #: Every key of the fixed sections, in the order of the sample file.
@@ -589,6 +604,44 @@ KEYS: tuple[Key, ...] = (
         "days (>= 1) a finished callback's record is kept; older ones are"
         " deleted by a daily job",
         90,
+    ),
+    # [http]
+    Key(
+        "http",
+        "listen_address",
+        "listenAddress",
+        values.address(),
+        "bind address of /metrics and /health (IPv4 literal or host name)",
+        "127.0.0.1",
+    ),
+    Key(
+        "http",
+        "listen_port",
+        "listenPort",
+        values.udpPort(allowAny=False, zeroMeansOff=True),
+        "TCP port of /metrics and /health; 0 = no HTTP port at all",
+        9280,
+    ),
+    # [log]
+    Key(
+        "log",
+        "level",
+        "level",
+        values.oneOf(("debug", "info", "warn", "error", "critical")),
+        "the least severe events written: info writes one line per finished"
+        " callback (its id, peer, users, each leg's outcome, real_duration and"
+        " cause) and what needs an operator; debug adds every step of every"
+        " callback",
+        "info",
+    ),
+    Key(
+        "log",
+        "format",
+        "format",
+        values.oneOf(("text", "json")),
+        "text: one line per event; json: one JSON object per line"
+        " (twisted.logger's event format, with every field of the event)",
+        "text",
     ),
 )
 

@@ -21,6 +21,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "ExternalLineConfig",
+    "HttpConfig",
+    "LogConfig",
     "MediaConfig",
     "PeerConfig",
     "PeerServer",
@@ -295,6 +297,33 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HttpConfig:
+    """
+    The C{[http]} section: the operator's port (L{callback_tw.http}).
+
+    @ivar listenAddress: the bind address (C{listen_address}).
+    @ivar listenPort: the TCP port, 0 for none (C{listen_port}).
+    """
+
+    listenAddress: str = _default("http", "listen_address")
+    listenPort: int = _default("http", "listen_port")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogConfig:
+    """
+    The C{[log]} section.
+
+    @ivar level: the name of the least severe L{twisted.logger.LogLevel}
+        written (C{level}).
+    @ivar format: C{"text"} or C{"json"} (C{format}).
+    """
+
+    level: str = _default("log", "level")
+    format: str = _default("log", "format")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """
     The whole configuration.
@@ -317,6 +346,8 @@ class Config:
     )
     media: MediaConfig = field(default_factory=MediaConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     externalLine: ExternalLineConfig | None = None
     users: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType({}), repr=False

@@ -36,6 +36,8 @@ from callback_tw.config.model import (
     Config,
     ConfigError,
     ExternalLineConfig,
+    HttpConfig,
+    LogConfig,
     MediaConfig,
     PeerConfig,
     PeerServer,
@@ -156,6 +158,8 @@ def loadConfig(path: str, *, resolve: Resolver | None = None) -> Config:
         users=types.MappingProxyType(_readUsers(path, parser, context)),
         media=MediaConfig(**fields("media")),
         store=StoreConfig(**fields("store")),
+        http=HttpConfig(**fields("http")),
+        log=LogConfig(**fields("log")),
     )
     _checkAcrossKeys(config)
     peers = _readPeerSections(config, parser, context)

@@ -310,6 +310,18 @@ def rate() -> Parser:
     return Parser(wanted, parse, _secondsText)
 
 
+def oneOf(words: tuple[str, ...]) -> Parser:
+    """One of C{words}, in any case."""
+    wanted = "one of " + ", ".join(words)
+
+    def parse(value: str, context: Context) -> str:
+        if value.lower() not in words:
+            raise Invalid(f"must be {wanted}, got {value!r}")
+        return value.lower()
+
+    return Parser(wanted, parse)
+
+
 def wholeNumber(low: int, high: int | None = None) -> Parser:
     """A whole number from C{low} (to C{high})."""
     if high is None:
@@ -339,15 +351,21 @@ def seconds(*, allowZero: bool = False) -> Parser:
     return Parser(wanted, parse, _secondsText)
 
 
-def udpPort(*, allowAny: bool) -> Parser:
-    """A UDP port; 0 (any free port) too when C{allowAny}."""
+def udpPort(*, allowAny: bool, zeroMeansOff: bool = False) -> Parser:
+    """
+    A port; 0 too when C{allowAny} (any free port) or C{zeroMeansOff} (the
+    port is not opened at all).
+    """
     wanted = "a UDP port from 1 to 65535"
     if allowAny:
         wanted += " (0: any free port)"
+    elif zeroMeansOff:
+        wanted = "a TCP port from 1 to 65535 (0: off)"
 
     def parse(value: str, context: Context) -> int:
         number = int(value) if _INTEGER.match(value) else None
-        if number is None or not (0 if allowAny else 1) <= number <= 65535:
+        lowest = 0 if allowAny or zeroMeansOff else 1
+        if number is None or not lowest <= number <= 65535:
             raise Invalid(f"must be {wanted}, got {value!r}")
         return number
 

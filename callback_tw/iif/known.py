@@ -33,11 +33,14 @@ class Pending:
     A REQUEST whose row is being committed: its repeats wait for the same answer.
 
     @ivar waiters: C{(addr, peer)} of the repeats received meanwhile.
+    @ivar receivedAt: when the REQUEST came (reactor seconds), for the ACK's
+        latency.
     """
 
-    def __init__(self, request: Request, peer: Peer) -> None:
+    def __init__(self, request: Request, peer: Peer, receivedAt: float = 0.0) -> None:
         self.request = request
         self.peer = peer
+        self.receivedAt = receivedAt
         self.waiters: list[tuple[_Address, Peer]] = []
 
 

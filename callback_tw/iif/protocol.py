@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
@@ -50,6 +50,9 @@ from callback_tw.iif.signing import SignatureError
 from callback_tw.policy import Admission, Rule
 from callback_tw.ratelimit import LogLimiter
 from callback_tw.store.records import NewCallback
+
+if TYPE_CHECKING:
+    from callback_tw.metrics import CallbackMetrics
 
 __all__ = ["IIFProtocol"]
 
@@ -84,6 +87,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         signatureWindow: float = 30.0,
         *,
         store: Any = None,
+        metrics: CallbackMetrics | None = None,
     ) -> None:
         """
         @param manager: the callback manager, the one owner of running callback ids:
@@ -109,6 +113,8 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         @param maxRemembered: the most ended callbacks whose owning peer the peer
             table keeps in memory (for CANCEL); the store is not bounded by it.
         @param signatureWindow: the largest C{|now - ts|} of a keyed peer's command.
+        @param metrics: where each command's outcome and each ACK's latency
+            are counted, or L{None}.
         @raise ValueError: if a peer host is not an IP literal.
         """
         if reactor is None:
@@ -117,6 +123,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         self._manager = manager
         self._maxDuration = maxDuration
         self._store = store
+        self._metrics = metrics
         self._requestMemory = requestMemory
         self._pending: dict[str, Pending] = {}
         # Callbacks that ended here and whose end is being committed, by id.
@@ -254,9 +261,19 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         Log one refusal of C{peer}: at most one line per peer and C{kind} per
         L{refusalLogInterval}.
         """
+        self._count(peer, kind)
         self._refusals.emit(
             self._log, (peer.name, kind), format, level, peer=peer.name, **fields
         )
+
+    def _count(self, peer: Peer, kind: str) -> None:
+        if self._metrics is not None:
+            self._metrics.commandOutcome(peer.name, kind)
+
+    def _ackLatency(self, pending: Pending) -> None:
+        if self._metrics is not None:
+            latency = self._reactor.seconds() - pending.receivedAt
+            self._metrics.ackSeconds.observe(max(0.0, latency))
 
     def _dropped(self, addr: _Address) -> None:
         self._drops.emit(
@@ -323,7 +340,9 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         verdict = self._admit(request, addr, peer)
         if verdict is None:
             return
-        self._pending[callbackId] = pending = Pending(request, peer)
+        self._pending[callbackId] = pending = Pending(
+            request, peer, self._reactor.seconds()
+        )
         new = _newCallback(request, addr, peer)
         forgetBefore = self._reactor.seconds() - self._requestMemory
         d = self._store.accept(new, forgetBefore=forgetBefore)
@@ -434,6 +453,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         del self._pending[callbackId]
         self._manager.withdraw(callbackId)
         self._peers.refused(callbackId)
+        self._ackLatency(pending)
         self._refused(
             peer,
             "store",
@@ -468,7 +488,9 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
             for dest, owner in pending.waiters:
                 self._send(formatAck(callbackId, False), dest, owner)
             return
-        self._log.info(
+        self._count(peer, "ok")
+        self._ackLatency(pending)
+        self._log.debug(
             "IIF REQUEST {callbackId} from {source}: user1={user1} user2={user2} "
             "duration={duration} (peer {peer})",
             callbackId=callbackId,
@@ -478,7 +500,7 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
             duration=request.duration,
             peer=peer.name,
         )
-        self._log.info("IIF REQUEST {callbackId} accepted", callbackId=callbackId)
+        self._log.debug("IIF REQUEST {callbackId} accepted", callbackId=callbackId)
         for dest, owner in answers:
             self._send(formatAck(callbackId, True), dest, owner)
         call.finished.addCallbacks(
@@ -646,7 +668,8 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         finally:
             held, self._heldResponses = self._heldResponses, None
         if found:
-            self._log.info(
+            self._count(peer, "cancelled")
+            self._log.debug(
                 "IIF CANCEL {callbackId} from {source}",
                 callbackId=callbackId,
                 source=formatSource(addr),

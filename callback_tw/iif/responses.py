@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from callback_tw.iif.message import Request, formatResponse
 from callback_tw.iif.peers import Peer
 
-__all__ = ["ResponseSending", "formatSource", "parseAddress"]
+__all__ = ["ResponseSending", "formatSource", "legOutcome", "parseAddress"]
 
 _Address = tuple[Any, ...]
 
@@ -43,6 +43,18 @@ def parseAddress(text: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise ValueError(f"not host:port: {text!r}")
     return host.strip("[]"), int(port)
+
+
+def legOutcome(values: dict[str, Any], leg: str) -> str:
+    """
+    What became of one leg, in a word for the summary line: C{answered},
+    its final SIP status (C{486}, C{408}, C{487}...) or C{not-called}.  The
+    provider's reason phrase is left out: it is remote text.
+    """
+    status = values.get(f"{leg}Status")
+    if status is None:
+        return "not-called"
+    return "answered" if status == 200 else str(status)
 
 
 class ResponseSending:
@@ -113,10 +125,18 @@ class ResponseSending:
         """
         callbackId = request.callbackId
         realDuration = max(0, realDuration)
+        # The one line an operator reads per callback at level info; every
+        # step before it is at debug.
         self._log.info(
-            "IIF callback {callbackId} finished: real_duration={realDuration} "
-            "cause={cause}",
+            "callback {callbackId} finished: peer={peer} user1={user1}"
+            " user2={user2} leg1={leg1} leg2={leg2} real_duration={realDuration}"
+            " cause={cause}",
             callbackId=callbackId,
+            peer=peer.name,
+            user1=request.user1,
+            user2=request.user2,
+            leg1=legOutcome(values, "leg1"),
+            leg2=legOutcome(values, "leg2"),
             realDuration=realDuration,
             cause=cause,
         )

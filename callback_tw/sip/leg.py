@@ -273,7 +273,7 @@ class Leg:
         self._noAnswerCall = self._reactor.callLater(
             self._noAnswerTimeout, self._noAnswer
         )
-        self._log.info(
+        self._log.debug(
             "{leg} INVITE sip:{user}@{host}:{port} from {caller} (Call-ID {callId})",
             leg=self.name,
             user=self.user,
@@ -301,7 +301,7 @@ class Leg:
         if code is not None:
             event.reason_rfc3326 = sipReason(code, text or "")
         self._stopTimers()
-        self._log.info(
+        self._log.debug(
             "{leg} {what}{why}",
             leg=self.name,
             what="BYE" if answered else "CANCEL",
@@ -426,7 +426,7 @@ class Leg:
             self._refused(event)
         elif isinstance(event, CCEventDisconnect):
             if self.state != LegState.ENDED:
-                self._log.info("{leg} hung up by the far end", leg=self.name)
+                self._log.debug("{leg} hung up by the far end", leg=self.name)
                 self._finish(
                     LegEnd(200, "remote hang-up", True, self.state == LegState.ANSWERED)
                 )
@@ -460,7 +460,7 @@ class Leg:
         """
         code, reason = event.getData()[:2]
         if self.state in (LegState.CALLING, LegState.RINGING):
-            self._log.info(
+            self._log.debug(
                 "{leg} failed: {code} {reason}", leg=self.name, code=code, reason=reason
             )
             self._finish(LegEnd(int(code), str(reason), True, False))
@@ -469,7 +469,7 @@ class Leg:
                 self._ua.restoreLocalSdp(self._localSdp)
             if code == 491 and self._reInviteTries <= GLARE_RETRIES:
                 delay = random.uniform(*GLARE_BACKOFF)
-                self._log.info(
+                self._log.debug(
                     "{leg} re-INVITE glare (491), retrying in {delay:.2f} s",
                     leg=self.name,
                     delay=delay,
@@ -477,7 +477,7 @@ class Leg:
                 self._retryCall = self._reactor.callLater(delay, self._sendReInvite)
                 return
             d, self._reInvite = self._reInvite, None
-            self._log.info(
+            self._log.debug(
                 "{leg} re-INVITE failed: {code} {reason}",
                 leg=self.name,
                 code=code,
@@ -515,7 +515,7 @@ class Leg:
         self._noAnswerCall = None
         if self.state not in (LegState.CALLING, LegState.RINGING):
             return
-        self._log.info(
+        self._log.debug(
             "{leg} no answer within {t} s: CANCEL",
             leg=self.name,
             t=self._noAnswerTimeout,
@@ -577,7 +577,7 @@ class UnreachableLeg:
         if self.state == LegState.ENDED:
             return
         self.state = LegState.ENDED
-        Leg._log.info(
+        Leg._log.debug(
             "{leg} failed at once: {code} {reason}",
             leg=self.name,
             code=self._end.code,

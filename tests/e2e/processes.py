@@ -273,6 +273,12 @@ class ServerProcess(ChildProcess):
             "server_id": "",
             "request_memory": 3600,
         },
+        # No HTTP port unless a test asks for one (sections={"http": ...}):
+        # servers of one test, and of tests run side by side, would all want
+        # the default port.
+        "http": {"listen_address": LOOPBACK, "listen_port": 0},
+        # Every step of every callback in the output, as the tests read it.
+        "log": {"level": "debug", "format": "text"},
     }
 
     def __init__(

@@ -47,9 +47,10 @@ class ServerProcessTests(TestCase):
 
     def test_config(self) -> None:
         """
-        The INI file has the five sections with the e2e defaults, the peers
-        pss/as1/as2 on loopback, fresh IIF and SIP ports, the overrides, and
-        a store in the server's own directory.
+        The INI file has the seven sections with the e2e defaults, the peers
+        pss/as1/as2 on loopback, fresh IIF and SIP ports, the overrides, a
+        store in the server's own directory, no HTTP port and every step
+        logged (level debug).
         """
         server = self._server(no_answer_timeout=3, trace=False)
         path = server.writeConfig()
@@ -57,8 +58,11 @@ class ServerProcessTests(TestCase):
         parser = configparser.ConfigParser()
         parser.read_string(text)
         self.assertEqual(
-            parser.sections(), ["callback", "sip", "peer_servers", "media", "store"]
+            parser.sections(),
+            ["callback", "sip", "peer_servers", "media", "store", "http", "log"],
         )
+        self.assertEqual(parser["http"]["listen_port"], "0")
+        self.assertEqual(parser["log"]["level"], "debug")
         self.assertEqual(parser["store"]["url"], "sqlite:///callbacks.db")
         self.assertEqual(parser["callback"]["no_answer_timeout"], "3")
         self.assertEqual(parser["callback"]["default_caller"], "1000")
