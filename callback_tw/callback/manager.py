@@ -19,7 +19,13 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from callback_tw.callback.call import CallbackCall, CallState, IDialer, IMediaPorts
+from callback_tw.callback.call import (
+    JOIN_TIMEOUT,
+    CallbackCall,
+    CallState,
+    IDialer,
+    IMediaPorts,
+)
 from callback_tw.callback.errors import CallbackRefused
 
 
@@ -38,6 +44,8 @@ class CallbackManager:
     @param store: the L{callback_tw.store.Store} each call writes its
         progress and its legs' dialogs to, or L{None}; the attribute
         C{store} may be set later (the service opens the store at start).
+    @param joinTimeout: C{[callback] join_timeout}: how long each join
+        re-INVITE may wait for its final answer.
     """
 
     _log = Logger()
@@ -53,6 +61,7 @@ class CallbackManager:
         checkRequest: Callable[[Any], None] | None = None,
         overloadGuard: Any = None,
         store: Any = None,
+        joinTimeout: float = JOIN_TIMEOUT,
     ) -> None:
         self._dialer = dialer
         self._media = media
@@ -63,6 +72,7 @@ class CallbackManager:
         self._checkRequest = checkRequest
         self._overloadGuard = overloadGuard
         self.store = store
+        self._joinTimeout = joinTimeout
         self._calls: dict[str, CallbackCall] = {}
         # Ids admitted and being committed: they hold a max_calls slot.
         self._reserved: set[str] = set()
@@ -130,6 +140,7 @@ class CallbackManager:
             self._reactor,
             self._announcer,
             store=self.store,
+            joinTimeout=self._joinTimeout,
         )
         self._calls[call.callbackId] = call
         call.onEnd.append(self._ended)
@@ -151,15 +162,15 @@ class CallbackManager:
 
     def checkpoint(self) -> None:
         """
-        Record in the store that every callback whose user2 answered
-        (joining or joined) is still running (a C{TimerService} calls this
-        every second): after a crash, its real_duration counts up to the last
-        checkpoint.  The store commits them in one group.
+        Record in the store that every joined callback is still running (a
+        C{TimerService} calls this every second): after a crash, its
+        real_duration counts from the join up to the last checkpoint.  The
+        store commits them in one group.
         """
         if self.store is None:
             return
         for call in self._calls.values():
-            if call.state in (CallState.JOINING, CallState.JOINED):
+            if call.state == CallState.JOINED:
                 self.store.checkpoint(call.callbackId).addErrback(
                     self._checkpointFailed, call.callbackId
                 )

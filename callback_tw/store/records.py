@@ -131,15 +131,15 @@ class CallbackRecord:
     def recoveredDuration(self) -> int:
         """
         The real_duration of a callback that was running when its server
-        died, as if it ended at its last checkpoint: the conversation time
-        from user2's answer to the checkpoint, rounded to the nearest second
-        (halves up) as L{callback_tw.callback.call} does; 0 if user2 never
-        answered.
+        died, as if it ended at its last checkpoint: the talk time from the
+        join to the checkpoint, rounded to the nearest second (halves up) as
+        L{callback_tw.callback.call} does; 0 if the parties were never
+        joined.
         """
-        if self.answered2At is None:
+        if self.joinedAt is None:
             return 0
-        last = max(self.checkpointAt or self.answered2At, self.answered2At)
-        return math.floor(last - self.answered2At + 0.5)
+        last = max(self.checkpointAt or self.joinedAt, self.joinedAt)
+        return math.floor(last - self.joinedAt + 0.5)
 
     def sameRequest(self, request: NewCallback) -> bool:
         """True if C{request} repeats the REQUEST this callback came from."""
