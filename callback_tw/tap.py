@@ -345,6 +345,7 @@ def buildService(
         announcer=announcer,
         checkRequest=announcer.checkRequest,
         overloadGuard=overloadGuard,
+        joinTimeout=callback.joinTimeout,
     )
     iif = IIFProtocol(
         manager,
