@@ -408,6 +408,7 @@ def buildService(
         checkRequest=announcer.checkRequest,
         overloadGuard=overloadGuard,
         metrics=metrics,
+        joinTimeout=callback.joinTimeout,
     )
     iif = IIFProtocol(
         manager,

@@ -193,8 +193,96 @@ class AnnouncerTests(SynchronousTestCase):
         self.assertEqual(leg1.hangUps, [(None, None)])
         self.elapse(5)
         self.assertEqual(leg1.updates, [])
-        self.assertEqual(self.successResultOf(call.finished).realDuration, 1)
+        self.assertEqual(self.successResultOf(call.finished).realDuration, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_user1AnnouncementHeardInFull(self) -> None:
+        """
+        user2 answering at once (no announcement of its own) does not cut
+        user1's announcement: user1 receives every packet of 00080002, and
+        the join re-INVITE goes out within 100 ms after its last packet.
+        """
+        call = self.start()
+        leg1 = self.dialer.legs[0]
+        leg1.answer(USER1)
+        self.dialer.legs[1].answer(USER2_PCMU)
+        ann = catalogue().announcement("00080002", "PCMU")
+        self.assertEqual(call.state, "joining")
+        while not leg1.updates:
+            self.elapse(0.01)
+            self.assertLess(self.clock.seconds(), 10)
+        joinAt = self.clock.seconds()
+        sent = [(t, p["payload"]) for t, p, _ in self.media.ports[0].sent]
+        self.assertEqual([payload for _, payload in sent[: len(ann)]], list(ann))
+        lastAnnPacket = sent[len(ann) - 1][0]
+        self.assertLessEqual(joinAt - lastAnnPacket, 0.1)
+        self.assertGreaterEqual(joinAt, lastAnnPacket)
+
+    def test_joinWaitsForUser2LongerAnnouncement(self) -> None:
+        """
+        With ann_id2 + ann_digit2 longer than user1's announcement, the join
+        waits for user2's last digit (within 100 ms), user1 hearing
+        ringback after its announcement until then.
+        """
+        call = self.start(annId2="00080003", annDigit2="4242")
+        leg1 = self.dialer.legs[0]
+        leg1.answer(USER1)
+        self.dialer.legs[1].answer(USER2_PCMU)
+        ann1 = catalogue().announcement("00080002", "PCMU")
+        toUser2 = list(catalogue().announcement("00080003", "PCMU")) + list(
+            catalogue().digits("4242", "PCMU")
+        )
+        self.assertGreater(len(toUser2), len(ann1))
+        while not leg1.updates:
+            self.elapse(0.01)
+            self.assertLess(self.clock.seconds(), 20)
+        joinAt = self.clock.seconds()
+        self.assertEqual(call.state, "joining")
+        sent2 = self.media.ports[1].sent
+        self.assertEqual([p["payload"] for _, p, _ in sent2], toUser2)
+        self.assertLessEqual(joinAt - sent2[-1][0], 0.1)
+        ring = catalogue().ringback(425, 1.0, 4.0, "PCMU")
+        heard1 = [p["payload"] for _, p, _ in self.media.ports[0].sent]
+        self.assertEqual(heard1[: len(ann1)], list(ann1))
+        self.assertEqual(heard1[len(ann1) :], list(ring[: len(heard1) - len(ann1)]))
+
+    def test_user1HangsUpDuringUser2Announcement(self) -> None:
+        """
+        user1 hanging up while user2 hears ann_id2: BYE to user2, no join,
+        real_duration 0.
+        """
+        call = self.start(annId2="00080003")
+        leg1 = self.dialer.legs[0]
+        leg1.answer(USER1)
+        leg2 = self.dialer.legs[1]
+        leg2.answer(USER2_PCMU)
+        self.elapse(1.5)
+        leg1.hangUpRemote()
+        self.assertEqual(leg2.hangUps, [(None, None)])
+        self.elapse(5)
+        self.assertEqual(leg2.updates, [])
+        self.assertEqual(self.successResultOf(call.finished).realDuration, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_talkTimeAfterAnnouncement(self) -> None:
+        """
+        ann_id2 and ann_digit2 (4.4 s, longer than user1's 2.6 s) before a
+        5 s conversation report 5: announcement time is not talk time.
+        """
+        call = self.start(annId2="00080003", annDigit2="4242")
+        leg1 = self.dialer.legs[0]
+        leg1.answer(USER1)
+        leg2 = self.dialer.legs[1]
+        leg2.answer(USER2_PCMU)
+        while not leg1.updates:
+            self.elapse(0.01)
+        self.assertGreaterEqual(self.clock.seconds(), 3)
+        leg1.updates[0][1].callback(farSdp(port=6002, version=2))
+        leg2.updates[0][1].callback(USER2_PCMU)
+        self.assertEqual(call.state, "joined")
+        self.elapse(5)
+        leg2.hangUpRemote()
+        self.assertEqual(self.successResultOf(call.finished).realDuration, 5)
 
     def test_noDefault(self) -> None:
         """With no default and no ann_id1, user1 hears only ringback."""

@@ -470,3 +470,134 @@ class CallbackManagerTests(SynchronousTestCase):
         self.assertRaises(
             CallbackRefused, self.manager.startCallback, request(callbackId="c")
         )
+
+
+class JoinTests(SynchronousTestCase):
+    """
+    The join: talk time counts from its completion, and it fails fast
+    (C{join_timeout}).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.dialer = FakeDialer()
+        self.media = FakeMedia()
+
+    def start(self, joinTimeout: float = 8.0, duration: float = 60) -> CallbackCall:
+        call = CallbackCall(
+            request(),
+            self.dialer,
+            self.media,
+            duration,
+            self.clock,
+            joinTimeout=joinTimeout,
+        )
+        call.start()
+        return call
+
+    def bothAnswered(self, **kw) -> tuple[CallbackCall, FakeLeg, FakeLeg]:
+        call = self.start(**kw)
+        leg1 = self.dialer.legs[0]
+        leg1.answer(PCMU1)
+        leg2 = self.dialer.legs[1]
+        leg2.answer(PCMU2)
+        return call, leg1, leg2
+
+    def test_talkTimeFromJoin(self) -> None:
+        """
+        real_duration counts from the join's completion (user2's answer to
+        its re-INVITE), not from user2's answer: joined 2.5 s after user2
+        answered and released 5.4 s later, it reports 5.
+        """
+        call, leg1, leg2 = self.bothAnswered()
+        self.clock.advance(1)
+        leg1.updates[0][1].callback(farSdp(port=6002, version=2))
+        self.clock.advance(1.5)
+        leg2.updates[0][1].callback(PCMU2)
+        self.assertEqual(call.state, "joined")
+        self.clock.advance(5.4)
+        leg1.hangUpRemote()
+        result = self.successResultOf(call.finished)
+        self.assertEqual(result.realDuration, 5)
+        self.assertEqual(
+            result.times,
+            {"answered1At": 0, "answered2At": 0, "joinedAt": 2.5, "endedAt": 7.9},
+        )
+
+    def test_durationBeforeJoinReportsZero(self) -> None:
+        """The duration limit reached during the join: never connected, 0."""
+        call, leg1, leg2 = self.bothAnswered(duration=5, joinTimeout=8)
+        self.clock.advance(4)
+        leg1.updates[0][1].callback(farSdp(port=6002, version=2))
+        self.clock.advance(1)
+        result = self.successResultOf(call.finished)
+        self.assertEqual(result, CallResult(0, "duration limit"))
+        self.assertNotIn("joinedAt", result.times)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_user1ReInviteNeverAnswered(self) -> None:
+        """
+        user1 never answers the join re-INVITE: after join_timeout both legs
+        get a BYE with Reason 408, real_duration 0, cause "join failed...",
+        user2 is never re-INVITEd and nothing stays scheduled.
+        """
+        call, leg1, leg2 = self.bothAnswered(joinTimeout=3)
+        self.clock.advance(2.99)
+        self.assertNoResult(call.finished)
+        self.clock.advance(0.01)
+        self.assertEqual(leg1.hangUps, [(408, "Request Timeout")])
+        self.assertEqual(leg2.hangUps, [(408, "Request Timeout")])
+        self.assertEqual(leg2.updates, [])
+        result = self.successResultOf(call.finished)
+        self.assertEqual(result.realDuration, 0)
+        self.assertEqual(
+            result.cause,
+            "join failed: user1 did not answer the re-INVITE within 3 s",
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # The leg fails the abandoned re-INVITE when it ends: nothing changes.
+        leg1.updates[0][1].errback(ReInviteFailed(487, "hung up"))
+        self.assertEqual(leg1.hangUps, [(408, "Request Timeout")])
+
+    def test_user2ReInviteNeverAnswered(self) -> None:
+        """
+        The limit applies to each re-INVITE: user1 answering late (7 s)
+        does not shorten user2's 8 s; user2 silent for 8 s ends the callback.
+        """
+        call, leg1, leg2 = self.bothAnswered()
+        self.clock.advance(7)
+        leg1.updates[0][1].callback(farSdp(port=6002, version=2))
+        self.clock.advance(7.9)
+        self.assertNoResult(call.finished)
+        self.clock.advance(0.1)
+        self.assertEqual(leg1.hangUps, [(408, "Request Timeout")])
+        self.assertEqual(leg2.hangUps, [(408, "Request Timeout")])
+        result = self.successResultOf(call.finished)
+        self.assertEqual(result.realDuration, 0)
+        self.assertTrue(result.cause.startswith("join failed: user2"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_joinFailureAnswer(self) -> None:
+        """
+        A failure answer to user2's re-INVITE ends the callback at once with
+        that status as both BYEs' Reason, real_duration 0, the timer gone.
+        """
+        call, leg1, leg2 = self.bothAnswered()
+        leg1.updates[0][1].callback(farSdp(port=6002, version=2))
+        leg2.updates[0][1].errback(ReInviteFailed(500, "Server Internal Error"))
+        self.assertEqual(leg1.hangUps, [(500, "Server Internal Error")])
+        self.assertEqual(leg2.hangUps, [(500, "Server Internal Error")])
+        result = self.successResultOf(call.finished)
+        self.assertEqual(result.realDuration, 0)
+        self.assertEqual(result.cause, "join failed: 500 Server Internal Error")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_joinedCancelsTimeout(self) -> None:
+        """Once joined no join timer is left: only the duration timer runs."""
+        call, leg1, leg2 = self.bothAnswered(duration=30)
+        leg1.updates[0][1].callback(farSdp(port=6002, version=2))
+        leg2.updates[0][1].callback(PCMU2)
+        self.assertEqual(call.state, "joined")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(30)
+        self.assertEqual(self.successResultOf(call.finished).realDuration, 30)

@@ -81,8 +81,8 @@ class RecoveryTests(SynchronousTestCase):
         """
         A joined callback: each answered leg gets a BYE with Reason 500
         "server restarted"; its end is stored as "recovered" with the
-        conversation time up to the last checkpoint, and its RESPONSE goes out
-        with that real_duration.
+        talk time from the join (951.0) up to the last checkpoint (991.6),
+        and its RESPONSE goes out with that real_duration.
         """
         self.accept(
             "k1", state="joined", answered2At=950.0, checkpointAt=991.6, joinedAt=951.0
@@ -99,10 +99,10 @@ class RecoveryTests(SynchronousTestCase):
             ],
         )
         record = self.store.rows["k1"]
-        self.assertEqual((record.endCause, record.realDuration), (RECOVERED, 42))
+        self.assertEqual((record.endCause, record.realDuration), (RECOVERED, 41))
         self.assertEqual((record.leg1Status, record.leg2Status), (200, 200))
         [response] = self.responses
-        self.assertEqual((response.id, response.realDuration), ("k1", 42))
+        self.assertEqual((response.id, response.realDuration), ("k1", 41))
         lines = [e for e in self.events if "finished: {legs}" in e["log_format"]]
         self.assertEqual(len(lines), 1)
         [summary] = [

@@ -243,6 +243,7 @@ class SamplePeerSectionTests(SynchronousTestCase):
                 maxCalls=100,
                 rate=20.0,
                 maxDuration=3600,
+                responseDetails=True,
             ),
         )
         self.assertFalse(config.peers["pss"].commands)

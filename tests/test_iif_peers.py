@@ -525,3 +525,24 @@ class RTPExhaustedTests(SynchronousTestCase):
         self.assertIn("no free RTP port", line["reason"])
         ours = [e for e in observer if e["log_namespace"].startswith("callback_tw")]
         self.assertEqual(ours, [line])
+
+
+class ResponseDetailsSettingTests(SynchronousTestCase):
+    """C{[peer NAME] response_details} reaches the IIF's L{Peer}."""
+
+    def test_fromConfig(self) -> None:
+        """yes for one peer: its L{Peer} asks for details, the others do not."""
+        config = Config(
+            path="x.ini",
+            peerServers={
+                "as1": PeerServer(name="as1", host="127.0.0.1", port=6000),
+                "as2": PeerServer(name="as2", host="127.0.0.2", port=6000),
+            },
+            peers={
+                "as1": PeerConfig(commands=True, responseDetails=True),
+                "as2": PeerConfig(commands=True),
+            },
+        )
+        as1, as2 = peersFromConfig(config)
+        self.assertTrue(as1.responseDetails)
+        self.assertFalse(as2.responseDetails)

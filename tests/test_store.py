@@ -97,23 +97,43 @@ class RecoveredDurationTests(SynchronousTestCase):
         return CallbackRecord(**values, **times)
 
     def test_untilLastCheckpoint(self) -> None:
-        """From user2's answer to the last checkpoint, halves rounded up."""
+        """From the join to the last checkpoint, halves rounded up."""
         self.assertEqual(
-            self.record(answered2At=10.0, checkpointAt=52.5).recoveredDuration(), 43
+            self.record(
+                answered2At=5.0, joinedAt=10.0, checkpointAt=52.5
+            ).recoveredDuration(),
+            43,
         )
         self.assertEqual(
-            self.record(answered2At=10.0, checkpointAt=52.4).recoveredDuration(), 42
+            self.record(
+                answered2At=5.0, joinedAt=10.0, checkpointAt=52.4
+            ).recoveredDuration(),
+            42,
         )
 
     def test_user2NeverAnswered(self) -> None:
         """0 when user2 never answered, even with checkpoints."""
         self.assertEqual(self.record(checkpointAt=50.0).recoveredDuration(), 0)
 
-    def test_noCheckpointYet(self) -> None:
-        """Answered but no checkpoint since (or an older one): 0."""
-        self.assertEqual(self.record(answered2At=10.0).recoveredDuration(), 0)
+    def test_neverJoined(self) -> None:
+        """
+        0 when user2 answered but the parties were never joined (a crash
+        during the announcements or the join): no talk time.
+        """
         self.assertEqual(
-            self.record(answered2At=10.0, checkpointAt=9.0).recoveredDuration(), 0
+            self.record(answered2At=10.0, checkpointAt=50.0).recoveredDuration(), 0
+        )
+
+    def test_noCheckpointYet(self) -> None:
+        """Joined but no checkpoint since (or an older one): 0."""
+        self.assertEqual(
+            self.record(answered2At=10.0, joinedAt=10.0).recoveredDuration(), 0
+        )
+        self.assertEqual(
+            self.record(
+                answered2At=10.0, joinedAt=10.0, checkpointAt=9.0
+            ).recoveredDuration(),
+            0,
         )
 
 

@@ -6,7 +6,10 @@ What each party hears before the join.
   ringback until the join. The duration timer and the call to user2 start at
   user1's answer, not after the announcement (the spec).
 - user2 answers: C{ann_id2} (if given), then C{ann_digit2} spoken digit by
-  digit (if given); the join waits for the end of both.
+  digit (if given), then silence until the join: user2 has answered a call,
+  and ringback would tell it the call is still being placed.
+- The join waits until every announcement has been heard in full: user1's
+  and user2's both (L{Playback.done} of each).
 
 Audio goes out of the leg's own RTP port to the address and port of the
 leg's SDP answer, in the codec the answer chose (PCMU or PCMA).

@@ -11,9 +11,20 @@ States::
        +------------ any end, timer, cancel ------------------+-----------+--> ended
 
 The duration timer counts from user1's answer (the spec: "when the user
-answers the call, MSS will start a timer"). C{real_duration} is the
-conversation time, from user2's answer to the release, rounded to the
-nearest second (halves up); 0 when user2 never answered.
+answers the call, MSS will start a timer"). user2 is dialled at user1's
+answer too, but the join waits until both parties have heard their
+announcements in full (user1's, then user2's ann_id2 and ann_digit2): an
+operator's announcement may be a legal notice. State C{joining} covers that
+wait and the re-INVITEs.
+
+C{real_duration} is talk time: from the join's completion (both re-INVITEs
+answered 2xx) to the release, rounded to the nearest second (halves up); 0
+when the parties were never connected. Announcement time is not talk time.
+
+Each join re-INVITE must get its final answer within C{join_timeout}: a
+person waiting in silence for the RFC's 32 s is worse than a failed call, so
+a timeout or a failure answer (a 491 is retried by the leg, within the same
+limit) releases both legs with a Reason, cause "join failed".
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
@@ -61,11 +72,15 @@ class CallResult:
         (486 Busy Here)", "duration limit", "user2 hung up"...).
     @ivar values: the legs' final SIP statuses and reasons, as the store's
         record names them (C{leg1Status}, C{leg1Reason}...).
+    @ivar times: the moments of the callback (POSIX seconds, reactor time)
+        under the store's names: C{answered1At}, C{answered2At}, C{joinedAt}
+        (absent when they did not happen) and C{endedAt}.
     """
 
     realDuration: int
     cause: str
     values: dict[str, Any] = field(default_factory=dict, compare=False)
+    times: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 class IDialer(Protocol):
@@ -107,6 +122,9 @@ def roundSeconds(seconds: float) -> int:
 
 _LEG_NUMBERS = {"leg1": 1, "leg2": 2}
 
+#: The default of C{[callback] join_timeout}, seconds.
+JOIN_TIMEOUT = 8.0
+
 
 class CallbackCall:
     """
@@ -131,11 +149,14 @@ class CallbackCall:
         reactor: Any,
         announcer: Any = None,
         store: Any = None,
+        joinTimeout: float = JOIN_TIMEOUT,
     ) -> None:
         """
         @param store: the L{callback_tw.store.Store} this call writes its
             progress (state, times) and its legs' dialogs to, so that a
             restart can finish it; L{None} to keep nothing.
+        @param joinTimeout: seconds each join re-INVITE may wait for its
+            final answer before the callback ends ("join failed").
         """
         self.callbackId: str = request.callbackId
         self.request = request
@@ -153,6 +174,11 @@ class CallbackCall:
         self._durationCall = None
         self._answered1At: float | None = None
         self._answered2At: float | None = None
+        self._joinedAt: float | None = None
+        self._joinTimeout = joinTimeout
+        self._joinCall: Any = None
+        # Fires when user1's announcement has been played (or stopped).
+        self._user1Heard: Deferred = succeed(None)
         self._playing: list[Any] = []
         self._store = store
         # The final (status, reason) of each leg, as the record keeps it.
@@ -257,11 +283,11 @@ class CallbackCall:
         self.state = CallState.CALLING2
         self._record(state=str(self.state), answered1At=now, called2At=now)
         if self._announcer is not None:
-            self._playing.append(
-                self._announcer.announceUser1(
-                    self, self._legs["leg1"], self._rtp["leg1"], sdp
-                )
+            playback = self._announcer.announceUser1(
+                self, self._legs["leg1"], self._rtp["leg1"], sdp
             )
+            self._playing.append(playback)
+            self._user1Heard = playback.done
         try:
             self._dial("leg2", self.request.user2)
         except CannotListenError:
@@ -302,14 +328,16 @@ class CallbackCall:
             )
             return
         self.state = CallState.JOINING
+        heard = [self._user1Heard]
         if self._announcer is not None:
             playback = self._announcer.announceUser2(
                 self, self._legs["leg2"], self._rtp["leg2"], sdp
             )
             self._playing.append(playback)
-            ready = playback.done
-        else:
-            ready = succeed(None)
+            heard.append(playback.done)
+        # The join waits for the later of the two announcements; user1 hears
+        # ringback and user2 silence meanwhile (the announcer's doc).
+        ready = gatherResults(heard, consumeErrors=True)
         ready.addCallback(lambda _: self._join())
         ready.addErrback(self._joinFailed)
 
@@ -330,13 +358,13 @@ class CallbackCall:
         if self.state != CallState.JOINING:
             return None
         self._stopMedia()
-        leg1, leg2 = self._legs["leg1"], self._legs["leg2"]
+        leg2 = self._legs["leg2"]
         offer2 = leg2.remoteSdp or ""
         self._log.debug(
             "callback {id} joining: re-INVITE user1 with user2's media",
             id=self.callbackId,
         )
-        d = leg1.reInvite(self._sessions["leg1"].relay(offer2))
+        d = self._joinReInvite("leg1", offer2)
 
         def user1Answered(answer1: str) -> Deferred | None:
             if self.state != CallState.JOINING:
@@ -345,7 +373,7 @@ class CallbackCall:
                 "callback {id} joining: re-INVITE user2 with user1's media",
                 id=self.callbackId,
             )
-            return leg2.reInvite(self._sessions["leg2"].relay(answer1))
+            return self._joinReInvite("leg2", answer1)
 
         def user2Answered(answer2: str | None) -> Deferred | None:
             if self.state != CallState.JOINING or answer2 is None:
@@ -355,7 +383,7 @@ class CallbackCall:
                     "callback {id} user2 moved its media: updating user1",
                     id=self.callbackId,
                 )
-                return leg1.reInvite(self._sessions["leg1"].relay(answer2)).addCallback(
+                return self._joinReInvite("leg1", answer2).addCallback(
                     lambda _: answer2
                 )
             return answer2
@@ -365,6 +393,7 @@ class CallbackCall:
                 return
             self.state = CallState.JOINED
             now = self._reactor.seconds()
+            self._joinedAt = now
             self._record(state=str(self.state), joinedAt=now, checkpointAt=now)
             self._closeMedia()
             self._log.debug("callback {id} joined: user1 <-> user2", id=self.callbackId)
@@ -375,9 +404,38 @@ class CallbackCall:
         d.addErrback(self._joinFailed)
         return d
 
+    def _joinReInvite(self, name: str, offer: str) -> Deferred:
+        """
+        Re-INVITE one leg with the other party's media, under C{join_timeout}.
+        """
+        cancelDelayed(self._joinCall)
+        self._joinCall = self._reactor.callLater(
+            self._joinTimeout, self._joinTimedOut, name
+        )
+
+        def answered(result: Any) -> Any:
+            cancelDelayed(self._joinCall)
+            self._joinCall = None
+            return result
+
+        d = self._legs[name].reInvite(self._sessions[name].relay(offer))
+        return d.addBoth(answered)
+
+    def _joinTimedOut(self, name: str) -> None:
+        self._joinCall = None
+        user = "user1" if name == "leg1" else "user2"
+        self._release(
+            f"join failed: {user} did not answer the re-INVITE within"
+            f" {self._joinTimeout:g} s",
+            reason=(408, "Request Timeout"),
+            both=True,
+        )
+
     def _joinFailed(self, failure: Any) -> None:
         if self.state == CallState.ENDED:
             return
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
         if failure.check(ReInviteFailed):
             code, text = failure.value.code, failure.value.reason
             self._release(f"join failed: {code} {text}", reason=(code, text), both=True)
@@ -477,7 +535,8 @@ class CallbackCall:
         now = self._reactor.seconds()
         self.state = CallState.ENDED
         cancelDelayed(self._durationCall)
-        self._durationCall = None
+        cancelDelayed(self._joinCall)
+        self._durationCall = self._joinCall = None
         for name, leg in self._legs.items():
             if leg.state == LegState.ENDED:
                 continue
@@ -491,14 +550,30 @@ class CallbackCall:
             self._legStatus.setdefault(name, (200 if answered else 487, cause))
         self._stopMedia()
         self._closeMedia()
-        real = 0 if self._answered2At is None else roundSeconds(now - self._answered2At)
+        real = 0 if self._joinedAt is None else roundSeconds(now - self._joinedAt)
+        times = {
+            name: at
+            for name, at in (
+                ("answered1At", self._answered1At),
+                ("answered2At", self._answered2At),
+                ("joinedAt", self._joinedAt),
+                ("endedAt", now),
+            )
+            if at is not None
+        }
         self._log.debug(
-            "callback {id} ended: {cause}; real_duration={real}",
+            "callback {id} ended: {cause}; real_duration={real}"
+            " answer1={answered1At} answer2={answered2At} joined={joinedAt}"
+            " ended={endedAt}",
             id=self.callbackId,
             cause=cause,
             real=real,
+            answered1At=self._answered1At,
+            answered2At=self._answered2At,
+            joinedAt=self._joinedAt,
+            endedAt=now,
         )
-        self._finish(CallResult(real, cause, self._legValues()))
+        self._finish(CallResult(real, cause, self._legValues(), times))
 
     def _legValues(self) -> dict[str, Any]:
         """The legs' statuses and reasons, as the store's record names them."""

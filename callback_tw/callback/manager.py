@@ -19,7 +19,13 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from callback_tw.callback.call import CallbackCall, CallState, IDialer, IMediaPorts
+from callback_tw.callback.call import (
+    JOIN_TIMEOUT,
+    CallbackCall,
+    CallState,
+    IDialer,
+    IMediaPorts,
+)
 from callback_tw.callback.errors import CallbackRefused
 
 
@@ -41,6 +47,8 @@ class CallbackManager:
     @param metrics: the server's L{callback_tw.metrics.CallbackMetrics}:
         each leg's post-dial delay, each finished callback's cause, talk
         time and legs' final statuses are counted there; or L{None}.
+    @param joinTimeout: C{[callback] join_timeout}: how long each join
+        re-INVITE may wait for its final answer.
     """
 
     _log = Logger()
@@ -57,6 +65,7 @@ class CallbackManager:
         overloadGuard: Any = None,
         store: Any = None,
         metrics: Any = None,
+        joinTimeout: float = JOIN_TIMEOUT,
     ) -> None:
         if metrics is not None:
             from callback_tw.metrics import MeasuredDialer
@@ -72,6 +81,7 @@ class CallbackManager:
         self._checkRequest = checkRequest
         self._overloadGuard = overloadGuard
         self.store = store
+        self._joinTimeout = joinTimeout
         self._calls: dict[str, CallbackCall] = {}
         # Ids admitted and being committed: they hold a max_calls slot.
         self._reserved: set[str] = set()
@@ -139,6 +149,7 @@ class CallbackManager:
             self._reactor,
             self._announcer,
             store=self.store,
+            joinTimeout=self._joinTimeout,
         )
         self._calls[call.callbackId] = call
         call.onEnd.append(self._ended)
@@ -162,15 +173,15 @@ class CallbackManager:
 
     def checkpoint(self) -> None:
         """
-        Record in the store that every callback whose user2 answered
-        (joining or joined) is still running (a C{TimerService} calls this
-        every second): after a crash, its real_duration counts up to the last
-        checkpoint.  The store commits them in one group.
+        Record in the store that every joined callback is still running (a
+        C{TimerService} calls this every second): after a crash, its
+        real_duration counts from the join up to the last checkpoint.  The
+        store commits them in one group.
         """
         if self.store is None:
             return
         for call in self._calls.values():
-            if call.state in (CallState.JOINING, CallState.JOINED):
+            if call.state == CallState.JOINED:
                 self.store.checkpoint(call.callbackId).addErrback(
                     self._checkpointFailed, call.callbackId
                 )

@@ -270,6 +270,16 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "callback",
+        "join_timeout",
+        "joinTimeout",
+        values.seconds(),
+        "seconds (> 0) each join re-INVITE may wait for its final answer;"
+        " then, or on a failure answer (491 is retried), both legs get a BYE,"
+        ' the cause is "join failed" and real_duration is 0',
+        8.0,
+    ),
+    Key(
+        "callback",
         "max_duration",
         "maxDuration",
         values.wholeNumber(1),
@@ -448,6 +458,18 @@ KEYS: tuple[Key, ...] = (
         " max_duration.  Default: 0.",
         0,
         example="3600",
+    ),
+    Key(
+        _PEER,
+        "response_details",
+        "responseDetails",
+        values.boolean(),
+        "yes: this peer's RESPONSEs carry, after real_duration, cause,"
+        " answer1, answer2, joined, ended (unix ms) and status1, status2 (SIP"
+        " codes), see docs/iif.md; no: the spec's exact RESPONSE.  Default:"
+        " no.",
+        False,
+        example="yes",
     ),
     # [external_line]
     Key(

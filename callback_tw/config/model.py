@@ -121,6 +121,8 @@ class CallbackConfig:
         (C{outbound_peer}), a key of L{Config.peerServers}; may be empty in
         external line mode.
     @ivar noAnswerTimeout: seconds a leg may ring before it is CANCELled.
+    @ivar joinTimeout: seconds each join re-INVITE may wait for its final
+        answer before the callback ends (C{join_timeout}).
     @ivar maxDuration: the cap for C{duration}, in seconds.
     @ivar maxCalls: how many callbacks may run at once.
     @ivar shutdownTimeout: when the service stops, how long (seconds) to
@@ -137,6 +139,7 @@ class CallbackConfig:
     defaultCaller: str = _default("callback", "default_caller")
     outboundPeer: str = _default("callback", "outbound_peer")
     noAnswerTimeout: float = _default("callback", "no_answer_timeout")
+    joinTimeout: float = _default("callback", "join_timeout")
     maxDuration: int = _default("callback", "max_duration")
     maxCalls: int = _default("callback", "max_calls")
     shutdownTimeout: float = _default("callback", "shutdown_timeout")
@@ -161,6 +164,8 @@ class PeerConfig:
     @ivar maxCalls: its callbacks at once, 0 for no limit of its own.
     @ivar rate: its new REQUESTs per second, 0 for no limit.
     @ivar maxDuration: the cap of its durations, 0 for the server's.
+    @ivar responseDetails: its RESPONSEs carry the callback's details
+        (C{response_details}).
     """
 
     commands: bool | None = _default("peer NAME", "commands")
@@ -170,6 +175,7 @@ class PeerConfig:
     maxCalls: int = _default("peer NAME", "max_calls")
     rate: float = _default("peer NAME", "rate")
     maxDuration: int = _default("peer NAME", "max_duration")
+    responseDetails: bool = _default("peer NAME", "response_details")
 
 
 @dataclass(frozen=True, kw_only=True)

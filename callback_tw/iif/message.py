@@ -22,6 +22,7 @@ parameters, which are ignored so that a newer AS keeps working.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from callback_tw.syntax import isSipUser
@@ -38,6 +39,7 @@ __all__ = [
     "Request",
     "formatAck",
     "formatResponse",
+    "RESPONSE_DETAILS",
     "parseMessage",
     "stripLineEnd",
 ]
@@ -58,7 +60,20 @@ _METHODS = ("REQUEST", "CANCEL")
 _ACK = re.compile(rb"ACK: id=([!-:<>-~]{1,31});code=(ok|fail);")
 _RESPONSE = re.compile(
     rb"RESPONSE: id=([!-:<>-~]{1,31});real_duration=(0|[1-9]\d{0,8});"
+    rb"((?:cause=[a-z0-9_]*;answer1=\d*;answer2=\d*;joined=\d*;ended=\d*;"
+    rb"status1=\d*;status2=\d*;)?)"
 )
+#: The parameters a C{response_details} RESPONSE adds, in order (docs/iif.md).
+RESPONSE_DETAILS = (
+    "cause",
+    "answer1",
+    "answer2",
+    "joined",
+    "ended",
+    "status1",
+    "status2",
+)
+_DETAIL_VALUE = re.compile(r"[a-z0-9_]*")
 _SIGNATURE = re.compile(rb"ts=(\d{1,12});sig=([0-9a-f]{64});")
 
 
@@ -159,13 +174,22 @@ def formatAck(callbackId: str, ok: bool) -> bytes:
     )
 
 
-def formatResponse(callbackId: str, realDuration: int) -> bytes:
+def formatResponse(
+    callbackId: str,
+    realDuration: int,
+    details: Sequence[tuple[str, str]] = (),
+) -> bytes:
     """
-    Encode C{RESPONSE: id=<callbackId>;real_duration=<realDuration>;}.
+    Encode C{RESPONSE: id=<callbackId>;real_duration=<realDuration>;}, then
+    the C{details} if any (a peer with C{response_details}).
 
     @param callbackId: the callback's id.
-    @param realDuration: conversation time in whole seconds (>= 0).
-    @raise ValueError: for an invalid id or a negative or non-integer duration.
+    @param realDuration: talk time in whole seconds (>= 0).
+    @param details: C{(name, value)} for every name of L{RESPONSE_DETAILS},
+        in that order; a value is lower-case letters, digits and C{_}, or
+        empty.
+    @raise ValueError: for an invalid id, a negative or non-integer
+        duration, or details that are not the documented ones.
     """
     if not _ID.fullmatch(callbackId):
         raise ValueError(f"invalid callback id {callbackId!r}")
@@ -173,9 +197,17 @@ def formatResponse(callbackId: str, realDuration: int) -> bytes:
         raise ValueError(f"real_duration must be an int, not {realDuration!r}")
     if realDuration < 0:
         raise ValueError(f"real_duration must be >= 0, not {realDuration}")
-    return b"RESPONSE: id=%s;real_duration=%d;" % (
+    if details and tuple(name for name, _ in details) != RESPONSE_DETAILS:
+        raise ValueError(f"details must be {RESPONSE_DETAILS}, not {details!r}")
+    tail = ""
+    for name, value in details:
+        if not _DETAIL_VALUE.fullmatch(value):
+            raise ValueError(f"invalid {name} {value!r}")
+        tail += f"{name}={value};"
+    return b"RESPONSE: id=%s;real_duration=%d;%s" % (
         callbackId.encode("ascii"),
         realDuration,
+        tail.encode("ascii"),
     )
 
 
@@ -192,10 +224,17 @@ class Ack:
 
 @dataclass(frozen=True)
 class Response:
-    """C{RESPONSE: id=..;real_duration=..;}."""
+    """
+    C{RESPONSE: id=..;real_duration=..;}.
+
+    @ivar details: the C{response_details} parameters (L{RESPONSE_DETAILS})
+        by name, empty when the server sent none; an absent moment or status
+        is an empty string.
+    """
 
     callbackId: str
     realDuration: int
+    details: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 def formatRequest(
@@ -260,7 +299,11 @@ def parseServerReply(data: bytes) -> Ack | Response:
     callbackId = match.group(1).decode("ascii")
     if pattern is _ACK:
         return Ack(callbackId, match.group(2) == b"ok")
-    return Response(callbackId, int(match.group(2)))
+    details = {}
+    for parameter in match.group(3).decode("ascii").split(";")[:-1]:
+        name, _, value = parameter.partition("=")
+        details[name] = value
+    return Response(callbackId, int(match.group(2)), details)
 
 
 def stripLineEnd(data: bytes) -> bytes:

@@ -59,6 +59,8 @@ class Peer:
         treated like a stranger.
     @ivar key: the HMAC key it signs with, or L{None} (unsigned); never in a repr.
     @ivar rules: its number patterns and limits.
+    @ivar responseDetails: its RESPONSEs carry the callback's details after
+        C{real_duration} (C{[peer NAME] response_details}).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Peer:
     commands: bool = True
     key: bytes | None = field(default=None, repr=False)
     rules: PeerRules = field(default_factory=PeerRules)
+    responseDetails: bool = False
 
     @property
     def signed(self) -> bool:
@@ -102,6 +105,7 @@ def peersFromConfig(config: Any) -> list[Peer]:
                 commands=bool(settings.commands),
                 key=settings.key,
                 rules=rules,
+                responseDetails=settings.responseDetails,
             )
         )
     return peers

@@ -41,11 +41,10 @@ from callback_tw.iif.message import (
     MessageError,
     Request,
     formatAck,
-    formatResponse,
     parseMessage,
 )
 from callback_tw.iif.peers import Peer, PeerTable
-from callback_tw.iif.responses import ResponseSending, formatSource
+from callback_tw.iif.responses import ResponseSending, formatSource, storedResponse
 from callback_tw.iif.signing import SignatureError
 from callback_tw.policy import Admission, Rule
 from callback_tw.ratelimit import LogLimiter
@@ -539,18 +538,18 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
             return
         self._peers.ended(callbackId)
         if record.serverId != self._store.serverId:
-            known, realDuration = Known.ELSEWHERE, None
+            known, finished = Known.ELSEWHERE, None
         elif record.ended:
-            known, realDuration = Known.FINISHED, record.realDuration or 0
+            known, finished = Known.FINISHED, record
         else:
-            known, realDuration = Known.RUNNING, None
+            known, finished = Known.RUNNING, None
         self._repeated(
             request,
             None if record.sameRequest(new) else False,
             known,
             addr,
             peer,
-            realDuration,
+            finished,
         )
 
     def _start(
@@ -599,13 +598,13 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
         known: Known,
         addr: _Address,
         peer: Peer,
-        realDuration: int | None = None,
+        finished: Any = None,
     ) -> None:
         """
         Answer a REQUEST of C{peer} whose id is its own: when it repeats the
         original, the same ACK again, and the RESPONSE again when the callback has
-        finished (C{realDuration}); C{code=fail} when it reuses the id with other
-        parameters.
+        finished (C{finished}, its stored record); C{code=fail} when it reuses
+        the id with other parameters.
 
         @param original: the original L{Request} to compare with, or the
             comparison already made (L{None}: the same; C{False}: different).
@@ -639,8 +638,8 @@ class IIFProtocol(ResponseSending, DatagramProtocol):
             state=known,
         )
         self._send(formatAck(callbackId, True), addr, peer)
-        if realDuration is not None:
-            self._send(formatResponse(callbackId, realDuration), addr, peer)
+        if finished is not None:
+            self._send(storedResponse(finished, peer), addr, peer)
 
     def _bug(self, failure: Failure, callbackId: str) -> None:
         self._log.failure(

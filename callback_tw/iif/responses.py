@@ -20,8 +20,15 @@ from twisted.python.failure import Failure
 
 from callback_tw.iif.message import Request, formatResponse
 from callback_tw.iif.peers import Peer
+from callback_tw.store.records import endWord
 
-__all__ = ["ResponseSending", "formatSource", "legOutcome", "parseAddress"]
+__all__ = [
+    "ResponseSending",
+    "formatSource",
+    "legOutcome",
+    "parseAddress",
+    "responseDetails",
+]
 
 _Address = tuple[Any, ...]
 
@@ -55,6 +62,50 @@ def legOutcome(values: dict[str, Any], leg: str) -> str:
     if status is None:
         return "not-called"
     return "answered" if status == 200 else str(status)
+
+
+_MOMENTS = (
+    ("answer1", "answered1At"),
+    ("answer2", "answered2At"),
+    ("joined", "joinedAt"),
+    ("ended", "endedAt"),
+)
+
+
+def responseDetails(values: Any) -> list[tuple[str, str]]:
+    """
+    The C{response_details} parameters of a callback (docs/iif.md): its end
+    cause as a word, its moments in unix milliseconds and its legs' final
+    SIP statuses; a moment or status that did not happen is empty.
+
+    @param values: the callback's values under the store's names
+        (C{endCause}, C{answered1At}...), a mapping or a
+        L{callback_tw.store.records.CallbackRecord}: the live RESPONSE and
+        the one re-sent from the store are built alike.
+    """
+
+    def get(name: str) -> Any:
+        if isinstance(values, dict):
+            return values.get(name)
+        return getattr(values, name, None)
+
+    details = [("cause", endWord(get("endCause")))]
+    for name, key in _MOMENTS:
+        at = get(key)
+        details.append((name, "" if at is None else str(round(at * 1000))))
+    for name, key in (("status1", "leg1Status"), ("status2", "leg2Status")):
+        code = get(key)
+        details.append((name, "" if code is None else str(int(code))))
+    return details
+
+
+def storedResponse(record: Any, peer: Peer) -> bytes:
+    """The RESPONSE of an ended callback from its stored record."""
+    return formatResponse(
+        record.id,
+        record.realDuration or 0,
+        responseDetails(record) if peer.responseDetails else (),
+    )
 
 
 class ResponseSending:
@@ -94,6 +145,7 @@ class ResponseSending:
             int(result.realDuration),
             str(result.cause),
             getattr(result, "values", None) or {},
+            getattr(result, "times", None) or {},
         )
 
     def _finishedError(
@@ -105,7 +157,7 @@ class ResponseSending:
             callbackId=request.callbackId,
         )
         return self._ended(
-            request, source, peer, 0, "error: " + failure.getErrorMessage(), {}
+            request, source, peer, 0, "error: " + failure.getErrorMessage(), {}, {}
         )
 
     def _ended(
@@ -116,6 +168,7 @@ class ResponseSending:
         realDuration: int,
         cause: str,
         values: dict[str, Any],
+        times: dict[str, float],
     ) -> Deferred:
         """
         Give the peer its slot back, commit the end, then send the RESPONSE to
@@ -143,7 +196,20 @@ class ResponseSending:
         self._peers.ended(callbackId)
         self._ending[callbackId] = request
         healthy = self._store.healthy
-        committed = self._store.markEnded(callbackId, cause, realDuration, **values)
+        # The moments are stored with the end (the call wrote them as they
+        # happened too): a RESPONSE re-sent from the store is this one.
+        moments = dict(times)
+        endedAt = moments.pop("endedAt", None)
+        committed = self._store.markEnded(
+            callbackId, cause, realDuration, at=endedAt, **values, **moments
+        )
+        details: list[tuple[str, str]] = []
+        if peer.responseDetails:
+            if endedAt is None:
+                endedAt = self._reactor.seconds()
+            details = responseDetails(
+                {**values, **times, "endedAt": endedAt, "endCause": cause}
+            )
         done: Deferred = Deferred()
 
         def respond(result: Any) -> None:
@@ -156,7 +222,9 @@ class ResponseSending:
                 )
             if self._ending.get(callbackId) is request:
                 del self._ending[callbackId]
-            self._sendResponse(formatResponse(callbackId, realDuration), source, peer)
+            self._sendResponse(
+                formatResponse(callbackId, realDuration, details), source, peer
+            )
             self._store.markResponseSent(callbackId).addErrback(
                 lambda f: self._log.warn(
                     "IIF callback {callbackId}: RESPONSE not recorded as sent"
@@ -198,7 +266,7 @@ class ResponseSending:
             )
             return
         peer = self._peers.identify(addr) or Peer(record.peer, addr[0], addr[1])
-        self._send(formatResponse(record.id, record.realDuration or 0), addr, peer)
+        self._send(storedResponse(record, peer), addr, peer)
         self._store.markResponseSent(record.id).addErrback(
             lambda f: self._log.warn(
                 "IIF callback {callbackId}: RESPONSE not recorded as sent ({error})",

@@ -23,6 +23,7 @@ __all__ = [
     "LegDialog",
     "NewCallback",
     "callbackFromRow",
+    "endWord",
     "legFromRow",
     "legToRow",
 ]
@@ -131,15 +132,15 @@ class CallbackRecord:
     def recoveredDuration(self) -> int:
         """
         The real_duration of a callback that was running when its server
-        died, as if it ended at its last checkpoint: the conversation time
-        from user2's answer to the checkpoint, rounded to the nearest second
-        (halves up) as L{callback_tw.callback.call} does; 0 if user2 never
-        answered.
+        died, as if it ended at its last checkpoint: the talk time from the
+        join to the checkpoint, rounded to the nearest second (halves up) as
+        L{callback_tw.callback.call} does; 0 if the parties were never
+        joined.
         """
-        if self.answered2At is None:
+        if self.joinedAt is None:
             return 0
-        last = max(self.checkpointAt or self.answered2At, self.answered2At)
-        return math.floor(last - self.answered2At + 0.5)
+        last = max(self.checkpointAt or self.joinedAt, self.joinedAt)
+        return math.floor(last - self.joinedAt + 0.5)
 
     def sameRequest(self, request: NewCallback) -> bool:
         """True if C{request} repeats the REQUEST this callback came from."""
@@ -209,6 +210,40 @@ class Accepted:
 
     record: CallbackRecord
     created: bool
+
+
+#: The end causes a callback writes (L{callback_tw.callback.call}), by the
+#: start of their text, as one word for programs (the RESPONSE's C{cause}).
+#: The first match wins: the longer starts come first.
+_END_WORDS = (
+    ("duration limit", "duration"),
+    ("user1 hung up", "user1_hangup"),
+    ("user2 hung up", "user2_hangup"),
+    ("user1 and user2 share no codec", "join_failed"),
+    ("user1 ", "user1_failed"),
+    ("user2 ", "user2_failed"),
+    ("cannot call user2", "user2_failed"),
+    ("join failed", "join_failed"),
+    ("unusable SDP", "join_failed"),
+    ("cancelled by the application server", "cancelled"),
+    ("server shutting down", "shutdown"),
+    ("recovered", "recovered"),
+)
+
+
+def endWord(cause: str | None) -> str:
+    """
+    One word for an end cause: C{duration}, C{user1_hangup},
+    C{user2_hangup}, C{user1_failed}, C{user2_failed}, C{join_failed},
+    C{cancelled}, C{shutdown}, C{recovered}; C{error} for anything else,
+    empty when the callback has not ended.
+    """
+    if cause is None:
+        return ""
+    for start, word in _END_WORDS:
+        if cause.startswith(start):
+            return word
+    return "error"
 
 
 def _snake(name: str) -> str:

@@ -212,3 +212,34 @@ class MediaEndToEndTests(TestCase):
         yield sleep(reactor, 1)
         self.assertEqual(requestsOf(self.uas.messages(), "INVITE"), [])
         self.assertEqual(self.rtp1.packets, [])
+
+    @defer.inlineCallbacks
+    def test_user1HearsWholeAnnouncementWhenUser2AnswersAtOnce(self) -> Any:
+        """
+        user2 (media3) answers at once and has no announcement: user1 still
+        receives every packet of 00080002 before the join, which follows
+        its last packet within 100 ms.
+        """
+        self.client.request("m3", "media1", "media3", duration=30)
+        self.assertEqual((yield self.client.expectAck("m3")), "ok")
+        yield sleep(reactor, 5)
+        self.client.send("CANCEL: id=m3;")
+        yield self.client.expectResponse("m3", timeout=10)
+
+        ann1 = list(self.catalogue.announcement("00080002", "PCMU"))
+        one = [p for _, p in self.rtp1.packets]
+        self.assertGreaterEqual(len(one), len(ann1))
+        self.assertEqual([p["payload"] for p in one[: len(ann1)]], ann1)
+        self.assertEqual(self.rtp2.packets, [])
+        lastAnn = self.rtp1.packets[len(ann1) - 1][0]
+        call1 = self.uas.callTo("media1")
+        call2 = self.uas.callTo("media3")
+        answered2 = requestsOf(call2, "ACK", "received")[0].time
+        self.assertLess(answered2, self.rtp1.packets[0][0] + 0.5)
+        reinvites1 = requestsOf(call1, "INVITE", "received")
+        self.assertEqual(len(reinvites1), 2, describeMessages(call1))
+        join = reinvites1[1].time
+        self.assertGreaterEqual(join, lastAnn - 0.005)
+        self.assertLessEqual(join, lastAnn + 0.1)
+        # Nothing was sent to user1 after the join.
+        self.assertLessEqual(self.rtp1.packets[-1][0], join + 0.05)
