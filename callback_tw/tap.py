@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -253,9 +254,30 @@ def buildLogObserver(log: LogConfig, stream: IO[str]) -> ILogObserver:
     else:
         output = textFileLogObserver(stream)
     level = LogLevel.levelWithName(log.level)
-    return FilteringLogObserver(
-        output, [LogLevelFilterPredicate(defaultLogLevel=level)]
-    )
+    predicates = [LogLevelFilterPredicate(defaultLogLevel=level)]
+    if level > LogLevel.debug:
+        predicates.append(_withoutRTPPortChatter)
+    return FilteringLogObserver(output, predicates)
+
+
+#: What Twisted's UDP port writes, at info and unconditionally, when a port
+#: opens or closes: two lines per RTP port, four per callback.
+_RTP_PORT_CHATTER = re.compile(r"RTPPort starting on \d+|\(UDP Port \d+ Closed\)")
+
+
+def _withoutRTPPortChatter(event: dict) -> Any:
+    """
+    Drop Twisted's own "RTPPort starting on N" / "(UDP Port N Closed)" lines
+    below level debug: at info an operator reads one line per callback.
+    (The service logs its own start and stop lines for its long-lived ports.)
+    """
+    from twisted.logger import PredicateResult
+
+    if event.get("log_namespace") == "log_legacy":
+        message = event.get("message") or ()
+        if len(message) == 1 and _RTP_PORT_CHATTER.fullmatch(str(message[0])):
+            return PredicateResult.no
+    return PredicateResult.maybe
 
 
 def _logStream(options: Options) -> IO[str] | None:

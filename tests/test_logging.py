@@ -92,6 +92,40 @@ class LogObserverTests(SynchronousTestCase):
         self.assertNotIn("quiet", stream.getvalue())
         self.assertIn("loud", stream.getvalue())
 
+    def test_rtpPortChatterOnlyAtDebug(self) -> None:
+        """
+        Twisted's own "RTPPort starting on N" and "(UDP Port N Closed)" lines
+        (legacy log.msg, two per RTP port) are dropped at level info and
+        written at debug; other legacy lines stay.
+        """
+        from twisted.logger import LogLevel
+
+        def legacy(text: str) -> dict:
+            return {
+                "log_namespace": "log_legacy",
+                "log_level": LogLevel.info,
+                "log_format": "{log_text}",
+                "log_text": text,
+                "message": (text,),
+                "log_system": "-",
+                "log_time": 0.0,
+                "isError": 0,
+            }
+
+        lines = [
+            "RTPPort starting on 40000",
+            "(UDP Port 40000 Closed)",
+            "IIFProtocol starting on 5080",
+        ]
+        for level, expected in (("info", lines[2:]), ("debug", lines)):
+            stream = io.StringIO()
+            observer = buildLogObserver(LogConfig(level=level), stream)
+            for text in lines:
+                observer(legacy(text))
+            written = stream.getvalue()
+            for text in lines:
+                (self.assertIn if text in expected else self.assertNotIn)(text, written)
+
     def test_json(self) -> None:
         """
         C{format = json} writes one JSON object per line, which
