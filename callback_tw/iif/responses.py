@@ -178,29 +178,7 @@ class ResponseSending:
         """
         callbackId = request.callbackId
         realDuration = max(0, realDuration)
-        # The one line an operator reads per callback at level info; every
-        # step before it is at debug.
-        # Its moments (unix seconds, "-" when it did not happen) let an AS
-        # that bills differently recompute from the log.
-        moment = {k: "-" if v is None else f"{v:.3f}" for k, v in times.items()}
-        self._log.info(
-            "callback {callbackId} finished: peer={peer} user1={user1}"
-            " user2={user2} leg1={leg1} leg2={leg2} real_duration={realDuration}"
-            " cause={cause} answer1={answer1} answer2={answer2} joined={joined}"
-            " ended={ended}",
-            callbackId=callbackId,
-            peer=peer.name,
-            user1=request.user1,
-            user2=request.user2,
-            leg1=legOutcome(values, "leg1"),
-            leg2=legOutcome(values, "leg2"),
-            realDuration=realDuration,
-            cause=cause,
-            answer1=moment.get("answered1At", "-"),
-            answer2=moment.get("answered2At", "-"),
-            joined=moment.get("joinedAt", "-"),
-            ended=moment.get("endedAt", "-"),
-        )
+        self._summarise(request, peer, realDuration, cause, values, times)
         self._peers.ended(callbackId)
         self._ending[callbackId] = request
         healthy = self._store.healthy
@@ -251,6 +229,40 @@ class ResponseSending:
             committed.addErrback(lambda f: None)
             respond(None)
         return done
+
+    def _summarise(
+        self,
+        request: Request,
+        peer: Peer,
+        realDuration: int,
+        cause: str,
+        values: dict[str, Any],
+        times: dict[str, float],
+    ) -> None:
+        """
+        The one line an operator reads per callback at level info (every step
+        before it is at debug); its moments (Unix seconds, "-" when one did
+        not happen) let an AS that bills differently recompute from the log.
+        """
+        moment = {k: "-" if v is None else f"{v:.3f}" for k, v in times.items()}
+        self._log.info(
+            "callback {callbackId} finished: peer={peer} user1={user1}"
+            " user2={user2} leg1={leg1} leg2={leg2} real_duration={realDuration}"
+            " cause={cause} answer1={answer1} answer2={answer2} joined={joined}"
+            " ended={ended}",
+            callbackId=request.callbackId,
+            peer=peer.name,
+            user1=request.user1,
+            user2=request.user2,
+            leg1=legOutcome(values, "leg1"),
+            leg2=legOutcome(values, "leg2"),
+            realDuration=realDuration,
+            cause=cause,
+            answer1=moment.get("answered1At", "-"),
+            answer2=moment.get("answered2At", "-"),
+            joined=moment.get("joinedAt", "-"),
+            ended=moment.get("endedAt", "-"),
+        )
 
     def resendResponse(self, record: Any) -> None:
         """
