@@ -71,6 +71,9 @@ class DialogUA(UA):
         straight to the Contact, around the provider.  So the dialog's
         Record-Route is put back into such a 2xx before the transaction
         manager reads it.
+      - Without a route set, the transaction manager still sends the ACK
+        of a 2xx to the 2xx's Contact, around the provider that relays every
+        other in-dialog request: L{_ackThroughProxy} sends it to the proxy.
 
     It also reports its dialog as plain values (L{dialogFields}) and tells
     L{dialogChanged} when they may have moved, for crash recovery.
@@ -189,6 +192,31 @@ class DialogUA(UA):
                     ]
                 )
         super().recvResponse(resp, tr)
+        if 200 <= code < 300 and method == "INVITE":
+            self._ackThroughProxy(resp, tr)
+
+    def _ackThroughProxy(self, resp: Any, tr: Any) -> None:
+        """
+        Make the transaction manager send the ACK of this 2xx to the
+        outbound proxy when the dialog kept it (no route set).
+
+        The manager, which builds the ACK after this UA has read the 2xx,
+        sends it to the address of the 2xx's Contact, and to the INVITE's
+        own destination only when the 2xx has neither Contact nor
+        Record-Route.  So the remote target (already read by sippy's state)
+        becomes the ACK's Request-URI here, and the 2xx loses those headers
+        before the manager reads them: the ACK then goes, like every other
+        in-dialog request, to the proxy.  Checked against sippy 2.5.0
+        (C{SipTransactionManager.incomingResponse}).
+        """
+        if self.outbound_proxy is None or tr is None or not tr.needack:
+            return
+        if resp.countHFs("contact"):
+            tr.ack.setRURI(resp.getHFBody("contact").getUrl().getCopy())
+        elif self.rTarget is not None:
+            tr.ack.setRURI(self.rTarget.getCopy())
+        resp.delHFs("contact")
+        resp.delHFs("record-route")
 
     def recvRequest(self, req: Any, sip_t: Any) -> Any:
         """
