@@ -286,6 +286,7 @@ class Leg:
             (callId, route.callerId, self.user, MsgBody(self._offer), None, None)
         )
         event.fromDomain = route.fromDomain
+        event.assertedIdentity = route.assertedIdentity
         ua.recvEvent(event)
 
     def hangUp(self, code: int | None = None, text: str | None = None) -> None:

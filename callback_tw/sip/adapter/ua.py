@@ -21,6 +21,8 @@ from sippy.UacStateCancelling import UacStateCancelling
 from sippy.UacStateTrying import UacStateTrying
 from sippy.UacStateUpdating import UacStateUpdating
 
+from callback_tw.sip.adapter.headers import NamedHeader
+
 __all__ = ["DialogUA", "Invite", "hostPort"]
 
 
@@ -34,17 +36,28 @@ def hostPort(host: str, port: int | None) -> str:
 class Invite(CCEventTry):
     """
     sippy's INVITE event, with the From host set once the UAC is built:
-    sippy writes our own address there, a provider wants its domain.
-    Checked against sippy 2.5.0 (C{onUacSetupComplete}, C{UA.lUri}).
+    sippy writes our own address there, a provider wants its domain.  An
+    asserted identity is written at that same host, which is only known
+    then.  Checked against sippy 2.5.0 (C{onUacSetupComplete}, called
+    before C{getExtraHeaders}, C{UA.lUri}; a 401/407 retry repeats the
+    extra headers).
 
     @ivar fromDomain: the host of the From URI; our address when None.
+    @ivar assertedIdentity: the user of a C{P-Asserted-Identity} header
+        (RFC 3325) at the From URI's host; none when None.
     """
 
     fromDomain: str | None = None
+    assertedIdentity: str | None = None
 
     def onUacSetupComplete(self, uac: Any) -> None:
         if self.fromDomain:
             uac.lUri.getUrl().host = self.fromDomain
+        if self.assertedIdentity:
+            url = uac.lUri.getUrl().getCopy()
+            url.username = self.assertedIdentity
+            header = SipHeader(body=NamedHeader("P-Asserted-Identity", f"<{url}>"))
+            self.extra_headers = (*(self.extra_headers or ()), header)
 
 
 class DialogUA(UA):
