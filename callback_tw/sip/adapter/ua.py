@@ -16,6 +16,7 @@ from typing import Any
 from sippy.CCEvents import CCEventTry
 from sippy.MsgBody import MsgBody
 from sippy.SipHeader import SipHeader
+from sippy.SipTransactionManager import TRYING
 from sippy.UA import UA
 from sippy.UacStateCancelling import UacStateCancelling
 from sippy.UacStateTrying import UacStateTrying
@@ -258,6 +259,27 @@ class DialogUA(UA):
             )
         return result
 
+    def recvEvent(self, event: Any) -> None:
+        """
+        Stop a re-INVITE of ours that is still unanswered when the dialog
+        is ended from this side.
+
+        sippy's C{UacStateUpdating} sends the BYE and asks the transaction
+        manager to CANCEL the re-INVITE; without a provisional response
+        there is nothing to CANCEL yet (RFC 3261 9.1), so the manager only
+        notes it and keeps retransmitting the re-INVITE for 32 s, after the
+        BYE, to a far end that has forgotten the dialog.  Such a
+        transaction is dropped here: its timers stop and a late answer to
+        it is a stray response.  One that had a provisional response is
+        not retransmitted any more and gets its CANCEL from sippy.
+        Checked against sippy 2.5.0 (C{UacStateUpdating.recvEvent},
+        C{SipTransactionManager.cancelTransaction}, C{timerA}).
+        """
+        pending = self.tr if isinstance(self.state, UacStateUpdating) else None
+        super().recvEvent(event)
+        if pending is not None and not isinstance(self.state, UacStateUpdating):
+            _dropUnanswered(self.global_config["_sip_tm"], pending)
+
     def restoreLocalSdp(self, sdp: str) -> None:
         """
         Put back C{sdp}, the SDP the far end last agreed to from us, when
@@ -266,3 +288,20 @@ class DialogUA(UA):
         """
         if self.lSDP is None:
             self.lSDP = MsgBody(sdp)
+
+
+def _dropUnanswered(tm: Any, tr: Any) -> None:
+    """
+    Forget client transaction C{tr} if it has had no response at all: its
+    retransmission (A) and timeout (B) timers stop and the manager no
+    longer knows it.  Checked against sippy 2.5.0 (C{SipTransaction},
+    C{SipTransactionManager.tclient}).
+    """
+    if tr.state != TRYING or tm.tclient is None or tm.tclient.get(tr.tid) is not tr:
+        return
+    for timer in (tr.teA, tr.teB):
+        if timer is not None:
+            timer.cancel()
+    tr.teA = tr.teB = None
+    del tm.tclient[tr.tid]
+    tr.cleanup()
