@@ -287,16 +287,23 @@ class MeasuredDialer:
         self._metrics = metrics
         self._reactor = reactor
 
-    def dial(self, user: str, offer: str, listener: Any, name: str = "") -> Any:
+    def dial(
+        self,
+        user: str,
+        offer: str,
+        listener: Any,
+        name: str = "",
+        caller: str | None = None,
+    ) -> Any:
         """
         Place a leg through the wrapped dialer; C{name} ends in C{/leg1} or
-        C{/leg2}, which labels the measure.
+        C{/leg2}, which labels the measure; C{caller} as the dialer's.
         """
         leg = name.rsplit("/", 1)[-1] if name else "leg"
         if leg not in ("leg1", "leg2"):
             leg = "other"
         measured = _MeasuredListener(listener, self._metrics, leg, self._reactor)
-        return self._dialer.dial(user, offer, measured, name)
+        return self._dialer.dial(user, offer, measured, name, caller=caller)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._dialer, name)

@@ -378,7 +378,7 @@ def buildService(
     from callback_tw.service import CallbackService
     from callback_tw.sip.registrar import Registrar
     from callback_tw.sip.registration import LineRegistration
-    from callback_tw.sip.routing import Router, defaultRoute
+    from callback_tw.sip.routing import Router, callerIds, defaultRoute
     from callback_tw.sip.stack import SipStack
 
     sip, callback, media = config.sip, config.callback, config.media
@@ -401,7 +401,11 @@ def buildService(
     if callback.externalLineMode and line is not None and line.register:
         lineRegistration = LineRegistration(stack, line, reactor)
     router = Router(
-        stack, defaultRoute(config), callback.noAnswerTimeout, locator=registrar
+        stack,
+        defaultRoute(config),
+        callback.noAnswerTimeout,
+        locator=registrar,
+        callerIds=callerIds(config),
     )
     bindHost = "0.0.0.0" if sip.address in WILDCARD_ADDRESSES else sip.address
     rtpPorts = RTPPortAllocator(sip.sipHost, media.rtpPorts, reactor, bindHost=bindHost)

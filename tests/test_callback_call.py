@@ -84,10 +84,11 @@ class FakeDialer:
         self.legs: list[FakeLeg] = []
         self.fail = False
 
-    def dial(self, user, offer, listener, name=""):
+    def dial(self, user, offer, listener, name="", caller=None):
         if self.fail:
             raise RuntimeError("SIP stack down")
         leg = FakeLeg(user, offer, listener, name)
+        leg.caller = caller
         self.legs.append(leg)
         return leg
 
@@ -153,6 +154,19 @@ class CallbackCallTests(SynchronousTestCase):
         self.assertEqual(len(self.dialer.legs), 1)
         self.dialer.legs[0].answer(PCMU1)
         self.assertEqual([leg.user for leg in self.dialer.legs], ["100", "101"])
+
+    def test_user2DialledWithUser1AsCaller(self) -> None:
+        """
+        user1 is dialled with no caller of its own; user2 with user1's
+        number as the caller it may show (the dialer's caller ID policy
+        decides).
+        """
+        self.start()
+        self.dialer.legs[0].answer(PCMU1)
+        self.assertEqual(
+            [(leg.user, leg.caller) for leg in self.dialer.legs],
+            [("100", None), ("101", "100")],
+        )
 
     def test_durationFromUser1Answer(self) -> None:
         """

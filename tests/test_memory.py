@@ -41,7 +41,7 @@ class _Detaching(FakeLeg):
 
 
 class _DetachingDialer(FakeDialer):
-    def dial(self, user, offer, listener, name=""):
+    def dial(self, user, offer, listener, name="", caller=None):
         leg = _Detaching(user, offer, listener, name)
         self.legs.append(leg)
         return leg

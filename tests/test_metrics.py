@@ -168,7 +168,14 @@ class _Dialer:
     def __init__(self) -> None:
         self.listeners: list[Any] = []
 
-    def dial(self, user: str, offer: str, listener: Any, name: str = "") -> Any:
+    def dial(
+        self,
+        user: str,
+        offer: str,
+        listener: Any,
+        name: str = "",
+        caller: str | None = None,
+    ) -> Any:
         self.listeners.append(listener)
         return f"leg of {user}"
 

@@ -195,3 +195,157 @@ class LegTests(SynchronousTestCase):
         self.clock.settle()
         self.assertTrue(self.clock.sent[-1].firstLine.startswith("SIP/2.0 200 OK"))
         self.assertEqual(self.listener.events[-1][0], "ended")
+
+
+class PendingReInviteTests(SynchronousTestCase):
+    """
+    A re-INVITE of ours still unanswered when the leg is hung up: after the
+    BYE nothing more of that re-INVITE goes on the wire.
+    """
+
+    def setUp(self) -> None:
+        self.clock, self.stack = startStack(self)
+        self.listener = RecordingListener()
+        self.far = FarEnd()
+        offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
+        self.leg = self.stack.dial("100", FAR_ROUTE, offer, self.listener, 60, "t/l")
+        invite = self.sent("INVITE")[0].data
+        self.clock.deliver(self.far.response(invite, 200, "OK", farSdp()))
+        self.clock.settle()
+        self.reInvite = self.leg.reInvite(
+            SdpSession("127.0.0.1").offer("127.0.0.1", 41000)
+        )
+        self.assertEqual(len(self.sent("INVITE")), 2)
+        self.addCleanup(self.failureResultOf, self.reInvite, ReInviteFailed)
+
+    def sent(self, method: str):
+        return [s for s in self.clock.sent if s.method == method]
+
+    def test_noRetransmissionAfterBye(self) -> None:
+        """
+        The re-INVITE is retransmitted while the far end is silent (0.5 s,
+        then 1 s later); once the leg sends its BYE, the re-INVITE is never
+        sent again, while the BYE itself is still retransmitted until
+        answered; the re-INVITE's Deferred fails (checked at cleanup).
+        """
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.sent("INVITE")), 3)
+        self.leg.hangUp(408, "Request Timeout")
+        (bye,) = self.sent("BYE")
+        self.clock.settle()
+        self.assertEqual(self.leg.state, "ended")
+        self.assertEqual(len(self.listener.ends), 1)
+        for _ in range(64):
+            self.clock.advance(0.5)
+        invites = self.sent("INVITE")
+        self.assertEqual(len(invites), 3, [s.time for s in invites])
+        self.assertGreater(len(self.sent("BYE")), 1)
+        self.assertEqual(self.sent("CANCEL"), [])
+
+    def test_ringingReInviteCancelled(self) -> None:
+        """
+        A re-INVITE that had a provisional answer is CANCELled with the
+        BYE (sippy's own behaviour, kept), and not retransmitted either.
+        """
+        reinvite = self.sent("INVITE")[-1].data
+        self.clock.deliver(self.far.response(reinvite, 100, "Trying"))
+        self.clock.settle()
+        self.leg.hangUp()
+        self.assertEqual(len(self.sent("BYE")), 1)
+        self.assertEqual(len(self.sent("CANCEL")), 1)
+        for _ in range(64):
+            self.clock.advance(0.5)
+        self.assertEqual(len(self.sent("INVITE")), 2)
+
+    def test_lateAnswerToAbandonedReInvite(self) -> None:
+        """
+        The far end answers the abandoned re-INVITE after our BYE: nothing
+        breaks, the leg stays ended and no re-INVITE is sent again.
+        """
+        reinvite = self.sent("INVITE")[-1].data
+        self.leg.hangUp()
+        self.clock.settle()
+        self.clock.deliver(self.far.response(reinvite, 200, "OK", farSdp(version=2)))
+        self.clock.settle()
+        for _ in range(64):
+            self.clock.advance(0.5)
+        self.assertEqual(len(self.sent("INVITE")), 2)
+        self.assertEqual(self.leg.state, "ended")
+        self.assertEqual(len(self.listener.ends), 1)
+
+
+class HeldLegTests(SynchronousTestCase):
+    """
+    What an answered leg keeps while it is held (for hours, by thousands):
+    no copy of a SIP message, and it still works afterwards.
+    """
+
+    def setUp(self) -> None:
+        self.clock, self.stack = startStack(self)
+        self.listener = RecordingListener()
+        self.far = FarEnd()
+        offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
+        self.leg = self.stack.dial("100", FAR_ROUTE, offer, self.listener, 60, "t/l")
+        self.invite = [s for s in self.clock.sent if s.method == "INVITE"][0].data
+        self.clock.deliver(self.far.response(self.invite, 200, "OK", farSdp()))
+        self.clock.settle()
+        d = self.leg.reInvite(SdpSession("127.0.0.1").offer("127.0.0.1", 41000))
+        reinvite = [s for s in self.clock.sent if s.method == "INVITE"][-1].data
+        self.clock.deliver(self.far.response(reinvite, 200, "OK", farSdp(version=2)))
+        self.clock.settle()
+        self.successResultOf(d)
+
+    def reachable(self, root) -> list:
+        """Every object reachable from C{root}, not entering modules or classes."""
+        import gc
+        import types
+
+        seen, todo, found = set(), [root], []
+        shared = (self.stack, self.clock, self.stack._tm, self.leg._globalConfig)
+        seen.update(id(o) for o in shared)
+        while todo:
+            o = todo.pop()
+            if id(o) in seen:
+                continue
+            if isinstance(o, (type, types.ModuleType, types.FunctionType)):
+                continue
+            seen.add(id(o))
+            found.append(o)
+            todo.extend(gc.get_referents(o))
+        return found
+
+    def test_noMessageKept(self) -> None:
+        """
+        After its INVITE and a re-INVITE were answered, the leg (its sippy
+        UA included) holds no SIP request or response and no transaction.
+        """
+        from sippy.SipMsg import SipMsg
+        from sippy.SipTransactionManager import SipTransaction
+
+        kept = [
+            type(o).__name__
+            for o in self.reachable(self.leg)
+            if isinstance(o, (SipMsg, SipTransaction))
+        ]
+        self.assertEqual(kept, [])
+
+    def test_stillWorks(self) -> None:
+        """
+        The held leg still answers a re-INVITE from the far end, sends one
+        of its own and hangs up with a BYE.
+        """
+        self.listener.answerWith = SdpSession("127.0.0.1").offer("127.0.0.1", 42000)
+        target = f"sip:1000@127.0.0.1:{self.stack.port}"
+        self.clock.deliver(
+            self.far.inDialog("INVITE", self.invite, 5, target, farSdp(version=3))
+        )
+        self.clock.settle()
+        ok = self.clock.sent[-1]
+        self.assertTrue(ok.data.startswith("SIP/2.0 200 OK"), ok.data)
+        d = self.leg.reInvite(SdpSession("127.0.0.1").offer("127.0.0.1", 43000))
+        reinvite = [s for s in self.clock.sent if s.method == "INVITE"][-1].data
+        self.clock.deliver(self.far.response(reinvite, 200, "OK", farSdp(version=4)))
+        self.clock.settle()
+        self.assertEqual(self.successResultOf(d), farSdp(version=4))
+        self.leg.hangUp()
+        self.assertEqual(len([s for s in self.clock.sent if s.method == "BYE"]), 1)

@@ -193,3 +193,47 @@ class RouteSetTests(SynchronousTestCase):
         self.clock.settle()
         (bye,) = self.sent("BYE")
         self.assertFollowsRouteSet(bye)
+
+    def test_noRecordRouteAckGoesToProxy(self) -> None:
+        """
+        Without Record-Route the ACK of the 2xx, and the ACK of a
+        re-INVITE's 2xx, go to the outbound proxy like the re-INVITE and the
+        BYE, with the phone's Contact as R-URI and no Route header; none of
+        them goes straight to the Contact around the provider.
+        """
+        self.answer(None)
+        reinvite = self.reinvite()
+        self.clock.deliver(
+            self.far.response(reinvite.data, 200, "OK", farSdp(version=2))
+        )
+        self.clock.settle()
+        acks = self.sent("ACK")
+        self.assertEqual(len(acks), 2)
+        for ack in acks:
+            self.assertEqual(ack.addr, PROXY, ack.data)
+            self.assertEqual(ack.firstLine, f"ACK {CONTACT} SIP/2.0")
+            self.assertEqual(routesOf(ack.data), [])
+        self.assertEqual(
+            [headerOf(ack.data, "cseq") for ack in acks],
+            [
+                f"{headerOf(self.invite.data, 'cseq').split()[0]} ACK",
+                f"{headerOf(reinvite.data, 'cseq').split()[0]} ACK",
+            ],
+        )
+        self.assertTrue(
+            all(";tag=far1" in headerOf(ack.data, "to") for ack in acks), acks
+        )
+
+    def test_retransmitted2xxAckedThroughProxy(self) -> None:
+        """
+        A retransmission of the 2xx (our ACK was lost) is answered with the
+        same ACK, to the outbound proxy again.
+        """
+        self.answer(None)
+        ok = self.far.response(self.invite.data, 200, "OK", farSdp())
+        self.clock.deliver(ok)
+        self.clock.settle()
+        acks = self.sent("ACK")
+        self.assertEqual(len(acks), 2)
+        self.assertEqual([ack.addr for ack in acks], [PROXY, PROXY])
+        self.assertEqual(acks[0].data, acks[1].data)

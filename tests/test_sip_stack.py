@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from callback_tw.sip.routing import Route, Router
+from callback_tw.sip.routing import CallerIds, Route, Router, callerIds, defaultRoute
 from callback_tw.sip.sdp import SdpSession
+from tests.confighelpers import ConfigTestMixin
 from tests.siphelpers import (
     FAR_ROUTE,
     FarEnd,
@@ -106,6 +107,160 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(invite.addr, ("127.0.0.1", 5080))
         self.assertIn(
             "<sip:4930123@sip.provider.example>", headerOf(invite.data, "from")
+        )
+
+
+#: An external line: R-URI at the provider's domain, sent to its proxy.
+LINE = Route(
+    ("sip.provider.example", 5060),
+    "4930123",
+    "external line",
+    credentials=("user", "pw"),
+    outboundProxy=("127.0.0.1", 5080),
+    fromDomain="sip.provider.example",
+    keepsFrom=True,
+)
+
+
+class CallerIdTests(SynchronousTestCase):
+    """
+    What user2's INVITE shows when the callback names user1 as its caller
+    ([callback] user2_caller, assert_identity; [external_line] from_user).
+    """
+
+    def setUp(self) -> None:
+        self.clock, self.stack = startStack(self)
+        self.listener = RecordingListener()
+        self.offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
+        self.peer = Route(("127.0.0.1", 5070), "1000", "peer pss")
+
+    def invite(self, route: Route, ids: CallerIds, caller: str | None = "2001"):
+        router = Router(self.stack, route, 60, callerIds=ids)
+        router.dial("555", self.offer, self.listener, "t/leg2", caller=caller)
+        (invite,) = [s for s in self.clock.sent if s.method == "INVITE"]
+        return invite
+
+    def test_defaultIgnoresCaller(self) -> None:
+        """
+        user2_caller = default: user2's INVITE is From the default caller,
+        with no P-Asserted-Identity, whatever the callback's caller.
+        """
+        invite = self.invite(self.peer, CallerIds(assertIdentity=True))
+        self.assertIn("<sip:1000@127.0.0.1>", invite.header("from"))
+        self.assertIsNone(invite.header("p-asserted-identity"))
+
+    def test_user1AsFrom(self) -> None:
+        """
+        user2_caller = user1: the From user is user1's number; without
+        assert_identity there is no P-Asserted-Identity.
+        """
+        invite = self.invite(self.peer, CallerIds(showCaller=True))
+        self.assertIn("<sip:2001@127.0.0.1>", invite.header("from"))
+        self.assertIsNone(invite.header("p-asserted-identity"))
+
+    def test_user1Asserted(self) -> None:
+        """
+        user2_caller = user1 and assert_identity = yes: From user and
+        P-Asserted-Identity both name user1, at our domain.
+        """
+        invite = self.invite(self.peer, CallerIds(True, True))
+        self.assertIn("<sip:2001@127.0.0.1>", invite.header("from"))
+        self.assertEqual(invite.header("p-asserted-identity"), "<sip:2001@127.0.0.1>")
+
+    def test_noCallerNoHeader(self) -> None:
+        """A leg dialled without a caller (user1's) keeps its route's From."""
+        invite = self.invite(self.peer, CallerIds(True, True), caller=None)
+        self.assertIn("<sip:1000@127.0.0.1>", invite.header("from"))
+        self.assertIsNone(invite.header("p-asserted-identity"))
+
+    def test_lineKeepsNumberAssertsCaller(self) -> None:
+        """
+        External line with from_user = line: the From stays the line's
+        number at the provider's domain; P-Asserted-Identity carries user1
+        at that domain.
+        """
+        invite = self.invite(LINE, CallerIds(True, True))
+        self.assertIn("<sip:4930123@sip.provider.example>", invite.header("from"))
+        self.assertEqual(
+            invite.header("p-asserted-identity"), "<sip:2001@sip.provider.example>"
+        )
+
+    def test_lineFromCaller(self) -> None:
+        """
+        External line with from_user = caller: the From user is user1's
+        number at the provider's domain.
+        """
+        line = Route(**{**LINE.__dict__, "keepsFrom": False})
+        invite = self.invite(line, CallerIds(True, False))
+        self.assertIn("<sip:2001@sip.provider.example>", invite.header("from"))
+        self.assertIsNone(invite.header("p-asserted-identity"))
+
+    def test_assertedAfterChallenge(self) -> None:
+        """
+        The provider's 407: the INVITE sent again with credentials still
+        carries the P-Asserted-Identity.
+        """
+        first = self.invite(LINE, CallerIds(True, True))
+        far = FarEnd()
+        challenge = far.response(first.data, 407, "Proxy Authentication Required")
+        challenge = challenge.replace(
+            "Content-Length",
+            'Proxy-Authenticate: Digest realm="sip.provider.example",'
+            ' nonce="n1", qop="auth"\r\nContent-Length',
+        )
+        self.clock.deliver(challenge, ("127.0.0.1", 5080))
+        self.clock.settle()
+        invites = [s for s in self.clock.sent if s.method == "INVITE"]
+        self.assertEqual(len(invites), 2)
+        self.assertIsNotNone(invites[1].header("proxy-authorization"))
+        self.assertEqual(
+            invites[1].header("p-asserted-identity"),
+            "<sip:2001@sip.provider.example>",
+        )
+
+
+class CallerIdConfigTests(ConfigTestMixin, SynchronousTestCase):
+    """The caller ID keys of the configuration, read into the routing."""
+
+    LINE = {
+        "registrar": "127.0.0.1:5062",
+        "username": "line1",
+        "password": "pw1",
+        "number": "5551000",
+    }
+
+    def test_defaults(self) -> None:
+        """By default user2 shows no caller and nothing is asserted."""
+        config = self.load()
+        self.assertEqual(callerIds(config), CallerIds(False, False))
+
+    def test_user1Asserted(self) -> None:
+        """user2_caller = user1 and assert_identity = yes, in any case."""
+        config = self.load(
+            {"callback": {"user2_caller": "User1", "assert_identity": "yes"}}
+        )
+        self.assertEqual(callerIds(config), CallerIds(True, True))
+
+    def test_badUser2Caller(self) -> None:
+        """Any other word is refused, naming both choices."""
+        self.assertConfigError(
+            {"callback": {"user2_caller": "user2"}},
+            "must be default or user1, got 'user2'",
+        )
+
+    def test_lineFromUser(self) -> None:
+        """
+        The line keeps its number as From unless from_user = caller; the
+        peer route never keeps it.
+        """
+        line = {"callback": {"external_line_mode": "yes"}, "external_line": self.LINE}
+        self.assertTrue(defaultRoute(self.load(line)).keepsFrom)
+        line["external_line"] = {**self.LINE, "from_user": "caller"}
+        self.assertFalse(defaultRoute(self.load(line)).keepsFrom)
+        self.assertFalse(defaultRoute(self.load()).keepsFrom)
+        self.assertConfigError(
+            {**line, "external_line": {**self.LINE, "from_user": "user1"}},
+            "must be line or caller, got 'user1'",
         )
 
 

@@ -88,7 +88,15 @@ class IDialer(Protocol):
 
     sdpHost: str
 
-    def dial(self, user: str, offer: str, listener: Any, name: str = "") -> Any: ...
+    def dial(
+        self,
+        user: str,
+        offer: str,
+        listener: Any,
+        name: str = "",
+        caller: str | None = None,
+    ) -> Any:
+        """Call C{user}; C{caller} is the number the leg may show."""
 
 
 class IMediaPorts(Protocol):
@@ -238,14 +246,14 @@ class CallbackCall:
 
     # -- legs --------------------------------------------------------------
 
-    def _dial(self, name: str, user: str) -> None:
+    def _dial(self, name: str, user: str, caller: str | None = None) -> None:
         rtp = self._media.openPort()
         self._rtp[name] = rtp
         session = SdpSession(self._dialer.sdpHost)
         self._sessions[name] = session
         offer = session.offer(rtp.host, rtp.port)
         self._legs[name] = self._dialer.dial(
-            user, offer, self, f"{self.callbackId}/{name}"
+            user, offer, self, f"{self.callbackId}/{name}", caller=caller
         )
 
     def _nameOf(self, leg: Any) -> str | None:
@@ -289,7 +297,7 @@ class CallbackCall:
             self._playing.append(playback)
             self._user1Heard = playback.done
         try:
-            self._dial("leg2", self.request.user2)
+            self._dial("leg2", self.request.user2, caller=self.request.user1)
         except CannotListenError:
             self._log.warn(
                 "callback {id}: cannot call user2: {reason}",

@@ -253,6 +253,29 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "callback",
+        "user2_caller",
+        "user2Caller",
+        values.choice("default", "user1"),
+        "Whose number user2 sees: default = the leg's usual From user"
+        " (default_caller, the line's number, or a local user's caller);"
+        " user1 = user1's number (an agent answering a click-to-call sees"
+        " the customer).  In external line mode the From user stays the"
+        " line's number unless [external_line] from_user = caller.",
+        "default",
+    ),
+    Key(
+        "callback",
+        "assert_identity",
+        "assertIdentity",
+        values.boolean(),
+        "yes: with user2_caller = user1, user2's INVITE also carries"
+        " P-Asserted-Identity: <sip:user1@domain> (RFC 3325; for a provider"
+        " or peer that trusts this server), even where the From user stays"
+        " the line's number.",
+        False,
+    ),
+    Key(
+        "callback",
         "outbound_peer",
         "outboundPeer",
         values.name("a name from [peer_servers]"),
@@ -521,6 +544,17 @@ KEYS: tuple[Key, ...] = (
         " default_caller.  Default: empty.",
         "",
         example="1234567",
+    ),
+    Key(
+        "external_line",
+        "from_user",
+        "fromUser",
+        values.choice("line", "caller"),
+        "From user of a leg that shows a caller ([callback] user2_caller ="
+        " user1): with line, the line's number as always (most providers"
+        " refuse another one); with caller, the caller's number, for a"
+        " provider that allows it.",
+        "line",
     ),
     Key(
         "external_line",

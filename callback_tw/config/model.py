@@ -117,6 +117,10 @@ class CallbackConfig:
     @ivar defaultCaller: the From user of both legs (C{default_caller}); in
         external line mode only when the line has no C{number} (may be
         empty then).
+    @ivar user2Caller: whose number user2's leg shows (C{user2_caller}):
+        C{"default"}, or C{"user1"} for user1's.
+    @ivar assertIdentity: a leg that shows a caller also asserts it in
+        C{P-Asserted-Identity} (C{assert_identity}).
     @ivar outboundPeer: the name of the peer server that receives the legs
         (C{outbound_peer}), a key of L{Config.peerServers}; may be empty in
         external line mode.
@@ -137,6 +141,8 @@ class CallbackConfig:
     listenPort: int = _default("callback", "listen_port")
     externalLineMode: bool = _default("callback", "external_line_mode")
     defaultCaller: str = _default("callback", "default_caller")
+    user2Caller: str = _default("callback", "user2_caller")
+    assertIdentity: bool = _default("callback", "assert_identity")
     outboundPeer: str = _default("callback", "outbound_peer")
     noAnswerTimeout: float = _default("callback", "no_answer_timeout")
     joinTimeout: float = _default("callback", "join_timeout")
@@ -229,6 +235,8 @@ class ExternalLineConfig:
     @ivar password: the digest password (C{password}); never in a repr.
     @ivar number: the line's number, the From user of every leg; empty:
         C{[callback] default_caller} is used (C{number}).
+    @ivar fromUser: the From user of a leg that shows a caller
+        (C{from_user}): C{"line"} (the line's number) or C{"caller"}.
     @ivar register: REGISTER the line at start (C{register}).
     @ivar expires: the registration lifetime asked for, in seconds
         (C{expires}); the registrar may grant another one.
@@ -240,6 +248,7 @@ class ExternalLineConfig:
     username: str
     password: str = field(repr=False)
     number: str = _default("external_line", "number")
+    fromUser: str = _default("external_line", "from_user")
     register: bool = _default("external_line", "register")
     expires: int = _default("external_line", "expires")
 

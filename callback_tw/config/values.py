@@ -446,6 +446,18 @@ def sipUser(
     return Parser(rule, parse)
 
 
+def choice(*words: str) -> Parser:
+    """One of C{words}, in any case; the value is the word in lower case."""
+
+    def parse(value: str, context: Context) -> str:
+        word = value.lower()
+        if word not in words:
+            raise Invalid(f"must be {' or '.join(words)}, got {value!r}")
+        return word
+
+    return Parser(" or ".join(words), parse)
+
+
 def name(rule: str) -> Parser:
     """A name from a free-form section, case-insensitive like INI keys."""
     return Parser(rule, lambda value, context: value.lower())

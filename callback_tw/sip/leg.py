@@ -220,7 +220,12 @@ class Leg:
         self._reInviteSdp: str | None = None
         self._reInviteTries = 0
         self._retryCall = None
-        self._lastDialog: DialogState | None = None
+        #: the hash of the last L{DialogState} told to the owner, and
+        #: whether it was the end: a leg may be held for hours, and a
+        #: fingerprint is all a change check needs (two consecutive states
+        #: of one dialog would need a 64-bit hash collision to look equal).
+        self._lastDialogHash: int | None = None
+        self._dialogEnded = False
 
     def dialogState(self) -> DialogState | None:
         """
@@ -286,6 +291,8 @@ class Leg:
             (callId, route.callerId, self.user, MsgBody(self._offer), None, None)
         )
         event.fromDomain = route.fromDomain
+        event.assertedIdentity = route.assertedIdentity
+        self._offer = None
         ua.recvEvent(event)
 
     def hangUp(self, code: int | None = None, text: str | None = None) -> None:
@@ -399,13 +406,13 @@ class Leg:
 
     def _pushDialog(self) -> None:
         """Tell the owner the dialog's state if it changed, up to its end."""
-        last = self._lastDialog
-        if last is not None and last.state == DialogStage.ENDED:
+        if self._dialogEnded:
             return
         state = self.dialogState()
-        if state is None or state == last:
+        if state is None or hash(state) == self._lastDialogHash:
             return
-        self._lastDialog = state
+        self._lastDialogHash = hash(state)
+        self._dialogEnded = state.state == DialogStage.ENDED
         self._listener.legDialogChanged(self, state)
 
     def _handle(self, event: Any) -> None:
@@ -448,6 +455,7 @@ class Leg:
         elif self.state == LegState.ANSWERED and self._reInvite is not None:
             d, self._reInvite = self._reInvite, None
             self._localSdp = self._reInviteSdp or self._localSdp
+            self._reInviteSdp = None
             if sdp is not None:
                 self.remoteSdp = sdp
             self._log.debug("{leg} re-INVITE answered {code}", leg=self.name, code=code)
@@ -477,6 +485,7 @@ class Leg:
                 self._retryCall = self._reactor.callLater(delay, self._sendReInvite)
                 return
             d, self._reInvite = self._reInvite, None
+            self._reInviteSdp = None
             self._log.debug(
                 "{leg} re-INVITE failed: {code} {reason}",
                 leg=self.name,

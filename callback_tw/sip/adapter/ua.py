@@ -16,10 +16,13 @@ from typing import Any
 from sippy.CCEvents import CCEventTry
 from sippy.MsgBody import MsgBody
 from sippy.SipHeader import SipHeader
+from sippy.SipTransactionManager import TRYING
 from sippy.UA import UA
 from sippy.UacStateCancelling import UacStateCancelling
 from sippy.UacStateTrying import UacStateTrying
 from sippy.UacStateUpdating import UacStateUpdating
+
+from callback_tw.sip.adapter.headers import NamedHeader
 
 __all__ = ["DialogUA", "Invite", "hostPort"]
 
@@ -34,17 +37,28 @@ def hostPort(host: str, port: int | None) -> str:
 class Invite(CCEventTry):
     """
     sippy's INVITE event, with the From host set once the UAC is built:
-    sippy writes our own address there, a provider wants its domain.
-    Checked against sippy 2.5.0 (C{onUacSetupComplete}, C{UA.lUri}).
+    sippy writes our own address there, a provider wants its domain.  An
+    asserted identity is written at that same host, which is only known
+    then.  Checked against sippy 2.5.0 (C{onUacSetupComplete}, called
+    before C{getExtraHeaders}, C{UA.lUri}; a 401/407 retry repeats the
+    extra headers).
 
     @ivar fromDomain: the host of the From URI; our address when None.
+    @ivar assertedIdentity: the user of a C{P-Asserted-Identity} header
+        (RFC 3325) at the From URI's host; none when None.
     """
 
     fromDomain: str | None = None
+    assertedIdentity: str | None = None
 
     def onUacSetupComplete(self, uac: Any) -> None:
         if self.fromDomain:
             uac.lUri.getUrl().host = self.fromDomain
+        if self.assertedIdentity:
+            url = uac.lUri.getUrl().getCopy()
+            url.username = self.assertedIdentity
+            header = SipHeader(body=NamedHeader("P-Asserted-Identity", f"<{url}>"))
+            self.extra_headers = (*(self.extra_headers or ()), header)
 
 
 class DialogUA(UA):
@@ -71,6 +85,9 @@ class DialogUA(UA):
         straight to the Contact, around the provider.  So the dialog's
         Record-Route is put back into such a 2xx before the transaction
         manager reads it.
+      - Without a route set, the transaction manager still sends the ACK
+        of a 2xx to the 2xx's Contact, around the provider that relays every
+        other in-dialog request: L{_ackThroughProxy} sends it to the proxy.
 
     It also reports its dialog as plain values (L{dialogFields}) and tells
     L{dialogChanged} when they may have moved, for crash recovery.
@@ -189,6 +206,67 @@ class DialogUA(UA):
                     ]
                 )
         super().recvResponse(resp, tr)
+        if 200 <= code < 300 and method == "INVITE":
+            self._ackThroughProxy(resp, tr)
+        if code >= 200 and tr is self.tr:
+            self._settle()
+
+    def _settle(self) -> None:
+        """
+        Drop what sippy keeps of a finished INVITE transaction and give the
+        UA a dictionary sized for what it still holds: a dialog that is
+        up may be held for hours, and thousands of them at once.
+
+          - C{tr}: the last client transaction (the INVITE or re-INVITE,
+            with the text sent) is kept for the life of the dialog; once
+            it has its final response nothing reads it again.
+          - C{reqs}: the INVITEs awaiting a final response (for a 401/407
+            retry); emptied by then, but a dictionary never shrinks.
+          - instance attributes that are the very object the class holds
+            (the C{None}s and C{False}s sippy's constructor writes) are
+            removed: reading them gives the same object.  The UA has more
+            than 42 attributes, which puts its dictionary in a table twice
+            the size needed once these are gone.
+
+        Checked against sippy 2.5.0 (C{UA.__init__}, C{UA.genRequest},
+        C{UA.recvResponse}, C{UacStateTrying}, C{UacStateUpdating} and
+        C{UaStateDead}, the only readers of C{tr}).
+        """
+        self.tr = None
+        if not self.reqs:
+            self.reqs = {}
+        cls = type(self)
+        state = self.__dict__
+        kept = {
+            name: value
+            for name, value in state.items()
+            if getattr(cls, name, _MISSING) is not value
+        }
+        if len(kept) < len(state):
+            self.__dict__ = kept
+
+    def _ackThroughProxy(self, resp: Any, tr: Any) -> None:
+        """
+        Make the transaction manager send the ACK of this 2xx to the
+        outbound proxy when the dialog kept it (no route set).
+
+        The manager, which builds the ACK after this UA has read the 2xx,
+        sends it to the address of the 2xx's Contact, and to the INVITE's
+        own destination only when the 2xx has neither Contact nor
+        Record-Route.  So the remote target (already read by sippy's state)
+        becomes the ACK's Request-URI here, and the 2xx loses those headers
+        before the manager reads them: the ACK then goes, like every other
+        in-dialog request, to the proxy.  Checked against sippy 2.5.0
+        (C{SipTransactionManager.incomingResponse}).
+        """
+        if self.outbound_proxy is None or tr is None or not tr.needack:
+            return
+        if resp.countHFs("contact"):
+            tr.ack.setRURI(resp.getHFBody("contact").getUrl().getCopy())
+        elif self.rTarget is not None:
+            tr.ack.setRURI(self.rTarget.getCopy())
+        resp.delHFs("contact")
+        resp.delHFs("record-route")
 
     def recvRequest(self, req: Any, sip_t: Any) -> Any:
         """
@@ -217,6 +295,27 @@ class DialogUA(UA):
             )
         return result
 
+    def recvEvent(self, event: Any) -> None:
+        """
+        Stop a re-INVITE of ours that is still unanswered when the dialog
+        is ended from this side.
+
+        sippy's C{UacStateUpdating} sends the BYE and asks the transaction
+        manager to CANCEL the re-INVITE; without a provisional response
+        there is nothing to CANCEL yet (RFC 3261 9.1), so the manager only
+        notes it and keeps retransmitting the re-INVITE for 32 s, after the
+        BYE, to a far end that has forgotten the dialog.  Such a
+        transaction is dropped here: its timers stop and a late answer to
+        it is a stray response.  One that had a provisional response is
+        not retransmitted any more and gets its CANCEL from sippy.
+        Checked against sippy 2.5.0 (C{UacStateUpdating.recvEvent},
+        C{SipTransactionManager.cancelTransaction}, C{timerA}).
+        """
+        pending = self.tr if isinstance(self.state, UacStateUpdating) else None
+        super().recvEvent(event)
+        if pending is not None and not isinstance(self.state, UacStateUpdating):
+            _dropUnanswered(self.global_config["_sip_tm"], pending)
+
     def restoreLocalSdp(self, sdp: str) -> None:
         """
         Put back C{sdp}, the SDP the far end last agreed to from us, when
@@ -225,3 +324,23 @@ class DialogUA(UA):
         """
         if self.lSDP is None:
             self.lSDP = MsgBody(sdp)
+
+
+_MISSING = object()
+
+
+def _dropUnanswered(tm: Any, tr: Any) -> None:
+    """
+    Forget client transaction C{tr} if it has had no response at all: its
+    retransmission (A) and timeout (B) timers stop and the manager no
+    longer knows it.  Checked against sippy 2.5.0 (C{SipTransaction},
+    C{SipTransactionManager.tclient}).
+    """
+    if tr.state != TRYING or tm.tclient is None or tm.tclient.get(tr.tid) is not tr:
+        return
+    for timer in (tr.teA, tr.teB):
+        if timer is not None:
+            timer.cancel()
+    tr.teA = tr.teB = None
+    del tm.tclient[tr.tid]
+    tr.cleanup()
