@@ -224,7 +224,3 @@ class DeafPhoneTests(TestCase):
             m for m in requestsOf(call1, "INVITE", "received") if m.time > bye.time
         ]
         self.assertEqual(after, [], describeMessages(call1))
-
-    test_noReInviteRetransmissionAfterBye.todo = (  # type: ignore[attr-defined]
-        "needs helper callsip's sip/adapter fix (branch callsip, 4cd3197)"
-    )
