@@ -297,6 +297,43 @@ class RepeatsBeforeLimitsTests(SynchronousTestCase):
         )
 
 
+class StoreBacklogTests(SynchronousTestCase):
+    """
+    A store whose writer lags far behind refuses new callbacks, not repeats.
+    """
+
+    def test_backlogRefusesNewCallbacks(self) -> None:
+        """
+        With more writes waiting than MAX_STORE_BACKLOG, a new REQUEST gets
+        code=fail and places no call; the repeat of an ended callback still
+        gets its ACK and RESPONSE; once the backlog is gone, new REQUESTs are
+        accepted again.
+        """
+        from callback_tw.iif.protocol import MAX_STORE_BACKLOG
+
+        protocol, transport, manager, _ = makeProtocol()
+        protocol.datagramReceived(REQUEST, PEER)
+        manager.calls[0].finish(4)
+        del transport.written[:]
+        protocol.store.pendingWrites = MAX_STORE_BACKLOG + 1
+        other = b"REQUEST: id=5678;user1=100;user2=101;duration=60;"
+        protocol.datagramReceived(other, PEER)
+        protocol.datagramReceived(REQUEST, PEER)
+        self.assertEqual(
+            transport.written,
+            [
+                (b"ACK: id=5678;code=fail;", PEER),
+                (ACK_OK, PEER),
+                (RESPONSE % 4, PEER),
+            ],
+        )
+        self.assertEqual(len(manager.calls), 1)
+        protocol.store.pendingWrites = 0
+        protocol.datagramReceived(other, PEER)
+        self.assertEqual(transport.written[-1], (b"ACK: id=5678;code=ok;", PEER))
+        self.assertEqual(len(manager.calls), 2)
+
+
 def _refuse(request: object) -> None:
     raise CallbackRefused("max_calls (1) reached")
 

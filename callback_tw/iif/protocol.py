@@ -54,7 +54,11 @@ from callback_tw.store.records import NewCallback
 if TYPE_CHECKING:
     from callback_tw.metrics import CallbackMetrics
 
-__all__ = ["IIFProtocol"]
+__all__ = ["IIFProtocol", "MAX_STORE_BACKLOG"]
+
+#: Writes waiting for the store's writer thread above which new REQUESTs are
+#: refused (a callback makes about 17; a healthy store keeps a few dozen).
+MAX_STORE_BACKLOG = 500
 
 _Address = tuple[Any, ...]
 
@@ -318,6 +322,17 @@ class IIFProtocol(RepeatAnswering, ResponseSending, DatagramProtocol):
             )
             self._send(formatAck(callbackId, False), addr, peer)
             return
+        if self._store.pendingWrites > MAX_STORE_BACKLOG:
+            # The writer thread lags behind (a saturated CPU or a slow disk):
+            # every new callback would wait longer for its ACK. Like the
+            # overload guard, refuse new ones; repeats are answered as usual.
+            self._refuseUnlessKnown(
+                request,
+                addr,
+                peer,
+                lambda: self._storeBusy(request, addr, peer),
+            )
+            return
         verdict = self._admit(request, addr, peer)
         if verdict is None:
             return
@@ -334,6 +349,17 @@ class IIFProtocol(RepeatAnswering, ResponseSending, DatagramProtocol):
             errbackArgs=(pending, addr),
         )
         d.addErrback(self._bug, callbackId)
+
+    def _storeBusy(self, request: Request, addr: _Address, peer: Peer) -> None:
+        self._refused(
+            peer,
+            "store busy",
+            "IIF REQUEST {callbackId} from peer {peer} refused: the store has"
+            " {backlog} writes waiting",
+            callbackId=request.callbackId,
+            backlog=self._store.pendingWrites,
+        )
+        self._send(formatAck(request.callbackId, False), addr, peer)
 
     def _admit(self, request: Request, addr: _Address, peer: Peer) -> Admission | None:
         """
