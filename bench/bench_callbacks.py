@@ -45,6 +45,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchrun import runBounded  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.protocol import DatagramProtocol  # noqa: E402
 
@@ -621,38 +622,10 @@ def main(argv: list[str] | None = None) -> int:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2
 
-    from twisted.internet import reactor
-
-    outcome: dict[str, Any] = {}
-
-    def finished(result: Any) -> None:
-        outcome["result"] = result
-        reactor.stop()
-
-    def start() -> None:
-        d = run(reactor, options)
-        d.addBoth(finished)
-
     # Hard bound on the whole run, whatever happens.
     hardLimit = options.seconds + options.talk + options.drain + 60
-
-    def overtime() -> None:
-        print(
-            f"hard time limit {hardLimit} s reached: killing the server and SIPp",
-            file=sys.stderr,
-        )
-        for child in _children:
-            if child.running and child.pid:
-                os.kill(child.pid, 9)
-        reactor.stop()
-
-    reactor.callLater(hardLimit, overtime)
-    reactor.callWhenRunning(start)
-    reactor.run()
-    result = outcome.get("result")
+    result = runBounded(lambda reactor: run(reactor, options), hardLimit, _children)
     if not isinstance(result, dict):
-        if result is not None and hasattr(result, "printTraceback"):
-            result.printTraceback()
         return 1
     return 0 if result["completed"] == result["requested"] else 1
 

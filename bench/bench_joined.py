@@ -30,7 +30,6 @@ time limit.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -40,31 +39,17 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench_callbacks import cpuSeconds, rssKiB  # noqa: E402
+from benchrun import runBounded  # noqa: E402
 from twisted.internet import defer  # noqa: E402
 from twisted.internet.protocol import DatagramProtocol  # noqa: E402
 
 from tests.e2e import harness  # noqa: E402
 
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 JOINED = "joined: user1 <-> user2"
 
 # Every child process started, so the hard time limit can end them.
 _children: list[Any] = []
-
-
-def cpuSeconds(pid: int) -> float:
-    """utime + stime of process C{pid}, seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
-
-
-def rssKiB(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class CountingServer(harness.ServerProcess):
@@ -267,33 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2
 
-    from twisted.internet import reactor
-
-    outcome: dict[str, Any] = {}
-
-    def finished(result: Any) -> None:
-        outcome["result"] = result
-        reactor.stop()
-
     hardLimit = sum(
         c / options.rate + options.join_wait + options.settle + options.idle + 60
         for c in options.calls
     )
-
-    def overtime() -> None:
-        print(f"hard time limit {hardLimit:.0f} s reached", file=sys.stderr)
-        for child in _children:
-            if child.running and child.pid:
-                os.kill(child.pid, 9)
-        reactor.stop()
-
-    reactor.callLater(hardLimit, overtime)
-    reactor.callWhenRunning(lambda: run(reactor, options).addBoth(finished))
-    reactor.run()
-    result = outcome.get("result")
+    result = runBounded(lambda reactor: run(reactor, options), hardLimit, _children)
     if not isinstance(result, list):
-        if result is not None and hasattr(result, "printTraceback"):
-            result.printTraceback()
         return 1
     return 0 if all(r["joined"] == r["calls"] for r in result) else 1
 

@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import bench_callbacks  # noqa: E402
 import sippyside  # noqa: E402
+from benchrun import runBounded  # noqa: E402
 from twisted.internet import defer  # noqa: E402
 
 from tests.e2e import harness  # noqa: E402
@@ -325,35 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     hardLimit = steps * (options.seconds + options.talk + options.drain + 25) + 30
 
-    from twisted.internet import reactor
-
-    outcome: dict[str, Any] = {}
-
-    def finished(result: Any) -> None:
-        outcome["result"] = result
-        reactor.stop()
-
-    def overtime() -> None:
-        print(f"hard time limit {hardLimit:.0f} s reached", file=sys.stderr)
-        for child in bench_callbacks._children:
-            if child.running and child.pid:
-                os.kill(child.pid, 9)
-        reactor.stop()
-
-    def killChildren() -> None:
-        # Interrupted (^C): no step's own clean-up will run.
-        for child in bench_callbacks._children:
-            if child.running and child.pid:
-                os.kill(child.pid, 9)
-
-    reactor.addSystemEventTrigger("before", "shutdown", killChildren)
-    reactor.callLater(hardLimit, overtime)
-    reactor.callWhenRunning(lambda: runAll(reactor, options).addBoth(finished))
-    reactor.run()
-    result = outcome.get("result")
+    result = runBounded(
+        lambda reactor: runAll(reactor, options), hardLimit, bench_callbacks._children
+    )
     if not isinstance(result, dict):
-        if result is not None and hasattr(result, "printTraceback"):
-            result.printTraceback()
         return 1
     return 0 if not any(math.isnan(s["cpu_ms_per_unit"]) for s in result["ours"]) else 1
 

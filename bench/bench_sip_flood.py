@@ -32,7 +32,6 @@ stopped at the end.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import tempfile
@@ -45,6 +44,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 from bench_callbacks import BenchAS, cpuSeconds, rssKiB  # noqa: E402
+from benchrun import runBounded  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.protocol import DatagramProtocol  # noqa: E402
 
@@ -305,27 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2
 
-    from twisted.internet import reactor
-
-    outcome: dict[str, Any] = {}
-
-    def finished(result: Any) -> None:
-        outcome["result"] = result
-        reactor.stop()
-
     hardLimit = options.seconds + 60 + options.fuzz / 1000
-
-    def overtime() -> None:
-        print(f"hard time limit {hardLimit:.0f} s reached", file=sys.stderr)
-        for child in _children:
-            if child.running and child.pid:
-                os.kill(child.pid, 9)
-        reactor.stop()
-
-    reactor.callLater(hardLimit, overtime)
-    reactor.callWhenRunning(lambda: run(reactor, options).addBoth(finished))
-    reactor.run()
-    result = outcome.get("result")
+    result = runBounded(lambda reactor: run(reactor, options), hardLimit, _children)
     if not isinstance(result, dict):
         print(f"benchmark failed: {result}", file=sys.stderr)
         return 1

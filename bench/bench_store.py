@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import bench_callbacks  # noqa: E402
+from benchrun import runBounded  # noqa: E402
 from twisted.internet import defer  # noqa: E402
 
 #: the writes a callback makes after its accept (see docs/store.md).
@@ -146,20 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     if bench_callbacks.harness.SIPP is None:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2
-    from twisted.internet import reactor
-
-    outcome: dict[str, Any] = {}
-
-    def finished(result: Any) -> None:
-        outcome["result"] = result
-        reactor.stop()
-
-    reactor.callWhenRunning(lambda: runAll(reactor, options).addBoth(finished))
-    reactor.run()
-    result = outcome.get("result")
+    result = runBounded(
+        lambda reactor: runAll(reactor, options), None, bench_callbacks._children
+    )
     if not isinstance(result, dict):
-        if result is not None and hasattr(result, "printTraceback"):
-            result.printTraceback()
         return 1
     return 0
 
