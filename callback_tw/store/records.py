@@ -29,6 +29,23 @@ __all__ = [
 ]
 
 
+#: The attributes that make two REQUESTs the same one (who asked, and every
+#: REQUEST parameter), shared by L{NewCallback} and L{CallbackRecord}.
+_REQUEST_ATTRIBUTES = (
+    "peer",
+    "user1",
+    "user2",
+    "duration",
+    "annId1",
+    "annId2",
+    "annDigit2",
+)
+
+
+def _requestParameters(value: Any) -> tuple[Any, ...]:
+    return tuple(getattr(value, name) for name in _REQUEST_ATTRIBUTES)
+
+
 @dataclass(frozen=True)
 class NewCallback:
     """
@@ -57,15 +74,7 @@ class NewCallback:
 
     def requestParameters(self) -> tuple[Any, ...]:
         """What must match for a repeated REQUEST to be the same one."""
-        return (
-            self.peer,
-            self.user1,
-            self.user2,
-            self.duration,
-            self.annId1,
-            self.annId2,
-            self.annDigit2,
-        )
+        return _requestParameters(self)
 
 
 @dataclass(frozen=True)
@@ -119,15 +128,7 @@ class CallbackRecord:
 
     def requestParameters(self) -> tuple[Any, ...]:
         """The same tuple as L{NewCallback.requestParameters}."""
-        return (
-            self.peer,
-            self.user1,
-            self.user2,
-            self.duration,
-            self.annId1,
-            self.annId2,
-            self.annDigit2,
-        )
+        return _requestParameters(self)
 
     def recoveredDuration(self) -> int:
         """
