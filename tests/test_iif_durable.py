@@ -334,6 +334,46 @@ class StoreBacklogTests(SynchronousTestCase):
         self.assertEqual(len(manager.calls), 2)
 
 
+class LookupBoundTests(SynchronousTestCase):
+    """
+    Refusals ask the store whether the id is known, but never with more than
+    MAX_LOOKUPS reads in flight: a flood at a limit cannot queue reads.
+    """
+
+    def test_floodAtLimitBounded(self) -> None:
+        """
+        While MAX_LOOKUPS reads are unanswered, one more refused REQUEST gets
+        code=fail at once without a read; when the reads come back, the
+        refusals they were for are answered.
+        """
+        from twisted.internet.defer import Deferred
+
+        from callback_tw.iif.repeats import MAX_LOOKUPS
+
+        protocol, transport, manager, _ = makeProtocol()
+        reads: list[Deferred] = []
+
+        def lookup(callbackId: str) -> Deferred:
+            d: Deferred = Deferred()
+            reads.append(d)
+            return d
+
+        protocol.store.lookup = lookup
+        manager.admit = _refuse
+        for n in range(MAX_LOOKUPS + 1):
+            protocol.datagramReceived(
+                b"REQUEST: id=f%d;user1=100;user2=101;duration=60;" % n, PEER
+            )
+        self.assertEqual(len(reads), MAX_LOOKUPS)
+        last = b"ACK: id=f%d;code=fail;" % MAX_LOOKUPS
+        self.assertEqual(transport.written, [(last, PEER)])
+        for d in reads:
+            d.callback(None)
+        self.assertEqual(len(transport.written), MAX_LOOKUPS + 1)
+        self.assertTrue(all(b"code=fail" in data for data, _ in transport.written))
+        self.assertEqual(manager.calls, [])
+
+
 def _refuse(request: object) -> None:
     raise CallbackRefused("max_calls (1) reached")
 

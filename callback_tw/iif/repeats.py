@@ -25,13 +25,19 @@ from callback_tw.iif.peers import Peer
 from callback_tw.iif.responses import formatSource, storedResponse
 from callback_tw.store.records import NewCallback
 
-__all__ = ["RepeatAnswering", "newCallback"]
+__all__ = ["MAX_LOOKUPS", "RepeatAnswering", "newCallback"]
+
+#: Store reads in flight for refused REQUESTs (see L{_refuseUnlessKnown}).
+MAX_LOOKUPS = 64
 
 _Address = tuple[Any, ...]
 
 
 class RepeatAnswering:
     """Answers to REQUESTs whose id is known (see the module)."""
+
+    #: store reads in flight for refused REQUESTs.
+    _lookups = 0
 
     def _foreign(
         self, peer: Peer, command: str, callbackId: str, addr: _Address
@@ -66,6 +72,12 @@ class RepeatAnswering:
         C{code=fail}. So the store is asked first; only limits pay this read,
         never a new callback that is admitted.
         """
+        if self._lookups >= MAX_LOOKUPS:
+            # A flood at a limit (a configured peer's address can be forged)
+            # must not queue reads without bound: past this many, a refusal
+            # is answered without asking the store.
+            refuse()
+            return
         new = newCallback(request, addr, peer)
         forgetBefore = self._reactor.seconds() - self._requestMemory
 
@@ -77,7 +89,12 @@ class RepeatAnswering:
             else:
                 self._known(record, new, request, addr, peer)
 
-        d = self._store.lookup(request.callbackId)
+        def done(result: Any) -> Any:
+            self._lookups -= 1
+            return result
+
+        self._lookups += 1
+        d = self._store.lookup(request.callbackId).addBoth(done)
         d.addCallbacks(answer, lambda _: refuse())
         d.addErrback(self._bug, request.callbackId)
 
