@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.e2e.loopback import sleep
 from tests.e2e.peers import DatagramPeer
-from tests.e2e.processes import SIPP, SippUAS, logProcessOutput
+from tests.e2e.processes import SIPP, SippUAS, startManaged
 from tests.e2e.siplog import (
     SipMessage,
     distinct,
@@ -191,9 +191,7 @@ class PhoneFarmTests(TestCase):
         directory = Path(self.mktemp())
         directory.mkdir(parents=True)
         self.uas = SippUAS(str(directory), lifetime=60)
-        self.addCleanup(lambda: logProcessOutput(self.uas, self.id()))
-        self.addCleanup(self.uas.stop)
-        yield self.uas.start()
+        yield startManaged(self, self.uas)
         self.uac = MiniUAC(("127.0.0.1", self.uas.port))
         self.uac.start()
         self.addCleanup(self.uac.stop)

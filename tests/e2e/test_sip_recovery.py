@@ -20,7 +20,7 @@ from callback_tw.sip.routing import Route
 from callback_tw.sip.sdp import SdpSession
 from callback_tw.sip.stack import SipStack
 from tests.e2e.loopback import freePort, pollUntil
-from tests.e2e.processes import SIPP, SippUAS, logProcessOutput
+from tests.e2e.processes import SIPP, SippUAS, startManaged
 from tests.e2e.siplog import describeMessages, requestsOf, responsesOf
 from tests.siphelpers import RecordingListener
 
@@ -52,9 +52,7 @@ class SipRecoveryTests(TestCase):
         directory = Path(self.mktemp())
         directory.mkdir(parents=True)
         self.uas = SippUAS(str(directory), lifetime=60)
-        self.addCleanup(lambda: logProcessOutput(self.uas, self.id()))
-        self.addCleanup(self.uas.stop)
-        yield self.uas.start()
+        yield startManaged(self, self.uas)
         self.sipPort = freePort()
         self.stack = self.startStack()
         self.listener = RecordingListener()
