@@ -7,23 +7,16 @@ what such a server exports.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import re
 from typing import Any
 
-from twisted.internet.defer import succeed
-from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from callback_tw.config import loadConfig
-from callback_tw.config.values import PACKAGED_PROMPTS
-from callback_tw.tap import buildService, loadPrompts
 from tests.metricshelpers import names, value
-from tests.siphelpers import FarEnd, useFakeReactor
-from tests.storehelpers import MemoryStore
-from tests.test_service import AS, CONFIG, PROVIDER, ServiceReactor
+from tests.siphelpers import FarEnd
+from tests.test_service import AS, PROVIDER, BuiltServiceCase, ServiceReactor
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DASHBOARD = os.path.join(_REPO, "etc", "grafana", "callback_tw.json")
@@ -55,47 +48,10 @@ def get(site: Any, path: bytes) -> _Page:
     return _Page(code, request.responseHeaders, body)
 
 
-class ServedServiceCase(SynchronousTestCase):
+class ServedServiceCase(BuiltServiceCase):
     """
-    A whole server built from a configuration on a L{ServiceReactor}, as
-    L{tests.test_service} builds it.
+    A whole server built as L{tests.test_service} builds it, and its web site.
     """
-
-    extraConfig = ""
-    callbackConfig = ""
-
-    def setUp(self) -> None:
-        useFakeReactor(self)
-        self.addCleanup(gc.set_threshold, *gc.get_threshold())
-        self.addCleanup(gc.unfreeze)
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        path = os.path.join(directory, "callback.ini")
-        with open(path, "w", encoding="utf-8") as f:
-            text = CONFIG.format(prompts=PACKAGED_PROMPTS)
-            text = text.replace("[callback]\n", "[callback]\n" + self.callbackConfig)
-            f.write(text + self.extraConfig)
-        config = loadConfig(path)
-        self.reactor = ServiceReactor()
-        self.store = MemoryStore(clock=self.reactor)
-        self.service = buildService(
-            config,
-            self.reactor,
-            loadPrompts(config),
-            openStore=lambda: succeed(self.store),
-        )
-
-    def start(self) -> tuple[Any, Any]:
-        self.service.startService()
-        self.addCleanup(self.stopIfRunning)
-        sip, iif = self.reactor.bound[:2]
-        return sip, iif
-
-    def stopIfRunning(self) -> None:
-        if self.service.running:
-            d = self.service.stopService()
-            self.reactor.run(self.service.config.callback.shutdownTimeout + 1)
-            self.successResultOf(d)
 
     @property
     def site(self) -> Any:

@@ -123,10 +123,15 @@ class ServiceReactor(MemoryReactorClock):
             self.advance(step)
 
 
-class CallbackServiceTests(SynchronousTestCase):
+class BuiltServiceCase(SynchronousTestCase):
     """
-    The assembled server, started and stopped on a L{ServiceReactor}.
+    A whole server built by L{buildService} from L{CONFIG} (plus
+    C{callbackConfig} lines in C{[callback]} and C{extraConfig} sections) on
+    a L{ServiceReactor}, with a L{MemoryStore}.
     """
+
+    extraConfig = ""
+    callbackConfig = ""
 
     def setUp(self) -> None:
         # sippy's timers run on one process-wide dispatcher, which the SIP stack
@@ -140,7 +145,9 @@ class CallbackServiceTests(SynchronousTestCase):
         os.makedirs(directory)
         path = os.path.join(directory, "callback.ini")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(CONFIG.format(prompts=PACKAGED_PROMPTS))
+            text = CONFIG.format(prompts=PACKAGED_PROMPTS)
+            text = text.replace("[callback]\n", "[callback]\n" + self.callbackConfig)
+            f.write(text + self.extraConfig)
         config = loadConfig(path)
         self.reactor = ServiceReactor()
         self.store = MemoryStore(clock=self.reactor)
@@ -157,13 +164,8 @@ class CallbackServiceTests(SynchronousTestCase):
         """
         self.service.startService()
         self.addCleanup(self.stopIfRunning)
-        sip, iif = self.reactor.bound
+        sip, iif = self.reactor.bound[:2]
         return sip, iif
-
-    def provider(self, sip: FakeUDPPort, message: str) -> None:
-        """The outbound peer sends C{message} to the server's SIP port."""
-        sip.protocol.datagramReceived(message.encode(), PROVIDER)
-        self.reactor.advance(0)
 
     def stopIfRunning(self) -> None:
         if self.service.running:
@@ -176,6 +178,26 @@ class CallbackServiceTests(SynchronousTestCase):
         d = self.service.stopService()
         self.reactor.run(self.service.config.callback.shutdownTimeout + 1)
         self.successResultOf(d)
+
+
+class CallbackServiceTests(BuiltServiceCase):
+    """
+    The assembled server, started and stopped on a L{ServiceReactor}.
+    """
+
+    def start(self) -> tuple[FakeUDPPort, FakeUDPPort]:
+        """
+        Start the service; return its SIP and IIF ports.
+        """
+        self.service.startService()
+        self.addCleanup(self.stopIfRunning)
+        sip, iif = self.reactor.bound
+        return sip, iif
+
+    def provider(self, sip: FakeUDPPort, message: str) -> None:
+        """The outbound peer sends C{message} to the server's SIP port."""
+        sip.protocol.datagramReceived(message.encode(), PROVIDER)
+        self.reactor.advance(0)
 
     def test_bindsSipThenIIF(self) -> None:
         """
