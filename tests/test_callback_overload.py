@@ -164,6 +164,130 @@ class OverloadGuardTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+class AdmissionPacingTests(SynchronousTestCase):
+    """
+    L{OverloadGuard.admit}: admissions paced by a rate that is cut when late
+    ticks recur and grows while the reactor runs on time.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.guard = OverloadGuard(self.clock, maxLag=0.1)
+        self.guard.startService()
+        self.addCleanup(self.guard.stopService)
+
+    def offer(self, perTick: int, ticks: int, lateness: float = 0.0) -> int:
+        """
+        Offer C{perTick} REQUESTs before each of C{ticks} ticks, each tick
+        running C{lateness} seconds late; return how many were admitted.
+        """
+        admitted = 0
+        for _ in range(ticks):
+            admitted += sum(self.guard.admit() for _ in range(perTick))
+            self.clock.advance(0.05 + lateness)
+        return admitted
+
+    def test_noLimitWhileOnTime(self) -> None:
+        """
+        A reactor that never lagged admits everything offered, however
+        fast: pacing starts only once lag was seen.
+        """
+        self.assertEqual(self.offer(50, 40), 2000)
+        self.assertIsNone(self.guard.rate)
+
+    def test_oneLateTickNoCut(self) -> None:
+        """
+        One late tick alone (a collector pause) does not limit admissions.
+        """
+        self.offer(5, 20)
+        self.offer(5, 1, lateness=0.2)
+        self.assertIsNone(self.guard.rate)
+        self.assertEqual(self.offer(5, 20), 100)
+
+    def test_cutWhenLateTicksRecur(self) -> None:
+        """
+        A second late tick within the window cuts the rate to four fifths of
+        what was admitted over the last second, without tripping the on/off
+        guard; admissions then follow the rate, the rest is refused.
+        """
+        self.offer(5, 20)
+        self.offer(5, 1, lateness=0.17)
+        self.assertIsNone(self.guard.rate)
+        self.offer(5, 1, lateness=0.17)
+        self.assertFalse(self.guard.overloaded)
+        # The second late tick runs at 1.44 s: the last second holds the
+        # REQUESTs offered at 0.45 ... 0.95, 1.0 and 1.22 s, 5 each.
+        self.assertEqual(self.guard.rate, 0.8 * 65)
+        # Offered at 200/s for half a second: 52/s over the 0.45 s after the
+        # first offer.
+        self.assertEqual(self.offer(10, 10), 23)
+
+    def test_oneCutPerWindow(self) -> None:
+        """
+        Late ticks that go on recurring cut the rate once per second, not at
+        every late tick: a cut shows its effect only later.
+        """
+        self.offer(5, 20)
+        self.offer(5, 2, lateness=0.17)
+        first = self.guard.rate
+        self.offer(5, 1)
+        self.offer(5, 2, lateness=0.17)
+        self.assertEqual(self.guard.rate, first)
+        self.offer(5, 3)
+        self.offer(5, 2, lateness=0.17)
+        self.assertLess(self.guard.rate, first)
+
+    def test_growWhileOnTime(self) -> None:
+        """
+        Once no tick of the last second was late, the rate grows by 5 % a
+        second while admissions press against it.
+        """
+        self.offer(5, 20)
+        self.offer(5, 2, lateness=0.17)
+        cut = self.guard.rate
+        self.offer(20, 20)
+        self.assertEqual(self.guard.rate, cut)
+        self.offer(20, 40)
+        self.assertAlmostEqual(self.guard.rate, cut * 1.05**2, delta=cut * 0.01)
+
+    def test_noWindUp(self) -> None:
+        """
+        While the load is light the rate grows no further than twice what
+        is admitted, or the rate at which lag last appeared, whichever is
+        more: a burst later cannot run far past what is known to be fine.
+        """
+        self.offer(5, 20)
+        self.offer(5, 2, lateness=0.17)
+        self.assertEqual(self.guard.rate, 0.8 * 65)
+        # 20/s admitted: the rate grows back to 65/s, no further.
+        self.offer(1, 600)
+        self.assertEqual(self.guard.rate, 65)
+
+    def test_refuseAllWhileOverloaded(self) -> None:
+        """
+        While the reactor lags for good, nothing is admitted, whatever the
+        rate.
+        """
+        self.offer(5, 20)
+        self.offer(0, 4, lateness=0.3)
+        self.assertTrue(self.guard.overloaded)
+        self.assertEqual(self.offer(5, 1, lateness=0.3), 0)
+
+    def test_stallCuts(self) -> None:
+        """One stall of more than three times max_lag cuts at once."""
+        self.offer(5, 20)
+        self.offer(5, 1, lateness=0.42)
+        # At 1.47 s: the REQUESTs offered at 0.5 ... 0.95 and 1.0 s.
+        self.assertEqual(self.guard.rate, 0.8 * 55)
+
+    def test_disabled(self) -> None:
+        """max_lag = 0: everything is admitted, nothing is counted."""
+        guard = OverloadGuard(self.clock, maxLag=0)
+        guard.startService()
+        self.assertTrue(all(guard.admit() for _ in range(1000)))
+        self.assertIsNone(guard.rate)
+
+
 class ManagerGuardTests(SynchronousTestCase):
     def test_refusedWhileOverloaded(self) -> None:
         """
@@ -192,3 +316,27 @@ class ManagerGuardTests(SynchronousTestCase):
             clock.advance(0.05)
         manager.startCallback(request(callbackId="b"))
         self.assertEqual(len(dialer.legs), 2)
+
+    def test_refusedBeyondRate(self) -> None:
+        """
+        While the guard paces admissions, a REQUEST beyond its rate is
+        refused with the rate in the reason, and no leg is placed.
+        """
+        clock = Clock()
+        guard = OverloadGuard(clock, maxLag=0.1)
+        guard.startService()
+        self.addCleanup(guard.stopService)
+        dialer = FakeDialer()
+        manager = CallbackManager(
+            dialer, FakeMedia(), 1000, 100, clock, overloadGuard=guard
+        )
+        for i in range(20):
+            manager.admit(request(callbackId=f"a{i}"))
+            clock.advance(0.05)
+        clock.advance(0.22)
+        clock.advance(0.22)
+        # Cut at 1.44 s to four fifths of the 11 admitted since 0.45 s.
+        self.assertEqual(guard.rate, 0.8 * 11)
+        exc = self.assertRaises(CallbackRefused, manager.admit, request(callbackId="b"))
+        self.assertEqual(exc.reason, "overloaded (admitting at most 9 new callbacks/s)")
+        self.assertEqual(dialer.legs, [])

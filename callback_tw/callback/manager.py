@@ -39,8 +39,9 @@ class CallbackManager:
     @param checkRequest: optional extra admission check (e.g. that the
         announcements a request names exist); raises L{CallbackRefused}.
     @param overloadGuard: the overload guard
-        (L{callback_tw.callback.overload.OverloadGuard}); while it says
-        C{overloaded}, new callbacks are refused.
+        (L{callback_tw.callback.overload.OverloadGuard}); a new callback
+        starts only if its C{admit()} says so (not while it is overloaded,
+        and no faster than the rate it paces admissions to).
     @param store: the L{callback_tw.store.Store} each call writes its
         progress and its legs' dialogs to, or L{None}; the attribute
         C{store} may be set later (the service opens the store at start).
@@ -111,13 +112,18 @@ class CallbackManager:
             raise CallbackRefused(f"callback {callbackId} is running already")
         if len(self._calls) + len(self._reserved) >= self._maxCalls:
             raise CallbackRefused(f"max_calls ({self._maxCalls}) reached")
-        guard = self._overloadGuard
-        if guard is not None and guard.overloaded:
-            raise CallbackRefused(
-                f"overloaded (reactor {guard.lag * 1000:.0f} ms late)"
-            )
         if self._checkRequest is not None:
             self._checkRequest(request)
+        guard = self._overloadGuard
+        # Last: an admission the guard grants counts against its rate.
+        if guard is not None and not guard.admit():
+            if guard.overloaded:
+                raise CallbackRefused(
+                    f"overloaded (reactor {guard.lag * 1000:.0f} ms late)"
+                )
+            raise CallbackRefused(
+                f"overloaded (admitting at most {guard.rate:.0f} new callbacks/s)"
+            )
         self._reserved.add(callbackId)
 
     def withdraw(self, callbackId: str) -> None:

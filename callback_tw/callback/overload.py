@@ -22,6 +22,23 @@ window's ticks do. The streak and the stall matter: each callback admitted
 loads the reactor again seconds later (its answers, its join, its BYE), so a
 guard that waits for a whole window of lag admits too much, and the reactor
 falls so far behind that accepted callbacks overrun their duration.
+
+Between on and off, L{OverloadGuard.admit} paces admissions. On/off alone
+oscillates: it admits at the offered rate until the lag shows, and the
+callbacks admitted in that last half second still have their answers, join
+and BYE ahead of them when it trips, so under a sudden loss of CPU some of
+them overrun. So the guard also keeps an admission rate (additive increase,
+multiplicative decrease, as TCP does with its window): when late ticks recur
+(two late ticks within the window, or one stall), the rate becomes
+C{cutFactor} times the rate actually admitted over the last window, at most
+once per window (a cut shows its effect only seconds later, when the
+callbacks it did not admit would have loaded the reactor); while no tick of
+the window was late, it grows by C{growth} a second, up to twice the rate
+admitted or the rate at which lag last appeared, whichever is more (so it
+cannot wind up while the load is light, and a burst after a quiet spell up
+to the level known to be fine is let through). Before the first cut there
+is no limit: a server that never lagged refuses nothing. A token bucket
+holding a quarter of a second of the rate smooths the admissions.
 """
 
 from __future__ import annotations
@@ -51,6 +68,13 @@ class OverloadGuard(TimerService):
     @ivar streak: this many late ticks in a row trip the guard at once.
     @ivar stallFactor: one tick later than this many times C{maxLag} trips
         the guard at once.
+    @ivar cutFactor: on recurring late ticks the admission rate becomes this
+        share of the rate admitted over the last window.
+    @ivar growth: while no tick of the window was late, the admission rate
+        grows by this share per second.
+    @ivar burst: the token bucket holds this many seconds of the rate.
+    @ivar minRate: the admission rate is never cut below this (callbacks/s),
+        so that the guard keeps learning from a trickle of admissions.
     @ivar minTicks: the window keeps at least this many ticks, however old,
         and its share is judged on no fewer: a reactor late by more than the
         window at every tick is still judged on several ticks, and the first
@@ -61,6 +85,10 @@ class OverloadGuard(TimerService):
     minTicks = 4
     streak = 3
     stallFactor = 3.0
+    cutFactor = 0.8
+    growth = 0.05
+    burst = 0.25
+    minRate = 1.0
 
     def __init__(
         self,
@@ -89,6 +117,20 @@ class OverloadGuard(TimerService):
         self._inRow = 0
         self._expected: float | None = None
         self._overloaded = False
+        self._admissions: deque[float] = deque()
+        self._rate: float | None = None
+        self._troubleRate = 0.0
+        self._lastCut: float | None = None
+        self._tokens = 0.0
+        self._refilled = 0.0
+
+    @property
+    def rate(self) -> float | None:
+        """
+        New callbacks admitted per second at most, or L{None}: no limit
+        (the reactor has not lagged, or the guard is off).
+        """
+        return self._rate
 
     @property
     def lag(self) -> float:
@@ -107,6 +149,35 @@ class OverloadGuard(TimerService):
         """Whether new callbacks should be refused now."""
         return self._overloaded
 
+    def admit(self) -> bool:
+        """
+        Whether one new callback may start now; if so, it is counted as
+        admitted. Called once per REQUEST, after every other check.
+        """
+        if self._overloaded:
+            return False
+        now = self.clock.seconds()
+        if self._rate is not None:
+            capacity = max(1.0, self._rate * self.burst)
+            self._tokens = min(
+                capacity, self._tokens + (now - self._refilled) * self._rate
+            )
+            self._refilled = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+        if self.running and self.maxLag > 0:
+            self._admissions.append(now)
+        return True
+
+    def _admittedRate(self, now: float) -> float:
+        """Callbacks admitted per second over the last window."""
+        admissions = self._admissions
+        horizon = now - self.window
+        while admissions and admissions[0] < horizon:
+            admissions.popleft()
+        return len(admissions) / self.window
+
     def startService(self) -> None:
         if self.maxLag <= 0:
             Service.startService(self)
@@ -116,6 +187,10 @@ class OverloadGuard(TimerService):
         self._late = 0
         self._inRow = 0
         self._overloaded = False
+        self._admissions.clear()
+        self._rate = None
+        self._troubleRate = 0.0
+        self._lastCut = None
         super().startService()
 
     def stopService(self) -> Any:
@@ -142,6 +217,7 @@ class OverloadGuard(TimerService):
             _, old = samples.popleft()
             if old > self.maxLag:
                 self._late -= 1
+        self._pace(now, lateness)
         share = self._late / len(samples)
         if self._overloaded:
             if share <= self.clearShare:
@@ -163,3 +239,40 @@ class OverloadGuard(TimerService):
                 last=lateness * 1000,
                 maxLag=self.maxLag * 1000,
             )
+
+    def _pace(self, now: float, lateness: float) -> None:
+        """
+        Cut the admission rate when late ticks recur, grow it while the
+        window was on time.
+        """
+        admitted = self._admittedRate(now)
+        if self._late == 0:
+            if self._rate is not None:
+                ceiling = max(2 * admitted, self._troubleRate, self.minRate)
+                if self._rate < ceiling:
+                    grown = self._rate * (1 + self.growth) ** self.step
+                    self._rate = min(grown, ceiling)
+            return
+        recurring = self._late >= 2 or lateness > self.stallFactor * self.maxLag
+        if not recurring or lateness <= self.maxLag:
+            return
+        if self._lastCut is not None and now - self._lastCut < self.window:
+            return
+        if admitted == 0:
+            # Nothing new to pace: the on/off rule answers for the lag.
+            return
+        self._troubleRate = admitted
+        cut = max(self.minRate, self.cutFactor * admitted)
+        self._lastCut = now
+        if self._rate is not None and cut >= self._rate:
+            return
+        self._rate = cut
+        self._tokens = min(self._tokens, max(1.0, cut * self.burst))
+        self._refilled = now
+        self._log.info(
+            "late ticks recur: admitting at most {rate:.0f} new callbacks/s"
+            " ({admitted:.0f}/s admitted over the last {window:.0f} s)",
+            rate=self._rate,
+            admitted=admitted,
+            window=self.window,
+        )
