@@ -135,6 +135,77 @@ class TimerTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
+    def test_oneReactorCall(self) -> None:
+        """
+        However many sippy timers are armed, the reactor holds one call, for
+        the earliest; each fires at its own time, in deadline order.
+        """
+        for delay in (3.0, 0.5, 32.0, 0.5, 2.0):
+            Timeout(self.record, delay, 1, delay)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(self.clock.getDelayedCalls()[0].getTime(), 0.5)
+        for _ in range(40):
+            self.clock.advance(0.25)
+        self.assertEqual(
+            self.calls,
+            [(0.5, (0.5,)), (0.5, (0.5,)), (2.0, (2.0,)), (3.0, (3.0,))],
+        )
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_cancelEarliest(self) -> None:
+        """
+        Cancelling the earliest timer does not fire it, and the later ones
+        still fire on time; cancelling the last leaves the reactor nothing.
+        """
+        first = Timeout(self.record, 1.0, 1, "first")
+        Timeout(self.record, 2.0, 1, "second")
+        last = Timeout(self.record, 3.0, 1, "third")
+        first.cancel()
+        self.clock.advance(1.0)
+        self.clock.advance(1.0)
+        self.assertEqual(self.calls, [(2.0, ("second",))])
+        last.cancel()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_manyCancelled(self) -> None:
+        """
+        Thousands of timers armed and cancelled (a transaction's timers once
+        its answer came) leave nothing behind, and one still armed fires.
+        """
+        keep = Timeout(self.record, 5.0, 1, "kept")
+        for i in range(5000):
+            Timeout(self.record, 0.5 + i % 7, 1).cancel()
+        self.assertLess(len(adapter.ED2._heap._entries), 200)
+        self.clock.advance(5)
+        self.assertEqual(self.calls, [(5.0, ("kept",))])
+        self.assertFalse(keep.active)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_armedByTimer(self) -> None:
+        """
+        A timer armed by a timer's callback with no delay runs after it,
+        even when other timers were due at the same time: none is lost.
+        """
+
+        def rearm() -> None:
+            self.record("rearm")
+            Timeout(self.record, 0, 1, "next")
+
+        Timeout(rearm, 1.0)
+        Timeout(self.record, 1.0, 1, "same time")
+        self.clock.advance(1.0)
+        self.assertEqual(
+            self.calls,
+            [(1.0, ("rearm",)), (1.0, ("same time",)), (1.0, ("next",))],
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_etime(self) -> None:
+        """etime is when the timer fires, as a MonoTime."""
+        timer = Timeout(self.record, 2.0)
+        expected = MonoTime().getOffsetCopy(2.0)
+        self.assertLess(abs(timer.etime.monot - expected.monot), 0.05)
+
     def test_cancelAll(self) -> None:
         """cancelAll disarms every timer sippy left armed (used at shutdown)."""
         Timeout(self.record, 1.0)

@@ -16,15 +16,29 @@ L{twisted.internet.task.Clock} with L{useReactor} and steps SIP timers.
 
 Checked against sippy 2.5.0 (C{EventDispatcher2.regTimer},
 C{EventListener}'s attributes).
+
+sippy arms several timers per SIP transaction (retransmission, expiry) and
+nearly all are cancelled when the answer comes, a few milliseconds later.
+One reactor C{DelayedCall} per timer costs a Python object, a heap push with
+Python comparisons (C{DelayedCall.__lt__}) and a heap rebuild after many
+cancellations. So the timers of one reactor share one L{_TimerHeap}: a heap
+of plain C{(deadline, sequence, timer)} tuples (compared in C), one
+C{DelayedCall} for the earliest deadline, cancellation that only forgets the
+timer's entry (dead entries are skipped, and dropped in one pass when they
+outnumber the live ones), and no reactor timer at all once no sippy timer is
+armed.
 """
 
 from __future__ import annotations
 
+import heapq
 import sys
 import types
 from collections.abc import Callable
+from itertools import count
 from typing import Any
 
+from sippy.Time.MonoTime import MonoTime
 from twisted.logger import Logger
 
 from callback_tw.timers import cancelDelayed
@@ -34,10 +48,83 @@ __all__ = ["ED2", "ReactorDispatcher", "ReactorTimer", "useReactor"]
 _log = Logger(namespace="callback_tw.sip")
 
 
+class _TimerHeap:
+    """
+    The sippy timers of one reactor, behind one C{DelayedCall}.
+
+    @ivar live: how many entries of the heap belong to armed timers.
+    """
+
+    #: dead entries are dropped once there are more than this many and
+    #: more than live ones.
+    compactAbove = 64
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self._entries: list[tuple[float, int, ReactorTimer]] = []
+        self._sequence = count()
+        self._wakeup: Any = None
+        self._wakeupAt = float("inf")
+        self.live = 0
+
+    def push(self, timer: ReactorTimer, deadline: float) -> int:
+        """Arm C{timer} for C{deadline}; return its entry's token."""
+        token = next(self._sequence)
+        heapq.heappush(self._entries, (deadline, token, timer))
+        self.live += 1
+        if deadline < self._wakeupAt:
+            self._schedule(deadline)
+        return token
+
+    def forget(self) -> None:
+        """One armed timer was cancelled: its entry is dead."""
+        self.live -= 1
+        if self.live == 0:
+            self._entries.clear()
+            cancelDelayed(self._wakeup)
+            self._wakeup = None
+            self._wakeupAt = float("inf")
+        elif len(self._entries) > max(self.compactAbove, 2 * self.live):
+            self._entries = [e for e in self._entries if e[2]._token == e[1]]
+            heapq.heapify(self._entries)
+
+    def _schedule(self, deadline: float) -> None:
+        cancelDelayed(self._wakeup)
+        self._wakeupAt = deadline
+        self._wakeup = self.reactor.callLater(
+            max(deadline - self.reactor.seconds(), 0.0), self._run
+        )
+
+    def _run(self) -> None:
+        """
+        Fire every timer due now; timers armed while they run wait for the
+        next turn of the reactor, as C{callLater(0, ...)} would.
+        """
+        self._wakeup = None
+        self._wakeupAt = float("inf")
+        now = self.reactor.seconds()
+        entries = self._entries
+        due = []
+        while entries and entries[0][0] <= now:
+            _, token, timer = heapq.heappop(entries)
+            if timer._token == token:
+                timer._token = None
+                self.live -= 1
+                due.append(timer)
+        for timer in due:
+            timer._fire()
+        # The timers may have armed others (a new wake-up) or compacted the heap.
+        entries = self._entries
+        while entries and entries[0][2]._token != entries[0][1]:
+            heapq.heappop(entries)
+        if entries and entries[0][0] < self._wakeupAt:
+            self._schedule(entries[0][0])
+
+
 class ReactorTimer:
     """
-    One sippy timer (what C{ED2.regTimer} returns), scheduled with the
-    reactor's C{callLater}.
+    One sippy timer (what C{ED2.regTimer} returns), run by its reactor's
+    L{_TimerHeap}.
 
     sippy reads C{etime} (a C{MonoTime}) and may set C{cb_with_ts}; it calls
     C{go()} to arm, C{cancel()} to disarm and C{spread_runs(p)} to randomise
@@ -64,10 +151,25 @@ class ReactorTimer:
         self.nticks = 1 if nticks is None else nticks
         self.abs_time = absTime
         self.cb_params = params
-        self.etime = None
-        self._call = None
+        self._etime: Any = None
+        self._heap: _TimerHeap | None = None
+        # The sequence number of this timer's live heap entry; None: not armed.
+        self._token: int | None = None
         self._deadline = 0.0
         self._randomizer: Callable[[float], float] | None = None
+
+    @property
+    def etime(self) -> Any:
+        """
+        When the timer fires next, as a C{MonoTime} (built only when sippy
+        asks: it rarely does).
+        """
+        if self._etime is None and self._heap is not None and not self.abs_time:
+            reactor = self._heap.reactor
+            self._etime = MonoTime().getOffsetCopy(
+                max(self._deadline - reactor.seconds(), 0.0)
+            )
+        return self._etime
 
     def spread_runs(self, p: float) -> None:
         """Randomise each interval by +/- C{p} (a fraction), as ED2 does."""
@@ -83,27 +185,28 @@ class ReactorTimer:
 
     def go(self) -> None:
         """Arm the timer."""
-        from sippy.Time.MonoTime import MonoTime
-
         if self.cb_func is None:
             return
-        reactor = self._dispatcher.reactor
-        now = MonoTime()
+        if self._token is not None:
+            # Armed again: the earlier deadline no longer counts.
+            self._token = None
+            self._heap.forget()
+        dispatcher = self._dispatcher
+        heap = dispatcher._timerHeap()
+        now = heap.reactor.seconds()
         if self.abs_time:
-            self.etime = self.ival
-            delay = max(self.ival.monot - now.monot, 0.0)
+            self._etime = self.ival
+            delay = max(self.ival.monot - MonoTime().monot, 0.0)
             self.nticks = 1
         else:
             delay = self._interval()
-            self.etime = now.getOffsetCopy(delay)
-        self._deadline = reactor.seconds() + delay
-        self._call = reactor.callLater(delay, self._fire)
-        self._dispatcher._armed.add(self)
+            self._etime = None
+        self._heap = heap
+        self._deadline = now + delay
+        self._token = heap.push(self, self._deadline)
+        dispatcher._armed.add(self)
 
     def _fire(self) -> None:
-        from sippy.Time.MonoTime import MonoTime
-
-        self._call = None
         callback, params = self.cb_func, self.cb_params
         if callback is None:
             return
@@ -111,13 +214,9 @@ class ReactorTimer:
         if repeat:
             if self.nticks > 1:
                 self.nticks -= 1
-            reactor = self._dispatcher.reactor
-            ival = self._interval()
-            self._deadline += ival
-            self.etime = self.etime.getOffsetCopy(ival)
-            self._call = reactor.callLater(
-                max(self._deadline - reactor.seconds(), 0.0), self._fire
-            )
+            self._deadline += self._interval()
+            self._etime = None
+            self._token = self._heap.push(self, self._deadline)
         else:
             self._dispatcher._armed.discard(self)
         try:
@@ -132,8 +231,9 @@ class ReactorTimer:
 
     def cancel(self) -> None:
         """Disarm the timer; safe to call more than once."""
-        cancelDelayed(self._call)
-        self._call = None
+        if self._token is not None:
+            self._token = None
+            self._heap.forget()
         self._dispatcher._armed.discard(self)
         self._cleanup()
 
@@ -143,7 +243,7 @@ class ReactorTimer:
 
     @property
     def active(self) -> bool:
-        return self._call is not None and self._call.active()
+        return self._token is not None
 
 
 class ReactorDispatcher:
@@ -156,6 +256,14 @@ class ReactorDispatcher:
     def __init__(self, reactor: Any = None) -> None:
         self.reactor = reactor
         self._armed: set[ReactorTimer] = set()
+        self._heap: _TimerHeap | None = None
+
+    def _timerHeap(self) -> _TimerHeap:
+        """The heap of the current reactor's timers (a new one after a swap)."""
+        heap = self._heap
+        if heap is None or heap.reactor is not self.reactor:
+            heap = self._heap = _TimerHeap(self.reactor)
+        return heap
 
     def regTimer(
         self,
@@ -166,8 +274,6 @@ class ReactorDispatcher:
         *cb_params: Any,
     ) -> ReactorTimer | None:
         """Create (not arm) a timer, as C{EventDispatcher2.regTimer}."""
-        from sippy.Time.MonoTime import MonoTime
-
         if self.reactor is None:
             raise RuntimeError("sippy timer created before a reactor was installed")
         if nticks == 0:
