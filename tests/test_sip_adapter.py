@@ -396,6 +396,62 @@ class FakeReactorSanityTests(SynchronousTestCase):
         self.assertEqual(clock.sent[0].data, "x")
 
 
+class MyAddressTests(SynchronousTestCase):
+    """
+    sippy's "my address" placeholder writes the host's address, looked up
+    once per L{adapter.patches.HOST_ADDRESS_TTL} instead of every time.
+    """
+
+    def setUp(self) -> None:
+        import sippy.SipConf as sipConf
+
+        from callback_tw.sip.adapter import patches
+
+        self.lookups: list[str] = []
+        self.address = "192.0.2.44"
+        self.now = 1000.0
+
+        def gethostbyname(name: str) -> str:
+            self.lookups.append(name)
+            return self.address
+
+        self.patch(sipConf, "gethostbyname", gethostbyname)
+        self.patch(sipConf, "gethostname", lambda: "callback-host")
+        self.patch(patches, "monotonic", lambda: self.now)
+        self.patch(patches, "_hostAddress", (float("-inf"), ""))
+        self.myAddress = sipConf.MyAddress()
+
+    def test_sameText(self) -> None:
+        """The text is the host's address, as sippy's own C{__str__} gives."""
+        from callback_tw.sip.adapter import patches
+
+        self.assertEqual(str(self.myAddress), "192.0.2.44")
+        self.assertEqual(patches._originalMyAddressStr(self.myAddress), "192.0.2.44")
+
+    def test_lookedUpOncePerTTL(self) -> None:
+        """
+        Within 30 s the address is not looked up again; after that it is,
+        and a changed address is written.
+        """
+        for _ in range(100):
+            self.assertEqual(str(self.myAddress), "192.0.2.44")
+        self.assertEqual(self.lookups, ["callback-host"])
+        self.address = "192.0.2.45"
+        self.now += 29.9
+        self.assertEqual(str(self.myAddress), "192.0.2.44")
+        self.now += 0.1
+        self.assertEqual(str(self.myAddress), "192.0.2.45")
+        self.assertEqual(len(self.lookups), 2)
+
+    def test_inURL(self) -> None:
+        """A URL with the placeholder and no local address writes it."""
+        from sippy.SipConf import SipConf
+        from sippy.SipURL import SipURL
+
+        url = SipURL(username="100", host=self.myAddress, port=SipConf.my_port)
+        self.assertEqual(str(url), f"sip:100@192.0.2.44:{SipConf.my_port}")
+
+
 class MyDirTests(SynchronousTestCase):
     """
     sippy's C{'my' in dir(value)} tests run on a cheap module-level C{dir}
