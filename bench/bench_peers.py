@@ -107,6 +107,16 @@ def runOurStep(
     }
 
 
+def acceptedWrong(step: dict[str, Any]) -> int:
+    """Callbacks accepted (not refused) whose RESPONSE was not right."""
+    return step["requested"] - step["right"] - step["refused"]
+
+
+def notRefused(failures: dict[str, int]) -> dict[str, int]:
+    """The failures by kind, refusals left out."""
+    return {kind: n for kind, n in failures.items() if kind != "ACK code=fail"}
+
+
 def parseVariant(text: str) -> tuple[str, dict[str, str]]:
     """
     C{LABEL:key=value,key=value} -> (label, settings).
@@ -244,6 +254,13 @@ def runAll(reactor: Any, options: argparse.Namespace) -> Any:
         )
         if ackP99:
             print(f"{label} ACK p99: {ackP99}")
+        wrong = "; ".join(
+            f"{s['offered']:g}/s {acceptedWrong(s)}"
+            + (f" {notRefused(s['failures'])}" if acceptedWrong(s) else "")
+            for s in ours[label]
+        )
+        if wrong:
+            print(f"{label} accepted but not right: {wrong}")
     return {"sippy": sippy, "ours": ours["callback_tw"]}
 
 

@@ -222,6 +222,28 @@ class AdmissionPacingTests(SynchronousTestCase):
         # first offer.
         self.assertEqual(self.offer(10, 10), 23)
 
+    def test_slowTicksCut(self) -> None:
+        """
+        Ticks 70 ms late, under max_lag (the on/off rule tolerates them for
+        ever), cut the rate once two of them fall within a second: a
+        callback waits for the reactor at each of its steps, so such a lag
+        already delays its join. One alone does not.
+        """
+        self.offer(5, 20)
+        self.offer(5, 1, lateness=0.07)
+        self.offer(5, 3)
+        self.assertIsNone(self.guard.rate)
+        self.offer(5, 1, lateness=0.07)
+        self.assertFalse(self.guard.overloaded)
+        self.assertIsNotNone(self.guard.rate)
+        self.offer(5, 40, lateness=0.07)
+        self.assertFalse(self.guard.overloaded)
+
+    def test_smallLagNoCut(self) -> None:
+        """Ticks a little late (40 ms, under half of max_lag) cut nothing."""
+        self.offer(5, 60, lateness=0.04)
+        self.assertIsNone(self.guard.rate)
+
     def test_oneCutPerWindow(self) -> None:
         """
         Late ticks that go on recurring cut the rate once per second, not at

@@ -28,12 +28,15 @@ oscillates: it admits at the offered rate until the lag shows, and the
 callbacks admitted in that last half second still have their answers, join
 and BYE ahead of them when it trips, so under a sudden loss of CPU some of
 them overrun. So the guard also keeps an admission rate (additive increase,
-multiplicative decrease, as TCP does with its window): when late ticks recur
-(two late ticks within the window, or one stall), the rate becomes
+multiplicative decrease, as TCP does with its window). It acts on slow
+ticks, later than half of C{maxLag}: a callback waits for the reactor at
+each of its steps (user2's INVITE, two re-INVITEs, ...), so a lag that stays
+near C{maxLag} already delays its join by half a second. When slow ticks
+recur (two within the window, or one stall), the rate becomes
 C{cutFactor} times the rate actually admitted over the last window, at most
 once per window (a cut shows its effect only seconds later, when the
 callbacks it did not admit would have loaded the reactor); while no tick of
-the window was late, it grows by C{growth} a second, up to twice the rate
+the window was slow, it grows by C{growth} a second, up to twice the rate
 admitted or the rate at which lag last appeared, whichever is more (so it
 cannot wind up while the load is light, and a burst after a quiet spell up
 to the level known to be fine is let through). Before the first cut there
@@ -68,9 +71,11 @@ class OverloadGuard(TimerService):
     @ivar streak: this many late ticks in a row trip the guard at once.
     @ivar stallFactor: one tick later than this many times C{maxLag} trips
         the guard at once.
-    @ivar cutFactor: on recurring late ticks the admission rate becomes this
+    @ivar paceShare: for pacing, a tick later than this share of C{maxLag}
+        is a slow tick: pacing acts before the on/off rule would.
+    @ivar cutFactor: on recurring slow ticks the admission rate becomes this
         share of the rate admitted over the last window.
-    @ivar growth: while no tick of the window was late, the admission rate
+    @ivar growth: while no tick of the window was slow, the admission rate
         grows by this share per second.
     @ivar burst: the token bucket holds this many seconds of the rate.
     @ivar minRate: the admission rate is never cut below this (callbacks/s),
@@ -85,6 +90,7 @@ class OverloadGuard(TimerService):
     minTicks = 4
     streak = 3
     stallFactor = 3.0
+    paceShare = 0.5
     cutFactor = 0.8
     growth = 0.05
     burst = 0.25
@@ -114,6 +120,7 @@ class OverloadGuard(TimerService):
         self.clearShare = clearShare
         self._samples: deque[tuple[float, float]] = deque()
         self._late = 0
+        self._slow = 0
         self._inRow = 0
         self._expected: float | None = None
         self._overloaded = False
@@ -185,6 +192,7 @@ class OverloadGuard(TimerService):
         self._expected = None
         self._samples.clear()
         self._late = 0
+        self._slow = 0
         self._inRow = 0
         self._overloaded = False
         self._admissions.clear()
@@ -207,16 +215,21 @@ class OverloadGuard(TimerService):
     def _record(self, now: float, lateness: float) -> None:
         samples = self._samples
         samples.append((now, lateness))
+        slow = self.paceShare * self.maxLag
         if lateness > self.maxLag:
             self._late += 1
             self._inRow += 1
         else:
             self._inRow = 0
+        if lateness > slow:
+            self._slow += 1
         horizon = now - self.window
         while len(samples) > self.minTicks and samples[0][0] < horizon:
             _, old = samples.popleft()
             if old > self.maxLag:
                 self._late -= 1
+            if old > slow:
+                self._slow -= 1
         self._pace(now, lateness)
         share = self._late / len(samples)
         if self._overloaded:
@@ -242,19 +255,19 @@ class OverloadGuard(TimerService):
 
     def _pace(self, now: float, lateness: float) -> None:
         """
-        Cut the admission rate when late ticks recur, grow it while the
-        window was on time.
+        Cut the admission rate when slow ticks recur, grow it while no tick
+        of the window was slow.
         """
         admitted = self._admittedRate(now)
-        if self._late == 0:
+        if self._slow == 0:
             if self._rate is not None:
                 ceiling = max(2 * admitted, self._troubleRate, self.minRate)
                 if self._rate < ceiling:
                     grown = self._rate * (1 + self.growth) ** self.step
                     self._rate = min(grown, ceiling)
             return
-        recurring = self._late >= 2 or lateness > self.stallFactor * self.maxLag
-        if not recurring or lateness <= self.maxLag:
+        recurring = self._slow >= 2 or lateness > self.stallFactor * self.maxLag
+        if not recurring or lateness <= self.paceShare * self.maxLag:
             return
         if self._lastCut is not None and now - self._lastCut < self.window:
             return
@@ -270,7 +283,7 @@ class OverloadGuard(TimerService):
         self._tokens = min(self._tokens, max(1.0, cut * self.burst))
         self._refilled = now
         self._log.info(
-            "late ticks recur: admitting at most {rate:.0f} new callbacks/s"
+            "slow ticks recur: admitting at most {rate:.0f} new callbacks/s"
             " ({admitted:.0f}/s admitted over the last {window:.0f} s)",
             rate=self._rate,
             admitted=admitted,

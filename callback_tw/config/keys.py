@@ -340,8 +340,9 @@ KEYS: tuple[Key, ...] = (
         " ticks in a row, most ticks of the last second, or one stall of three"
         " times this; a sign that the CPU is saturated), new REQUESTs get"
         ' "ACK: ...;code=fail;" instead of making every running callback late'
-        " (late BYEs, durations that overrun).  Before that, once late ticks"
-        " recur (two within a second), new callbacks are paced: at most four"
+        " (late BYEs, durations that overrun).  Before that, once ticks later"
+        " than half of this recur (two within a second), new callbacks are"
+        " paced: at most four"
         " fifths of the rate admitted over the last second, growing by 5 % a"
         " second while the server runs on time; REQUESTs beyond that rate get"
         ' "code=fail" too.  Running callbacks are not touched.',
