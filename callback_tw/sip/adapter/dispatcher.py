@@ -166,9 +166,7 @@ class ReactorTimer:
         """
         if self._etime is None and self._heap is not None and not self.abs_time:
             reactor = self._heap.reactor
-            self._etime = MonoTime().getOffsetCopy(
-                max(self._deadline - reactor.seconds(), 0.0)
-            )
+            self._etime = MonoTime().getOffsetCopy(self._deadline - reactor.seconds())
         return self._etime
 
     def spread_runs(self, p: float) -> None:
