@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import random
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,7 +38,7 @@ from sippy.SipURL import SipURL
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from callback_tw.sip.adapter import DialogUA, Invite
+from callback_tw.sip.adapter import DialogUA, Invite, ParkedDialog, park
 from callback_tw.sip.dialogs import USER_AGENT, DialogStage, DialogState
 from callback_tw.timers import cancelDelayed
 
@@ -47,6 +48,39 @@ if TYPE_CHECKING:
 #: RFC 3261 14.1: after a 491 the owner of the Call-ID waits 2.1 to 4 s.
 GLARE_BACKOFF = (2.1, 4.0)
 GLARE_RETRIES = 3
+
+#: seconds without any request or response in an answered leg's dialog
+#: before its sippy UA is let go (L{callback_tw.sip.adapter.park}): past
+#: sippy's transaction timers (32 s) and message caches (32 to 64 s), so
+#: nothing of sippy's refers to the UA any more.
+PARK_AFTER = 70.0
+
+#: our Contact, one per caller (the user part), shared by every leg from
+#: that caller: sippy writes our address and port into it as it sends.
+_CONTACTS: weakref.WeakValueDictionary[str, SipContact] = weakref.WeakValueDictionary()
+
+
+def ourContact(callerId: str) -> SipContact:
+    """
+    The Contact of a leg from C{callerId}: a held leg keeps one, and
+    thousands of legs from one number need only one.  Checked against
+    sippy 2.5.0: only C{UacStateIdle} writes into the UA's Contact (the
+    user part, which is C{callerId} again); a request refers to it and
+    writes our address when sent (C{SipURL.localStr}).
+    """
+    contact = _CONTACTS.get(callerId)
+    if contact is None:
+        contact = SipContact(
+            address=SipAddress(
+                url=SipURL(
+                    username=callerId,
+                    host=SipConf.my_address,
+                    port=SipConf.my_port,
+                )
+            )
+        )
+        _CONTACTS[callerId] = contact
+    return contact
 
 
 class LegState(enum.StrEnum):
@@ -214,6 +248,10 @@ class Leg:
         self._noAnswerTimeout = noAnswerTimeout
         self._noAnswerCall = None
         self._ua: DialogUA | None = None
+        #: the dialog while its UA is let go (see L{PARK_AFTER}); then
+        #: C{_ua} is None.
+        self._parked: ParkedDialog | None = None
+        self._parkCall = None
         self._queue: list[Any] = []
         self._drainCall = None
         self._reInvite: Deferred | None = None
@@ -232,9 +270,12 @@ class Leg:
         The leg's dialog as a value (see L{ILegListener.legDialogChanged});
         None before the INVITE is sent.
         """
-        if self._ua is None:
+        if self._parked is not None:
+            fields = self._parked.dialogFields()
+        elif self._ua is None:
             return None
-        fields = self._ua.dialogFields()
+        else:
+            fields = self._ua.dialogFields()
         if fields is None:
             return None
         return DialogState(
@@ -243,11 +284,8 @@ class Leg:
             **fields,
         )
 
-    # -- requests from the owner -------------------------------------------
-
-    def dial(self) -> None:
-        """Send the INVITE."""
-        assert self.state == LegState.NEW, self.state
+    def _newUA(self) -> DialogUA:
+        """A sippy UA for this leg's dialog, as the INVITE and a wake need it."""
         route = self.route
         username, password = route.credentials or (None, None)
         ua = DialogUA(
@@ -260,17 +298,17 @@ class Leg:
         if route.outboundProxy is not None:
             ua.outbound_proxy = tuple(route.outboundProxy)
         ua.local_ua = USER_AGENT
-        contact = SipContact(
-            address=SipAddress(
-                url=SipURL(
-                    username=route.callerId,
-                    host=SipConf.my_address,
-                    port=SipConf.my_port,
-                )
-            )
-        )
-        ua.lContact = contact
+        ua.lContact = ourContact(route.callerId)
         ua.dialogChanged = self._dialogMayHaveChanged
+        return ua
+
+    # -- requests from the owner -------------------------------------------
+
+    def dial(self) -> None:
+        """Send the INVITE."""
+        assert self.state == LegState.NEW, self.state
+        route = self.route
+        ua = self._newUA()
         self._ua = ua
         callId = SipCallId()
         self.callId = str(callId)
@@ -314,7 +352,7 @@ class Leg:
             what="BYE" if answered else "CANCEL",
             why="" if code is None else f" (Reason: SIP;cause={code})",
         )
-        ua = self._ua
+        ua = self._awake()
         self._finish(
             LegEnd(200, "hung up", False, True)
             if answered
@@ -346,6 +384,8 @@ class Leg:
         self.state = LegState.ENDED
         if self._ua is not None:
             self._ua.dialogChanged = None
+        if self._parked is not None:
+            self._parked.owner = None
 
     def reInvite(self, sdp: str) -> Deferred:
         """
@@ -364,7 +404,7 @@ class Leg:
 
     def _sendReInvite(self) -> None:
         self._retryCall = None
-        if self.state != LegState.ANSWERED or self._ua is None:
+        if self.state != LegState.ANSWERED or self._awake() is None:
             return
         self._reInviteTries += 1
         self._log.debug(
@@ -403,6 +443,41 @@ class Leg:
                 self._log.failure(
                     "{leg} failed to handle {event}", leg=self.name, event=event
                 )
+        if self.state == LegState.ANSWERED and self._ua is not None:
+            if self._parkCall is None:
+                self._parkCall = self._reactor.callLater(PARK_AFTER, self._park)
+            else:
+                self._parkCall.reset(PARK_AFTER)
+
+    def _park(self) -> None:
+        """
+        Nothing has happened in the dialog for L{PARK_AFTER} seconds: let
+        its sippy UA go, keep the dialog compactly until it is needed.
+        """
+        self._parkCall = None
+        ua = self._ua
+        if (
+            self.state != LegState.ANSWERED
+            or ua is None
+            or self._reInvite is not None
+            or self._queue
+        ):
+            return
+        parked = park(ua, self._localSdp, self.remoteSdp)
+        if parked is None:
+            return
+        parked.owner = self._awake
+        self._parked, self._ua = parked, None
+        self._log.debug("{leg} dialog parked", leg=self.name)
+
+    def _awake(self) -> DialogUA | None:
+        """The leg's sippy UA, rebuilt first if the dialog is parked."""
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            self._ua = parked.restore(self._newUA(), ourContact(self.route.callerId))
+            self._log.debug("{leg} dialog woken", leg=self.name)
+        return self._ua
 
     def _pushDialog(self) -> None:
         """Tell the owner the dialog's state if it changed, up to its end."""
@@ -538,7 +613,8 @@ class Leg:
     def _stopTimers(self) -> None:
         cancelDelayed(self._noAnswerCall)
         cancelDelayed(self._retryCall)
-        self._noAnswerCall = self._retryCall = None
+        cancelDelayed(self._parkCall)
+        self._noAnswerCall = self._retryCall = self._parkCall = None
 
     def _finish(self, end: LegEnd) -> None:
         """Enter the ended state once and tell the owner on a later turn."""

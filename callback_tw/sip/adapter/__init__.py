@@ -28,6 +28,7 @@ from callback_tw.sip.adapter.dispatcher import ED2, useReactor  # isort: skip
 
 from callback_tw.sip.adapter.errors import routeSippyErrors
 from callback_tw.sip.adapter.headers import NamedHeader
+from callback_tw.sip.adapter.parking import ParkedDialog, park
 from callback_tw.sip.adapter.patches import installPatches
 from callback_tw.sip.adapter.transactions import (
     ReactorTransactionManager,
@@ -42,7 +43,9 @@ __all__ = [
     "DialogUA",
     "Invite",
     "NamedHeader",
+    "ParkedDialog",
     "ReactorTransactionManager",
+    "park",
     "routeSippyErrors",
     "startTransactionManager",
     "useReactor",
