@@ -260,16 +260,3 @@ class ParkedRouteSetTests(RouteSetTests):
         runUntil(self.clock, self.clock.seconds() + PARK_AFTER + 1)
         self.assertIsNone(self.leg._ua)
         self.assertEqual(len(self.clock.sent), sent)
-
-    def test_retransmitted2xxAckedThroughProxy(self) -> None:
-        """
-        A 2xx retransmitted long after the answer (the INVITE transaction
-        is over) is not the parked dialog's: it wakes nothing and gets no
-        ACK.
-        """
-        self.answer(None)
-        ok = self.far.response(self.invite.data, 200, "OK", farSdp())
-        self.clock.deliver(ok)
-        self.clock.settle()
-        self.assertEqual(len(self.sent("ACK")), 1)
-        self.assertIsNone(self.leg._ua)

@@ -50,10 +50,13 @@ GLARE_BACKOFF = (2.1, 4.0)
 GLARE_RETRIES = 3
 
 #: seconds without any request or response in an answered leg's dialog
-#: before its sippy UA is let go (L{callback_tw.sip.adapter.park}): past
-#: sippy's transaction timers (32 s) and message caches (32 to 64 s), so
-#: nothing of sippy's refers to the UA any more.
-PARK_AFTER = 70.0
+#: before its sippy UA is let go (L{callback_tw.sip.adapter.park}).  Once
+#: every transaction of the dialog has its final answer (and an INVITE of
+#: the far end its ACK) nothing of sippy's refers to the UA but its
+#: registration, which parking replaces; the delay only keeps the steps of
+#: a join (answer, announcement, re-INVITE) from parking and waking the
+#: dialog in turn.
+PARK_AFTER = 5.0
 
 #: our Contact, one per caller (the user part), shared by every leg from
 #: that caller: sippy writes our address and port into it as it sends.
