@@ -129,6 +129,8 @@ class Harness:
         for _ in range(round(seconds / step)):
             self.reactor.advance(step)
             self.answerAll()
+            # The in-memory store lists every write for tests to read.
+            self.store.writes.clear()
 
 
 def main() -> int:
@@ -139,6 +141,11 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--by", default="lineno", choices=["lineno", "filename"])
     parser.add_argument("--frames", type=int, default=1)
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print the memory held every 5 s of (fake) time after the set-up",
+    )
     parser.add_argument(
         "--trace",
         nargs="*",
@@ -157,6 +164,8 @@ def main() -> int:
     gc.collect()
     tracemalloc.start(options.frames)
     before = tracemalloc.take_snapshot()
+    base = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
     step = 1 / options.rate
     for n in range(options.calls):
         harness.request(n)
@@ -164,8 +173,18 @@ def main() -> int:
         harness.answerAll()
     harness.run(5.0)
     joined = harness.joined()
-    harness.run(options.settle, step=0.5)
+    per0 = max(joined, 1)
+    for _ in range(int(options.settle // 5)):
+        harness.run(5.0, step=0.5)
+        if options.timeline:
+            now, high = tracemalloc.get_traced_memory()
+            print(
+                f"  t={harness.reactor.seconds():6.1f} s: {(now - base) / per0:7.0f} B"
+                f" now, {(high - base) / per0:7.0f} B peak per callback",
+                flush=True,
+            )
     gc.collect()
+    peak = tracemalloc.get_traced_memory()[1] - base
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     exclude = [
@@ -186,7 +205,8 @@ def main() -> int:
     per = max(joined, 1)
     print(
         f"{joined} joined of {options.calls}; kept {total / per:.0f} B"
-        f" ({count / per:.1f} blocks) per joined callback"
+        f" ({count / per:.1f} blocks) per joined callback; peak while"
+        f" setting up {peak / per:.0f} B per joined callback"
     )
     for s in stats[: options.top]:
         frame = s.traceback[0]

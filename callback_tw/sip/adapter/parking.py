@@ -15,6 +15,7 @@ from sippy.SipCallId import SipCallId
 from sippy.SipFrom import SipFrom
 from sippy.SipTo import SipTo
 from sippy.SipURL import SipURL
+from sippy.Time.MonoTime import MonoTime
 from sippy.UaStateConnected import UaStateConnected
 
 from callback_tw.sip.adapter.ua import DialogUA, dialogFieldsOf
@@ -87,6 +88,41 @@ _PROBE_ADDRESS = (("192.0.2.255", 65535), "udp")
 #: that thousands of parked dialogs share it (bounded: a set of names is
 #: made by a code path, not by a dialog).
 _NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+class _Instant(tuple):
+    """A sippy C{MonoTime} kept as its two clock readings (monot, realt)."""
+
+    __slots__ = ()
+
+
+class _EmptyList:
+    """Stands for an empty list (the UA's route sets), rebuilt on restore."""
+
+
+_EMPTY_LIST = _EmptyList()
+
+
+def _compact(value: Any) -> Any:
+    """
+    C{value} as a parked dialog keeps it: a C{MonoTime} (an object with
+    its own attributes) as a tuple of its readings, an empty list as one
+    shared marker; anything else as it is.
+    """
+    if type(value) is MonoTime:
+        return _Instant((value.monot, value.realt))
+    if type(value) is list and not value:
+        return _EMPTY_LIST
+    return value
+
+
+def _expand(value: Any) -> Any:
+    """The UA attribute value that L{_compact} made C{value} of."""
+    if type(value) is _Instant:
+        return MonoTime(monot=value[0], realt=value[1])
+    if value is _EMPTY_LIST:
+        return []
+    return value
 
 
 def _localUri(username: Any, host: Any, name: Any, tag: str) -> Any:
@@ -213,7 +249,7 @@ class ParkedDialog:
         return cls(
             str(ua.cId),
             names,
-            tuple(state[name] for name in names),
+            tuple(_compact(state[name]) for name in names),
             local,
             remote,
             localSdp if localSdp == localText else localText,
@@ -264,7 +300,7 @@ class ParkedDialog:
             if name not in _REBUILT and hasattr(type(ua), name):
                 delattr(ua, name)
         for name, value in zip(self._names, self._values, strict=True):
-            setattr(ua, name, value)
+            setattr(ua, name, _expand(value))
         ua.cId = SipCallId(self.callId)
         ua.lUri = _localUri(*self._local)
         ua.rUri = _remoteUri(*self._remote)
@@ -283,7 +319,10 @@ class _ParkedView:
     """A L{ParkedDialog} read as the UA it was parked from (L{_dialogFields})."""
 
     def __init__(self, parked: ParkedDialog) -> None:
-        self.__dict__.update(zip(parked._names, parked._values, strict=True))
+        self.__dict__.update(
+            (name, _expand(value))
+            for name, value in zip(parked._names, parked._values, strict=True)
+        )
         self.cId = parked.callId
         self.lUri = _localUri(*parked._local)
         self.rUri = _remoteUri(*parked._remote)
