@@ -493,3 +493,21 @@ class ParkedLegTests(HeldLegTests):
         reached = [o for o in self.reachable(self.leg) if isinstance(o, UA)]
         self.assertEqual(reached, [])
         self.assertEqual(self.leg.dialogState(), state)
+
+    def test_freedAfterEnd(self) -> None:
+        """
+        Hung up while parked, the leg and what it woke are freed by
+        reference counting alone once sippy is done with the dialog (the
+        collector is off in these tests).
+        """
+        import weakref
+
+        self.leg.hangUp()
+        bye = self.lastRequest("BYE")
+        self.clock.deliver(self.far.response(bye.data, 200, "OK"))
+        self.clock.settle()
+        runUntil(self.clock, self.clock.seconds() + 40)
+        legRef, uaRef = weakref.ref(self.leg), weakref.ref(self.leg._ua)
+        del self.leg
+        self.assertIsNone(legRef())
+        self.assertIsNone(uaRef())
