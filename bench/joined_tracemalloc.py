@@ -142,6 +142,17 @@ def main() -> int:
     parser.add_argument("--by", default="lineno", choices=["lineno", "filename"])
     parser.add_argument("--frames", type=int, default=1)
     parser.add_argument(
+        "--rss",
+        action="store_true",
+        help="no tracemalloc: print this process's RSS per joined callback,"
+        " and after glibc's malloc_trim",
+    )
+    parser.add_argument(
+        "--mallocstats",
+        action="store_true",
+        help="with --rss: print pymalloc's statistics (stderr) at the end",
+    )
+    parser.add_argument(
         "--timeline",
         action="store_true",
         help="print the memory held every 5 s of (fake) time after the set-up",
@@ -162,6 +173,8 @@ def main() -> int:
     harness.start()
     harness.run(1.0)
     gc.collect()
+    if options.rss:
+        return _rssOnly(harness, options)
     tracemalloc.start(options.frames)
     before = tracemalloc.take_snapshot()
     base = tracemalloc.get_traced_memory()[0]
@@ -226,6 +239,41 @@ def main() -> int:
                 if s.size_diff / per >= 16:
                     print(f"--- {s.size_diff / per:.0f} B {s.count_diff / per:.2f}")
                     print("\n".join(s.traceback.format()))
+    return 0
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _rssOnly(harness: Harness, options: argparse.Namespace) -> int:
+    """The same run, measured as the benchmark does: RSS."""
+    import ctypes
+
+    before = _rss()
+    step = 1 / options.rate
+    for n in range(options.calls):
+        harness.request(n)
+        harness.reactor.advance(step)
+        harness.answerAll()
+    harness.run(5.0)
+    joined = max(harness.joined(), 1)
+    peak = _rss()
+    harness.run(options.settle, step=0.5)
+    held = _rss()
+    if options.mallocstats:
+        sys._debugmallocstats()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trimmed = _rss()
+    print(
+        f"{joined} joined; RSS per joined callback: {(peak - before) / joined:.1f} KiB"
+        f" after set-up, {(held - before) / joined:.1f} KiB held,"
+        f" {(trimmed - before) / joined:.1f} KiB after malloc_trim"
+    )
     return 0
 
 
