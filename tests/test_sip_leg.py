@@ -5,6 +5,10 @@ far end played by the test through a fake UDP port and a Clock.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
+from sippy.UA import UA
 from twisted.trial.unittest import SynchronousTestCase
 
 from callback_tw.sip.leg import GLARE_BACKOFF, PARK_AFTER, ReInviteFailed
@@ -362,9 +366,6 @@ class ParkedLegTests(HeldLegTests):
 
     def setUp(self) -> None:
         super().setUp()
-        import gc
-        import weakref
-
         self.stateBefore = self.leg.dialogState()
         self.lastInvite = [s for s in self.clock.sent if s.method == "INVITE"][-1]
         ua = weakref.ref(self.leg._ua)
@@ -382,8 +383,6 @@ class ParkedLegTests(HeldLegTests):
         Parked, the leg reaches no sippy UA and sends nothing; its dialog
         state is the one it had before.
         """
-        from sippy.UA import UA
-
         reached = [o for o in self.reachable(self.leg) if isinstance(o, UA)]
         self.assertEqual(reached, [])
         self.assertEqual(self.leg.dialogState(), self.stateBefore)
@@ -467,8 +466,6 @@ class ParkedLegTests(HeldLegTests):
         self.clock.settle()
         self.assertTrue(self.clock.sent[-1].data.startswith("SIP/2.0 481"))
         self.assertEqual(self.leg.state, "answered")
-        from sippy.UA import UA
-
         reached = [o for o in self.reachable(self.leg) if isinstance(o, UA)]
         self.assertEqual(reached, [])
 
@@ -477,8 +474,6 @@ class ParkedLegTests(HeldLegTests):
         Woken by a request, the dialog is parked again after another
         L{PARK_AFTER} seconds of quiet, with its new state.
         """
-        from sippy.UA import UA
-
         self.listener.answerWith = SdpSession("127.0.0.1").offer("127.0.0.1", 42000)
         target = f"sip:1000@127.0.0.1:{self.stack.port}"
         self.clock.deliver(
@@ -500,8 +495,6 @@ class ParkedLegTests(HeldLegTests):
         reference counting alone once sippy is done with the dialog (the
         collector is off in these tests).
         """
-        import weakref
-
         self.leg.hangUp()
         bye = self.lastRequest("BYE")
         self.clock.deliver(self.far.response(bye.data, 200, "OK"))

@@ -13,11 +13,9 @@ its own callback (to hang up the other leg, say) is a known crash.
 
 from __future__ import annotations
 
-import enum
 import random
-import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sippy.CCEvents import (
     CCEventConnect,
@@ -29,21 +27,38 @@ from sippy.CCEvents import (
     CCEventUpdate,
 )
 from sippy.MsgBody import MsgBody
-from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
-from sippy.SipConf import SipConf
-from sippy.SipContact import SipContact
-from sippy.SipReason import SipReason
-from sippy.SipURL import SipURL
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from callback_tw.sip.adapter import DialogUA, Invite, ParkedDialog, park
+from callback_tw.sip.adapter import DialogUA, Invite, ParkedDialog, ourContact, park
 from callback_tw.sip.dialogs import USER_AGENT, DialogStage, DialogState
+from callback_tw.sip.legevents import (
+    NO_LISTENER,
+    ILegListener,
+    LegEnd,
+    LegState,
+    ReInviteFailed,
+    sipReason,
+)
 from callback_tw.timers import cancelDelayed
 
 if TYPE_CHECKING:
     from callback_tw.sip.routing import Route
+
+__all__ = [
+    "GLARE_BACKOFF",
+    "GLARE_RETRIES",
+    "ILegListener",
+    "Leg",
+    "LegEnd",
+    "LegState",
+    "PARK_AFTER",
+    "ReInviteFailed",
+    "USER_AGENT",
+    "UnreachableLeg",
+    "sipReason",
+]
 
 #: RFC 3261 14.1: after a 491 the owner of the Call-ID waits 2.1 to 4 s.
 GLARE_BACKOFF = (2.1, 4.0)
@@ -59,64 +74,6 @@ GLARE_RETRIES = 3
 #: Parking early matters: the memory of a UA let go is reused by the
 #: next calls' set-up instead of adding to the process's peak.
 PARK_AFTER = 1.0
-
-#: our Contact, one per caller (the user part), shared by every leg from
-#: that caller: sippy writes our address and port into it as it sends.
-_CONTACTS: weakref.WeakValueDictionary[str, SipContact] = weakref.WeakValueDictionary()
-
-
-def ourContact(callerId: str) -> SipContact:
-    """
-    The Contact of a leg from C{callerId}: a held leg keeps one, and
-    thousands of legs from one number need only one.  Checked against
-    sippy 2.5.0: only C{UacStateIdle} writes into the UA's Contact (the
-    user part, which is C{callerId} again); a request refers to it and
-    writes our address when sent (C{SipURL.localStr}).
-    """
-    contact = _CONTACTS.get(callerId)
-    if contact is None:
-        contact = SipContact(
-            address=SipAddress(
-                url=SipURL(
-                    username=callerId,
-                    host=SipConf.my_address,
-                    port=SipConf.my_port,
-                )
-            )
-        )
-        _CONTACTS[callerId] = contact
-    return contact
-
-
-class LegState(enum.StrEnum):
-    """Where a leg is in its life; each value compares equal to its name."""
-
-    NEW = "new"
-    CALLING = "calling"
-    RINGING = "ringing"
-    ANSWERED = "answered"
-    ENDED = "ended"
-
-
-@dataclass(frozen=True)
-class LegEnd:
-    """
-    How a leg ended.
-
-    @ivar code: the SIP status that describes the end: the failure response
-        (486, 603, 404, 408...) for a leg that was never answered, 408 for
-        no answer within the timeout, 487 for a leg we cancelled, 200 for a
-        hang-up after the answer.
-    @ivar reason: the reason phrase or a short description.
-    @ivar byRemote: True when the far end (or the network) ended it, False
-        when this server hung up.
-    @ivar answered: whether the leg had been answered.
-    """
-
-    code: int
-    reason: str
-    byRemote: bool
-    answered: bool
 
 
 #: the stage of a leg's dialog in each state of the leg.
@@ -141,67 +98,6 @@ class _Ended:
 
     end: LegEnd
     reInvite: Deferred | None
-
-
-class _NoListener:
-    """Where a detached leg's events go: nowhere."""
-
-    def legRinging(self, leg: Any) -> None:
-        pass
-
-    def legAnswered(self, leg: Any, sdp: str) -> None:
-        pass
-
-    def legEnded(self, leg: Any, end: Any) -> None:
-        pass
-
-    def legReInvited(self, leg: Any, sdp: str) -> Deferred:
-        d: Deferred = Deferred()
-        d.errback(ReInviteFailed(481, "Call/Transaction Does Not Exist"))
-        return d
-
-    def legDialogChanged(self, leg: Any, state: Any) -> None:
-        pass
-
-
-_NO_LISTENER = _NoListener()
-
-
-class ReInviteFailed(Exception):
-    """A re-INVITE of ours was answered with a failure."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"{code} {reason}")
-        self.code = code
-        self.reason = reason
-
-
-class ILegListener(Protocol):
-    """What a leg's owner (a callback) is told."""
-
-    def legRinging(self, leg: Leg) -> None: ...
-
-    def legAnswered(self, leg: Leg, sdp: str) -> None: ...
-
-    def legEnded(self, leg: Leg, end: LegEnd) -> None: ...
-
-    def legReInvited(self, leg: Leg, sdp: str) -> Deferred:
-        """The far end sent a re-INVITE offer; fire with the answer SDP."""
-        ...
-
-    def legDialogChanged(self, leg: Leg, state: DialogState) -> None:
-        """
-        What a BYE or CANCEL of the leg would need has changed (INVITE
-        sent, first tagged 1xx, answer, our CSeq or the remote target
-        moved, end): C{state} is the new value, to keep for recovery after
-        a crash. The "ended" state comes before C{legEnded}.
-        """
-        ...
-
-
-def sipReason(code: int, text: str) -> SipReason:
-    """An RFC 3326 Reason header body."""
-    return SipReason(protocol="SIP", cause=code, reason=text)
 
 
 class Leg:
@@ -372,7 +268,7 @@ class Leg:
         not keep the callback alive, and no reference cycle is left for the
         garbage collector.
         """
-        self._listener = _NO_LISTENER
+        self._listener = NO_LISTENER
 
     def abandon(self) -> None:
         """
@@ -385,7 +281,7 @@ class Leg:
         cancelDelayed(self._drainCall)
         self._drainCall = None
         self._queue = []
-        self._listener = _NO_LISTENER
+        self._listener = NO_LISTENER
         self.state = LegState.ENDED
         if self._ua is not None:
             self._ua.dialogChanged = None
@@ -480,7 +376,7 @@ class Leg:
         parked = self._parked
         if parked is not None:
             self._parked = None
-            self._ua = parked.restore(self._newUA(), ourContact(self.route.callerId))
+            self._ua = parked.restore(self._newUA())
             self._log.debug("{leg} dialog woken", leg=self.name)
         return self._ua
 
@@ -682,7 +578,7 @@ class UnreachableLeg:
         self.state = LegState.ENDED
 
     def detach(self) -> None:
-        self._listener = _NO_LISTENER
+        self._listener = NO_LISTENER
 
     def abandon(self) -> None:
         """Nothing was sent: the same as L{hangUp}."""

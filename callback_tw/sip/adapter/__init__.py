@@ -34,7 +34,7 @@ from callback_tw.sip.adapter.transactions import (
     ReactorTransactionManager,
     startTransactionManager,
 )
-from callback_tw.sip.adapter.ua import DialogUA, Invite
+from callback_tw.sip.adapter.ua import DialogUA, Invite, ourContact
 
 installPatches()
 
@@ -45,6 +45,7 @@ __all__ = [
     "NamedHeader",
     "ParkedDialog",
     "ReactorTransactionManager",
+    "ourContact",
     "park",
     "routeSippyErrors",
     "startTransactionManager",

@@ -286,12 +286,12 @@ class ParkedDialog:
         """L{DialogUA.dialogFields} of the UA this dialog was parked from."""
         return dialogFieldsOf(_ParkedView(self))
 
-    def restore(self, ua: DialogUA, contact: Any) -> DialogUA:
+    def restore(self, ua: DialogUA) -> DialogUA:
         """
         Wake the dialog into C{ua}, a L{DialogUA} just built as the first
-        one was (same configuration, event callback, next hop and
-        credentials), with our Contact C{contact}; C{ua} replaces this
-        object as sippy's consumer of the Call-ID.
+        one was (same configuration, event callback, next hop, credentials
+        and Contact); C{ua} replaces this object as sippy's consumer of the
+        Call-ID.
         """
         kept = set(self._names)
         for name in [name for name in ua.__dict__ if name not in kept]:
@@ -304,7 +304,6 @@ class ParkedDialog:
         ua.cId = SipCallId(self.callId)
         ua.lUri = _localUri(*self._local)
         ua.rUri = _remoteUri(*self._remote)
-        ua.lContact = contact
         ua.lSDP = None if self._localSdp is None else MsgBody(self._localSdp)
         ua.rSDP = None if self._remoteSdp is None else MsgBody(self._remoteSdp)
         ua.state = UaStateConnected(ua)

@@ -10,13 +10,18 @@ UA's internals is here.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from sippy.CCEvents import CCEventTry
 from sippy.MsgBody import MsgBody
+from sippy.SipAddress import SipAddress
+from sippy.SipConf import SipConf
+from sippy.SipContact import SipContact
 from sippy.SipHeader import SipHeader
 from sippy.SipTransactionManager import TRYING
+from sippy.SipURL import SipURL
 from sippy.UA import UA
 from sippy.UacStateCancelling import UacStateCancelling
 from sippy.UacStateTrying import UacStateTrying
@@ -24,7 +29,7 @@ from sippy.UacStateUpdating import UacStateUpdating
 
 from callback_tw.sip.adapter.headers import NamedHeader
 
-__all__ = ["DialogUA", "Invite", "dialogFieldsOf", "hostPort"]
+__all__ = ["DialogUA", "Invite", "dialogFieldsOf", "hostPort", "ourContact"]
 
 
 def hostPort(host: str, port: int | None) -> str:
@@ -32,6 +37,34 @@ def hostPort(host: str, port: int | None) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port or 5060}"
+
+
+#: our Contact, one per caller (the user part), shared by every leg from
+#: that caller: sippy writes our address and port into it as it sends.
+_CONTACTS: weakref.WeakValueDictionary[str, SipContact] = weakref.WeakValueDictionary()
+
+
+def ourContact(callerId: str) -> SipContact:
+    """
+    The Contact of a leg from C{callerId}: a held leg keeps one, and
+    thousands of legs from one number need only one.  Checked against
+    sippy 2.5.0: only C{UacStateIdle} writes into the UA's Contact (the
+    user part, which is C{callerId} again); a request refers to it and
+    writes our address when sent (C{SipURL.localStr}).
+    """
+    contact = _CONTACTS.get(callerId)
+    if contact is None:
+        contact = SipContact(
+            address=SipAddress(
+                url=SipURL(
+                    username=callerId,
+                    host=SipConf.my_address,
+                    port=SipConf.my_port,
+                )
+            )
+        )
+        _CONTACTS[callerId] = contact
+    return contact
 
 
 class Invite(CCEventTry):
