@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """
-What a held joined callback keeps, by source line (not a test, not a
-benchmark of RSS): the whole server (L{callback_tw.tap.buildService}) on a
+What a held joined callback keeps, by source line (not a test; run it
+under the benchmark lock all the same, it takes a core): the whole server (L{callback_tw.tap.buildService}) on a
 fake reactor and fake UDP ports, an in-memory store, N REQUESTs whose legs
 a scripted far end answers (INVITE and join re-INVITE: 200 with SDP), then
 70 s of fake time past sippy's 32-64 s message caches, then a tracemalloc
 comparison with the moment before the first REQUEST.
 
-    python3 bench/joined_tracemalloc.py --calls 500 --top 30
+    flock /tmp/bench.lock python3 bench/joined_tracemalloc.py --calls 500 --top 30
 
 Prints the bytes kept per joined callback, in total and by line (or by
-file with C{--by filename}); the in-memory store of the harness is left out
-(the server keeps its records in SQLite or PostgreSQL).
+file with C{--by filename}), and the peak while setting up; the in-memory
+store of the harness is left out (the server keeps its records in SQLite
+or PostgreSQL), though what it refers to (its rows, ~1.5 KB per callback
+with the fake RTP ports) is counted.  C{--trace FILE:LINE --frames 8}
+shows the callers of a line, C{--timeline} the memory every 5 s of fake
+time, C{--rss} the process's RSS instead (C{--mallocstats}: pymalloc's).
 """
 
 from __future__ import annotations
