@@ -5,9 +5,13 @@ far end played by the test through a fake UDP port and a Clock.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
+from sippy.UA import UA
 from twisted.trial.unittest import SynchronousTestCase
 
-from callback_tw.sip.leg import GLARE_BACKOFF, ReInviteFailed
+from callback_tw.sip.leg import GLARE_BACKOFF, PARK_AFTER, ReInviteFailed
 from callback_tw.sip.sdp import SdpSession
 from tests.siphelpers import (
     FAR_ROUTE,
@@ -16,6 +20,7 @@ from tests.siphelpers import (
     bodyOf,
     farSdp,
     headerOf,
+    runUntil,
     startStack,
 )
 
@@ -349,3 +354,153 @@ class HeldLegTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), farSdp(version=4))
         self.leg.hangUp()
         self.assertEqual(len([s for s in self.clock.sent if s.method == "BYE"]), 1)
+
+
+class ParkedLegTests(HeldLegTests):
+    """
+    A held leg after L{PARK_AFTER} seconds of quiet, when its sippy UA is
+    let go: it keeps no UA, freed by reference counting alone, its dialog
+    is unchanged, and it still answers, sends and hangs up like one whose
+    UA was kept (the tests of L{HeldLegTests} run on it too).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.stateBefore = self.leg.dialogState()
+        self.lastInvite = [s for s in self.clock.sent if s.method == "INVITE"][-1]
+        ua = weakref.ref(self.leg._ua)
+        gc.disable()
+        self.addCleanup(gc.enable)
+        runUntil(self.clock, self.clock.seconds() + PARK_AFTER + 1)
+        self.sentBefore = len(self.clock.sent)
+        self.assertIsNone(ua())
+
+    def lastRequest(self, method: str):
+        return [s for s in self.clock.sent if s.method == method][-1]
+
+    def test_parked(self) -> None:
+        """
+        Parked, the leg reaches no sippy UA and sends nothing; its dialog
+        state is the one it had before.
+        """
+        reached = [o for o in self.reachable(self.leg) if isinstance(o, UA)]
+        self.assertEqual(reached, [])
+        self.assertEqual(self.leg.dialogState(), self.stateBefore)
+        self.assertEqual(len(self.clock.sent), self.sentBefore)
+
+    def test_reInviteContinuesDialog(self) -> None:
+        """
+        A re-INVITE of the parked leg continues the dialog: the same R-URI,
+        From, To, Call-ID, Contact and body headers as the last one, the
+        next CSeq number; the dialog state then moves on by one CSeq.
+        """
+        d = self.leg.reInvite(SdpSession("127.0.0.1").offer("127.0.0.1", 43000))
+        reinvite = self.lastRequest("INVITE")
+        self.assertIsNot(reinvite, self.lastInvite)
+        for name in ("from", "to", "call-id", "contact", "max-forwards"):
+            self.assertEqual(reinvite.header(name), self.lastInvite.header(name))
+        self.assertEqual(reinvite.firstLine, self.lastInvite.firstLine)
+        self.assertEqual(reinvite.addr, self.lastInvite.addr)
+        cseq = int(self.lastInvite.header("cseq").split()[0])
+        self.assertEqual(reinvite.header("cseq"), f"{cseq + 1} INVITE")
+        self.clock.deliver(self.far.response(reinvite.data, 200, "OK", farSdp(4)))
+        self.clock.settle()
+        self.assertEqual(self.successResultOf(d), farSdp(4))
+        self.assertEqual(self.lastRequest("ACK").header("cseq"), f"{cseq + 1} ACK")
+        self.assertEqual(self.leg.dialogState().nextCSeq, cseq + 2)
+
+    def test_byeContinuesDialog(self) -> None:
+        """
+        Hanging up the parked leg sends one BYE in the dialog, with the
+        next CSeq number, and ends the leg.
+        """
+        self.leg.hangUp()
+        self.clock.settle()
+        bye = self.lastRequest("BYE")
+        for name in ("from", "to", "call-id"):
+            self.assertEqual(bye.header(name), self.lastInvite.header(name))
+        target = self.lastInvite.firstLine.split()[1]
+        self.assertEqual(bye.firstLine, f"BYE {target} SIP/2.0")
+        cseq = int(self.lastInvite.header("cseq").split()[0])
+        self.assertEqual(bye.header("cseq"), f"{cseq + 1} BYE")
+        self.assertEqual(self.leg.state, "ended")
+        self.assertEqual(len([s for s in self.clock.sent if s.method == "BYE"]), 1)
+
+    def test_farEndBye(self) -> None:
+        """
+        A BYE from the far end reaches the parked dialog: it gets 200 and
+        the leg ends, hung up by the far end.
+        """
+        target = f"sip:1000@127.0.0.1:{self.stack.port}"
+        self.clock.deliver(self.far.inDialog("BYE", self.invite, 9, target))
+        self.clock.settle()
+        ok = self.clock.sent[-1]
+        self.assertTrue(ok.data.startswith("SIP/2.0 200 OK"), ok.data)
+        self.assertEqual(headerOf(ok.data, "cseq"), "9 BYE")
+        self.assertEqual(self.leg.state, "ended")
+        self.assertEqual([end.byRemote for end in self.listener.ends], [True])
+
+    def test_farEndOptions(self) -> None:
+        """
+        An in-dialog OPTIONS from the far end is answered 200 by the
+        dialog (not as a stranger's request), and the leg stays up.
+        """
+        target = f"sip:1000@127.0.0.1:{self.stack.port}"
+        self.clock.deliver(self.far.inDialog("OPTIONS", self.invite, 9, target))
+        self.clock.settle()
+        ok = self.clock.sent[-1]
+        self.assertTrue(ok.data.startswith("SIP/2.0 200 OK"), ok.data)
+        self.assertEqual(headerOf(ok.data, "cseq"), "9 OPTIONS")
+        self.assertEqual(self.leg.state, "answered")
+
+    def test_otherDialogNotWoken(self) -> None:
+        """
+        A request with the dialog's Call-ID but another tag is not the
+        dialog's: it does not wake it and is refused as a stranger's.
+        """
+        target = f"sip:1000@127.0.0.1:{self.stack.port}"
+        bye = self.far.inDialog("BYE", self.invite, 9, target).replace(
+            ";tag=far1", ";tag=other"
+        )
+        self.clock.deliver(bye)
+        self.clock.settle()
+        self.assertTrue(self.clock.sent[-1].data.startswith("SIP/2.0 481"))
+        self.assertEqual(self.leg.state, "answered")
+        reached = [o for o in self.reachable(self.leg) if isinstance(o, UA)]
+        self.assertEqual(reached, [])
+
+    def test_parksAgain(self) -> None:
+        """
+        Woken by a request, the dialog is parked again after another
+        L{PARK_AFTER} seconds of quiet, with its new state.
+        """
+        self.listener.answerWith = SdpSession("127.0.0.1").offer("127.0.0.1", 42000)
+        target = f"sip:1000@127.0.0.1:{self.stack.port}"
+        self.clock.deliver(
+            self.far.inDialog("INVITE", self.invite, 5, target, farSdp(version=3))
+        )
+        self.clock.settle()
+        self.clock.deliver(self.far.inDialog("ACK", self.invite, 5, target))
+        self.clock.settle()
+        state = self.leg.dialogState()
+        self.assertEqual(self.leg.remoteSdp, farSdp(version=3))
+        runUntil(self.clock, self.clock.seconds() + PARK_AFTER + 1)
+        reached = [o for o in self.reachable(self.leg) if isinstance(o, UA)]
+        self.assertEqual(reached, [])
+        self.assertEqual(self.leg.dialogState(), state)
+
+    def test_freedAfterEnd(self) -> None:
+        """
+        Hung up while parked, the leg and what it woke are freed by
+        reference counting alone once sippy is done with the dialog (the
+        collector is off in these tests).
+        """
+        self.leg.hangUp()
+        bye = self.lastRequest("BYE")
+        self.clock.deliver(self.far.response(bye.data, 200, "OK"))
+        self.clock.settle()
+        runUntil(self.clock, self.clock.seconds() + 40)
+        legRef, uaRef = weakref.ref(self.leg), weakref.ref(self.leg._ua)
+        del self.leg
+        self.assertIsNone(legRef())
+        self.assertIsNone(uaRef())

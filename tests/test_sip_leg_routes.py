@@ -11,9 +11,17 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from callback_tw.sip.leg import PARK_AFTER
 from callback_tw.sip.routing import Route
 from callback_tw.sip.sdp import SdpSession
-from tests.siphelpers import FarEnd, RecordingListener, farSdp, headerOf, startStack
+from tests.siphelpers import (
+    FarEnd,
+    RecordingListener,
+    farSdp,
+    headerOf,
+    runUntil,
+    startStack,
+)
 
 #: Where the leg's INVITE goes: the provider's proxy.
 PROXY = ("127.0.0.1", 5070)
@@ -237,3 +245,18 @@ class RouteSetTests(SynchronousTestCase):
         self.assertEqual(len(acks), 2)
         self.assertEqual([ack.addr for ack in acks], [PROXY, PROXY])
         self.assertEqual(acks[0].data, acks[1].data)
+
+
+class ParkedRouteSetTests(RouteSetTests):
+    """
+    The same requests after the answered leg was parked (L{PARK_AFTER}
+    seconds of quiet let its sippy UA go): woken, the dialog keeps its route
+    set, its remote target and whether it goes through the proxy.
+    """
+
+    def answer(self, recordRoute: str | None) -> None:
+        super().answer(recordRoute)
+        sent = len(self.clock.sent)
+        runUntil(self.clock, self.clock.seconds() + PARK_AFTER + 1)
+        self.assertIsNone(self.leg._ua)
+        self.assertEqual(len(self.clock.sent), sent)

@@ -13,10 +13,9 @@ its own callback (to hang up the other leg, say) is a known crash.
 
 from __future__ import annotations
 
-import enum
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sippy.CCEvents import (
     CCEventConnect,
@@ -28,56 +27,53 @@ from sippy.CCEvents import (
     CCEventUpdate,
 )
 from sippy.MsgBody import MsgBody
-from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
-from sippy.SipConf import SipConf
-from sippy.SipContact import SipContact
-from sippy.SipReason import SipReason
-from sippy.SipURL import SipURL
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from callback_tw.sip.adapter import DialogUA, Invite
+from callback_tw.sip.adapter import DialogUA, Invite, ParkedDialog, ourContact, park
 from callback_tw.sip.dialogs import USER_AGENT, DialogStage, DialogState
+from callback_tw.sip.legevents import (
+    NO_LISTENER,
+    ILegListener,
+    LegEnd,
+    LegState,
+    ReInviteFailed,
+    sipReason,
+)
 from callback_tw.timers import cancelDelayed
 
 if TYPE_CHECKING:
     from callback_tw.sip.routing import Route
 
+__all__ = [
+    "GLARE_BACKOFF",
+    "GLARE_RETRIES",
+    "ILegListener",
+    "Leg",
+    "LegEnd",
+    "LegState",
+    "PARK_AFTER",
+    "ReInviteFailed",
+    "USER_AGENT",
+    "UnreachableLeg",
+    "sipReason",
+]
+
 #: RFC 3261 14.1: after a 491 the owner of the Call-ID waits 2.1 to 4 s.
 GLARE_BACKOFF = (2.1, 4.0)
 GLARE_RETRIES = 3
 
-
-class LegState(enum.StrEnum):
-    """Where a leg is in its life; each value compares equal to its name."""
-
-    NEW = "new"
-    CALLING = "calling"
-    RINGING = "ringing"
-    ANSWERED = "answered"
-    ENDED = "ended"
-
-
-@dataclass(frozen=True)
-class LegEnd:
-    """
-    How a leg ended.
-
-    @ivar code: the SIP status that describes the end: the failure response
-        (486, 603, 404, 408...) for a leg that was never answered, 408 for
-        no answer within the timeout, 487 for a leg we cancelled, 200 for a
-        hang-up after the answer.
-    @ivar reason: the reason phrase or a short description.
-    @ivar byRemote: True when the far end (or the network) ended it, False
-        when this server hung up.
-    @ivar answered: whether the leg had been answered.
-    """
-
-    code: int
-    reason: str
-    byRemote: bool
-    answered: bool
+#: seconds without any request or response in an answered leg's dialog
+#: before its sippy UA is let go (L{callback_tw.sip.adapter.park}).  Once
+#: every transaction of the dialog has its final answer (and an INVITE of
+#: the far end its ACK) nothing of sippy's refers to the UA but its
+#: registration, which parking replaces, so the UA can go at once; a
+#: second keeps the steps of a join that follow each other closely from
+#: parking and waking the dialog in turn (a wake costs a few objects).
+#: Parking early matters: the memory of a UA let go is reused by the
+#: next calls' set-up instead of adding to the process's peak.
+PARK_AFTER = 1.0
 
 
 #: the stage of a leg's dialog in each state of the leg.
@@ -102,67 +98,6 @@ class _Ended:
 
     end: LegEnd
     reInvite: Deferred | None
-
-
-class _NoListener:
-    """Where a detached leg's events go: nowhere."""
-
-    def legRinging(self, leg: Any) -> None:
-        pass
-
-    def legAnswered(self, leg: Any, sdp: str) -> None:
-        pass
-
-    def legEnded(self, leg: Any, end: Any) -> None:
-        pass
-
-    def legReInvited(self, leg: Any, sdp: str) -> Deferred:
-        d: Deferred = Deferred()
-        d.errback(ReInviteFailed(481, "Call/Transaction Does Not Exist"))
-        return d
-
-    def legDialogChanged(self, leg: Any, state: Any) -> None:
-        pass
-
-
-_NO_LISTENER = _NoListener()
-
-
-class ReInviteFailed(Exception):
-    """A re-INVITE of ours was answered with a failure."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"{code} {reason}")
-        self.code = code
-        self.reason = reason
-
-
-class ILegListener(Protocol):
-    """What a leg's owner (a callback) is told."""
-
-    def legRinging(self, leg: Leg) -> None: ...
-
-    def legAnswered(self, leg: Leg, sdp: str) -> None: ...
-
-    def legEnded(self, leg: Leg, end: LegEnd) -> None: ...
-
-    def legReInvited(self, leg: Leg, sdp: str) -> Deferred:
-        """The far end sent a re-INVITE offer; fire with the answer SDP."""
-        ...
-
-    def legDialogChanged(self, leg: Leg, state: DialogState) -> None:
-        """
-        What a BYE or CANCEL of the leg would need has changed (INVITE
-        sent, first tagged 1xx, answer, our CSeq or the remote target
-        moved, end): C{state} is the new value, to keep for recovery after
-        a crash. The "ended" state comes before C{legEnded}.
-        """
-        ...
-
-
-def sipReason(code: int, text: str) -> SipReason:
-    """An RFC 3326 Reason header body."""
-    return SipReason(protocol="SIP", cause=code, reason=text)
 
 
 class Leg:
@@ -214,6 +149,10 @@ class Leg:
         self._noAnswerTimeout = noAnswerTimeout
         self._noAnswerCall = None
         self._ua: DialogUA | None = None
+        #: the dialog while its UA is let go (see L{PARK_AFTER}); then
+        #: C{_ua} is None.
+        self._parked: ParkedDialog | None = None
+        self._parkCall = None
         self._queue: list[Any] = []
         self._drainCall = None
         self._reInvite: Deferred | None = None
@@ -232,9 +171,12 @@ class Leg:
         The leg's dialog as a value (see L{ILegListener.legDialogChanged});
         None before the INVITE is sent.
         """
-        if self._ua is None:
+        if self._parked is not None:
+            fields = self._parked.dialogFields()
+        elif self._ua is None:
             return None
-        fields = self._ua.dialogFields()
+        else:
+            fields = self._ua.dialogFields()
         if fields is None:
             return None
         return DialogState(
@@ -243,11 +185,8 @@ class Leg:
             **fields,
         )
 
-    # -- requests from the owner -------------------------------------------
-
-    def dial(self) -> None:
-        """Send the INVITE."""
-        assert self.state == LegState.NEW, self.state
+    def _newUA(self) -> DialogUA:
+        """A sippy UA for this leg's dialog, as the INVITE and a wake need it."""
         route = self.route
         username, password = route.credentials or (None, None)
         ua = DialogUA(
@@ -260,17 +199,17 @@ class Leg:
         if route.outboundProxy is not None:
             ua.outbound_proxy = tuple(route.outboundProxy)
         ua.local_ua = USER_AGENT
-        contact = SipContact(
-            address=SipAddress(
-                url=SipURL(
-                    username=route.callerId,
-                    host=SipConf.my_address,
-                    port=SipConf.my_port,
-                )
-            )
-        )
-        ua.lContact = contact
+        ua.lContact = ourContact(route.callerId)
         ua.dialogChanged = self._dialogMayHaveChanged
+        return ua
+
+    # -- requests from the owner -------------------------------------------
+
+    def dial(self) -> None:
+        """Send the INVITE."""
+        assert self.state == LegState.NEW, self.state
+        route = self.route
+        ua = self._newUA()
         self._ua = ua
         callId = SipCallId()
         self.callId = str(callId)
@@ -314,7 +253,7 @@ class Leg:
             what="BYE" if answered else "CANCEL",
             why="" if code is None else f" (Reason: SIP;cause={code})",
         )
-        ua = self._ua
+        ua = self._awake()
         self._finish(
             LegEnd(200, "hung up", False, True)
             if answered
@@ -329,7 +268,7 @@ class Leg:
         not keep the callback alive, and no reference cycle is left for the
         garbage collector.
         """
-        self._listener = _NO_LISTENER
+        self._listener = NO_LISTENER
 
     def abandon(self) -> None:
         """
@@ -342,10 +281,12 @@ class Leg:
         cancelDelayed(self._drainCall)
         self._drainCall = None
         self._queue = []
-        self._listener = _NO_LISTENER
+        self._listener = NO_LISTENER
         self.state = LegState.ENDED
         if self._ua is not None:
             self._ua.dialogChanged = None
+        if self._parked is not None:
+            self._parked.owner = None
 
     def reInvite(self, sdp: str) -> Deferred:
         """
@@ -364,7 +305,7 @@ class Leg:
 
     def _sendReInvite(self) -> None:
         self._retryCall = None
-        if self.state != LegState.ANSWERED or self._ua is None:
+        if self.state != LegState.ANSWERED or self._awake() is None:
             return
         self._reInviteTries += 1
         self._log.debug(
@@ -403,6 +344,41 @@ class Leg:
                 self._log.failure(
                     "{leg} failed to handle {event}", leg=self.name, event=event
                 )
+        if self.state == LegState.ANSWERED and self._ua is not None:
+            if self._parkCall is None:
+                self._parkCall = self._reactor.callLater(PARK_AFTER, self._park)
+            else:
+                self._parkCall.reset(PARK_AFTER)
+
+    def _park(self) -> None:
+        """
+        Nothing has happened in the dialog for L{PARK_AFTER} seconds: let
+        its sippy UA go, keep the dialog compactly until it is needed.
+        """
+        self._parkCall = None
+        ua = self._ua
+        if (
+            self.state != LegState.ANSWERED
+            or ua is None
+            or self._reInvite is not None
+            or self._queue
+        ):
+            return
+        parked = park(ua, self._localSdp, self.remoteSdp)
+        if parked is None:
+            return
+        parked.owner = self._awake
+        self._parked, self._ua = parked, None
+        self._log.debug("{leg} dialog parked", leg=self.name)
+
+    def _awake(self) -> DialogUA | None:
+        """The leg's sippy UA, rebuilt first if the dialog is parked."""
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            self._ua = parked.restore(self._newUA())
+            self._log.debug("{leg} dialog woken", leg=self.name)
+        return self._ua
 
     def _pushDialog(self) -> None:
         """Tell the owner the dialog's state if it changed, up to its end."""
@@ -538,7 +514,8 @@ class Leg:
     def _stopTimers(self) -> None:
         cancelDelayed(self._noAnswerCall)
         cancelDelayed(self._retryCall)
-        self._noAnswerCall = self._retryCall = None
+        cancelDelayed(self._parkCall)
+        self._noAnswerCall = self._retryCall = self._parkCall = None
 
     def _finish(self, end: LegEnd) -> None:
         """Enter the ended state once and tell the owner on a later turn."""
@@ -601,7 +578,7 @@ class UnreachableLeg:
         self.state = LegState.ENDED
 
     def detach(self) -> None:
-        self._listener = _NO_LISTENER
+        self._listener = NO_LISTENER
 
     def abandon(self) -> None:
         """Nothing was sent: the same as L{hangUp}."""

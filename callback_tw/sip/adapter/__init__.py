@@ -28,12 +28,13 @@ from callback_tw.sip.adapter.dispatcher import ED2, useReactor  # isort: skip
 
 from callback_tw.sip.adapter.errors import routeSippyErrors
 from callback_tw.sip.adapter.headers import NamedHeader
+from callback_tw.sip.adapter.parking import ParkedDialog, park
 from callback_tw.sip.adapter.patches import installPatches
 from callback_tw.sip.adapter.transactions import (
     ReactorTransactionManager,
     startTransactionManager,
 )
-from callback_tw.sip.adapter.ua import DialogUA, Invite
+from callback_tw.sip.adapter.ua import DialogUA, Invite, ourContact
 
 installPatches()
 
@@ -42,7 +43,10 @@ __all__ = [
     "DialogUA",
     "Invite",
     "NamedHeader",
+    "ParkedDialog",
     "ReactorTransactionManager",
+    "ourContact",
+    "park",
     "routeSippyErrors",
     "startTransactionManager",
     "useReactor",

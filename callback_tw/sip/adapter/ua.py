@@ -10,13 +10,18 @@ UA's internals is here.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from sippy.CCEvents import CCEventTry
 from sippy.MsgBody import MsgBody
+from sippy.SipAddress import SipAddress
+from sippy.SipConf import SipConf
+from sippy.SipContact import SipContact
 from sippy.SipHeader import SipHeader
 from sippy.SipTransactionManager import TRYING
+from sippy.SipURL import SipURL
 from sippy.UA import UA
 from sippy.UacStateCancelling import UacStateCancelling
 from sippy.UacStateTrying import UacStateTrying
@@ -24,7 +29,7 @@ from sippy.UacStateUpdating import UacStateUpdating
 
 from callback_tw.sip.adapter.headers import NamedHeader
 
-__all__ = ["DialogUA", "Invite", "hostPort"]
+__all__ = ["DialogUA", "Invite", "dialogFieldsOf", "hostPort", "ourContact"]
 
 
 def hostPort(host: str, port: int | None) -> str:
@@ -32,6 +37,34 @@ def hostPort(host: str, port: int | None) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port or 5060}"
+
+
+#: our Contact, one per caller (the user part), shared by every leg from
+#: that caller: sippy writes our address and port into it as it sends.
+_CONTACTS: weakref.WeakValueDictionary[str, SipContact] = weakref.WeakValueDictionary()
+
+
+def ourContact(callerId: str) -> SipContact:
+    """
+    The Contact of a leg from C{callerId}: a held leg keeps one, and
+    thousands of legs from one number need only one.  Checked against
+    sippy 2.5.0: only C{UacStateIdle} writes into the UA's Contact (the
+    user part, which is C{callerId} again); a request refers to it and
+    writes our address when sent (C{SipURL.localStr}).
+    """
+    contact = _CONTACTS.get(callerId)
+    if contact is None:
+        contact = SipContact(
+            address=SipAddress(
+                url=SipURL(
+                    username=callerId,
+                    host=SipConf.my_address,
+                    port=SipConf.my_port,
+                )
+            )
+        )
+        _CONTACTS[callerId] = contact
+    return contact
 
 
 class Invite(CCEventTry):
@@ -146,35 +179,9 @@ class DialogUA(UA):
         What a BYE or a CANCEL of this dialog needs, read from sippy's UA:
         the keyword arguments of L{callback_tw.sip.dialogs.DialogState}
         except C{viaProvider} and C{state}; None before the INVITE is sent.
-
-        C{remoteTarget} and C{routeSet} are the Request-URI and Route set
-        sippy itself would send next: the INVITE's Request-URI until the 2xx
-        (what a CANCEL repeats), then the Contact and the Record-Route of
-        the 2xx.  C{destination} is where sippy sends them: the outbound
-        proxy if it is kept, else the first route or the target.  Checked
-        against sippy 2.5.0 (C{UA.genRequest}, C{UacStateIdle.recvEvent},
-        C{UacStateTrying.updateRoutes}).
+        See L{dialogFieldsOf}.
         """
-        if self.cId is None or self.lUri is None or self._inviteCSeq is None:
-            return None
-        if self.outbound_proxy is not None:
-            host, port = self.outbound_proxy
-        else:
-            host, port = self.rAddr[0]
-        remoteTag = self.rUri.getTag() if self.rUri is not None else None
-        return {
-            "callId": str(self.cId),
-            "localTag": self.lUri.getTag(),
-            "remoteTag": remoteTag or self._earlyRemoteTag,
-            "localURI": str(self.lUri.getUrl()),
-            "remoteURI": str(self.rUri.getUrl()),
-            "remoteTarget": None if self.rTarget is None else str(self.rTarget),
-            "routeSet": tuple(str(route) for route in self.routes or ()),
-            "nextCSeq": self.lCSeq,
-            "inviteBranch": self._inviteBranch,
-            "inviteCSeq": self._inviteCSeq,
-            "destination": hostPort(host, port),
-        }
+        return dialogFieldsOf(self)
 
     def recvResponse(self, resp: Any, tr: Any) -> None:
         """
@@ -327,6 +334,41 @@ class DialogUA(UA):
 
 
 _MISSING = object()
+
+
+def dialogFieldsOf(ua: Any) -> dict[str, Any] | None:
+    """
+    L{DialogUA.dialogFields} of C{ua}: a L{DialogUA}, or anything that
+    reads as one (a parked dialog, L{callback_tw.sip.adapter.parking}).
+
+    C{remoteTarget} and C{routeSet} are the Request-URI and Route set
+    sippy itself would send next: the INVITE's Request-URI until the 2xx
+    (what a CANCEL repeats), then the Contact and the Record-Route of the
+    2xx.  C{destination} is where sippy sends them: the outbound proxy if
+    it is kept, else the first route or the target.  Checked against sippy
+    2.5.0 (C{UA.genRequest}, C{UacStateIdle.recvEvent},
+    C{UacStateTrying.updateRoutes}).
+    """
+    if ua.cId is None or ua.lUri is None or ua._inviteCSeq is None:
+        return None
+    if ua.outbound_proxy is not None:
+        host, port = ua.outbound_proxy
+    else:
+        host, port = ua.rAddr[0]
+    remoteTag = ua.rUri.getTag() if ua.rUri is not None else None
+    return {
+        "callId": str(ua.cId),
+        "localTag": ua.lUri.getTag(),
+        "remoteTag": remoteTag or ua._earlyRemoteTag,
+        "localURI": str(ua.lUri.getUrl()),
+        "remoteURI": str(ua.rUri.getUrl()),
+        "remoteTarget": None if ua.rTarget is None else str(ua.rTarget),
+        "routeSet": tuple(str(route) for route in ua.routes or ()),
+        "nextCSeq": ua.lCSeq,
+        "inviteBranch": ua._inviteBranch,
+        "inviteCSeq": ua._inviteCSeq,
+        "destination": hostPort(host, port),
+    }
 
 
 def _dropUnanswered(tm: Any, tr: Any) -> None:
