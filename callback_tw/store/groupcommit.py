@@ -3,10 +3,21 @@
 The store's write path: a queue of writes committed in groups by one writer
 thread, kept and retried while the database is down.
 
-A write waits at most C{groupDelay} (2 ms) for others; everything queued by
-then (and everything that arrived while the previous transaction ran) is
-committed in one transaction, each write inside its own savepoint so that one
-bad write fails alone.  A write's Deferred fires only after the COMMIT.
+Group commit without a timer: when the writer is idle, what is queued goes
+at the next reactor turn; writes that arrive while a transaction runs form
+the next group, committed as soon as it ends.  Each group is one
+transaction, sent as one pipeline on PostgreSQL (one round trip), and a
+write's Deferred fires only after the COMMIT.  A write that fails for its
+own reason fails alone: the group is then run again with one savepoint per
+write.
+
+The queue keeps each callback's writes in the order they were made (recovery
+reads them so) and shortens it where the order allows: an accept goes ahead
+of the queued writes of other callbacks, so a new callback's ACK never waits
+behind a backlog of updates; an update queued right behind another of the
+same callback (no other write of it between) is folded into it, as is a
+leg's dialog into the same leg's queued one, so one statement writes the
+row both would have.
 
 When the database cannot be reached, L{GroupCommit.healthy} turns false and
 the writes stay queued (bounded) in their order, retried with a growing
@@ -17,7 +28,8 @@ may or may not have happened is safe.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from callback_tw.store.errors import StoreUnavailable
-from callback_tw.store.sql import Connection
+from callback_tw.store.sql import Connection, Later
 from callback_tw.store.url import redact
 from callback_tw.store.worker import DatabaseThread, transient
 from callback_tw.timers import cancelDelayed
@@ -39,18 +51,26 @@ class _Write:
     """
     One queued write.
 
-    @ivar apply: C{apply(connection)} performs it (inside a transaction).
+    @ivar apply: C{apply(connection)} performs it (inside a transaction) and
+        returns its result as a L{callback_tw.store.sql.Later}.
     @ivar waiters: fired with its result after the COMMIT.
     @ivar retry: kept and retried while the database is down; False for
         accepts, which must fail at once so that the REQUEST is refused.
     @ivar key: writes with the same key replace each other while queued
         (checkpoints: only the newest one matters).
+    @ivar callbackId: the callback it writes, if any (see L{GroupCommit}).
+    @ivar merge: C{(kind, values)} for a write that a later one of the same
+        kind can be folded into (see L{GroupCommit.enqueue}).
+    @ivar folded: how many later writes were folded into it.
     """
 
-    apply: Callable[[Connection], Any]
+    apply: Callable[[Connection], Later[Any]]
     waiters: list[Deferred] = field(default_factory=list)
     retry: bool = True
     key: Any = None
+    callbackId: str | None = None
+    merge: tuple[Hashable, dict[str, Any]] | None = None
+    folded: int = 0
 
 
 def _applyBatch(connection: Connection, batch: list[_Write]) -> list[Any]:
@@ -61,8 +81,9 @@ def _applyBatch(connection: Connection, batch: list[_Write]) -> list[Any]:
     transaction: the probe.
 
     Writes that fail for their own reason are bugs, so rare: the batch runs
-    first without savepoints (each costs two round trips on PostgreSQL), and
-    only if one write fails is it run again with one savepoint per write.
+    first as one pipeline without savepoints (each costs two round trips on
+    PostgreSQL), and only if one write fails is it run again, statement by
+    statement, with one savepoint per write.
     """
     try:
         return _transaction(connection, batch, isolate=False)
@@ -75,29 +96,40 @@ def _applyBatch(connection: Connection, batch: list[_Write]) -> list[Any]:
 def _transaction(
     connection: Connection, batch: list[_Write], isolate: bool
 ) -> list[Any]:
-    results: list[Any] = []
-    connection.begin()
+    outcomes: list[Any] = []
     try:
-        for write in batch:
-            if isolate:
-                connection.execute("SAVEPOINT one_write")
-            try:
-                results.append(write.apply(connection))
-            except Exception as e:
-                if transient(e) or not isolate:
-                    raise
-                connection.execute("ROLLBACK TO SAVEPOINT one_write")
-                results.append(Failure(e))
-            if isolate:
-                connection.execute("RELEASE SAVEPOINT one_write")
-        connection.execute("COMMIT")
+        with nullcontext() if isolate else connection.pipeline():
+            connection.begin()
+            for write in batch:
+                if isolate:
+                    connection.execute("SAVEPOINT one_write")
+                try:
+                    outcomes.append(write.apply(connection))
+                except Exception as e:
+                    if transient(e) or not isolate:
+                        raise
+                    connection.execute("ROLLBACK TO SAVEPOINT one_write")
+                    outcomes.append(Failure(e))
+                if isolate:
+                    connection.execute("RELEASE SAVEPOINT one_write")
+            connection.execute("COMMIT")
     except BaseException:
         try:
             connection.execute("ROLLBACK")
         except Exception:
             pass
         raise
-    return results
+    return [_result(outcome) for outcome in outcomes]
+
+
+def _result(outcome: Any) -> Any:
+    """A committed write's result, or its L{Failure}: it fails alone."""
+    if isinstance(outcome, Failure):
+        return outcome
+    try:
+        return outcome()
+    except Exception:
+        return Failure()
 
 
 class GroupCommit:
@@ -108,11 +140,14 @@ class GroupCommit:
     @ivar transactions: transactions committed so far (for metrics).
 
     @param url: the store's URL without password, for log lines.
-    @param groupDelay: how long a write waits for others to share its
-        transaction, in seconds.
+    @param groupDelay: how long a write that finds the writer idle waits
+        for others to share its transaction, in seconds; 0 (the default):
+        it goes at the next reactor turn, with whatever was queued by then.
     @param maxBatch: the most writes in one transaction.
     @param maxQueue: the most writes kept while the database is down; more
-        fail with L{StoreUnavailable}.
+        fail with L{StoreUnavailable}.  A write folded into a queued one
+        counts (it holds its caller's Deferred and values); a checkpoint
+        that replaces a queued one does not.
     @param retryDelays: the first and the longest delay between two tries
         while the database is down.
     @param logInterval: at most one "still unavailable" line this often.
@@ -128,7 +163,7 @@ class GroupCommit:
         writer: DatabaseThread,
         url: str,
         reactor: Any,
-        groupDelay: float = 0.002,
+        groupDelay: float = 0.0,
         maxBatch: int = 500,
         maxQueue: int = 10000,
         retryDelays: tuple[float, float] = (0.25, 5.0),
@@ -150,6 +185,11 @@ class GroupCommit:
         self._probeInterval = probeInterval
         self._pending: list[_Write] = []
         self._keyed: dict[Any, _Write] = {}
+        # The last queued write of each callback, and how many accepts lead
+        # the queue (where the next accept goes).
+        self._last: dict[str, _Write] = {}
+        self._leading = 0
+        self._waiting = 0
         self._flushCall: Any = None
         self._retryCall: Any = None
         self._probeCall: Any = None
@@ -159,11 +199,20 @@ class GroupCommit:
 
     @property
     def pending(self) -> int:
-        """Writes queued and not yet committed (excluding those in flight)."""
+        """
+        Writes queued and not yet committed (excluding those in flight): the
+        statements the queue will run, each folded write counted once.
+        """
         return len(self._pending)
 
     def enqueue(
-        self, apply: Callable[[Connection], Any], retry: bool = True, key: Any = None
+        self,
+        apply: Callable[[Connection], Later[Any]],
+        retry: bool = True,
+        key: Any = None,
+        callbackId: str | None = None,
+        merge: tuple[Hashable, dict[str, Any]] | None = None,
+        first: bool = False,
     ) -> Deferred:
         """
         Queue C{apply(connection)}; the Deferred fires with its result after
@@ -171,6 +220,15 @@ class GroupCommit:
 
         @param retry: keep it while the database is down (else fail at once).
         @param key: replace a queued write with the same key.
+        @param callbackId: the callback it writes: writes of one callback
+            keep their order.
+        @param merge: C{(kind, values)}: C{apply} writes C{values}, a dict it
+            reads when it runs.  If the last queued write of C{callbackId}
+            has the same kind, this one is folded into it: its C{values}
+            are updated with these, and both Deferreds fire with its result.
+        @param first: go ahead of the queued writes of other callbacks (an
+            accept: its callback has no earlier write), behind earlier
+            such writes.
         """
         if self._closed:
             return fail(StoreUnavailable(f"store {self._url} is closed"))
@@ -180,13 +238,32 @@ class GroupCommit:
             queued.apply = apply
             queued.waiters.append(d)
             return d
-        if len(self._pending) >= self._maxQueue:
+        if self._waiting >= self._maxQueue:
             self._setHealthy(False, "write queue full")
             return fail(StoreUnavailable(f"store {self._url}: write queue full"))
-        write = _Write(apply, [d], retry, key)
-        self._pending.append(write)
+        self._waiting += 1
+        last = self._last.get(callbackId) if callbackId is not None else None
+        if (
+            merge is not None
+            and last is not None
+            and last.merge is not None
+            and last.merge[0] == merge[0]
+            and last.retry == retry
+        ):
+            last.merge[1].update(merge[1])
+            last.waiters.append(d)
+            last.folded += 1
+            return d
+        write = _Write(apply, [d], retry, key, callbackId, merge)
+        if first and last is None:
+            self._pending.insert(self._leading, write)
+            self._leading += 1
+        else:
+            self._pending.append(write)
         if key is not None:
             self._keyed[key] = write
+        if callbackId is not None:
+            self._last[callbackId] = write
         self._schedule()
         return d
 
@@ -222,9 +299,14 @@ class GroupCommit:
         self._retryCall = None
         batch = self._pending[: self._maxBatch]
         del self._pending[: len(batch)]
+        self._leading = max(0, self._leading - len(batch))
         for write in batch:
+            self._waiting -= 1 + write.folded
             if write.key is not None and self._keyed.get(write.key) is write:
                 del self._keyed[write.key]
+            if write.callbackId is not None:
+                if self._last.get(write.callbackId) is write:
+                    del self._last[write.callbackId]
         self._flushing = True
         d = self._writer.run(_applyBatch, batch)
         d.addCallbacks(
@@ -259,15 +341,11 @@ class GroupCommit:
             return
         reason = redact(" ".join(str(failure.value).split()))[:200]
         if self._closed:
-            self._pending[:0] = batch
+            self._requeue(batch)
             self._setHealthy(False, reason)
             self._afterFlush()
             return
-        kept = [write for write in batch if write.retry]
-        self._pending[:0] = kept
-        for write in kept:
-            if write.key is not None:
-                self._keyed.setdefault(write.key, write)
+        self._requeue([write for write in batch if write.retry])
         self._setHealthy(False, reason)
         unavailable = StoreUnavailable(f"store {self._url} is unavailable")
         for write in batch:
@@ -277,6 +355,21 @@ class GroupCommit:
         self._retryCall = self._reactor.callLater(self._retryDelay, self._flush)
         self._retryDelay = min(self._retryDelay * 2, self._retryDelays[1])
         self._afterFlush()
+
+    def _requeue(self, kept: list[_Write]) -> None:
+        """
+        Put C{kept}, a batch that was not committed, back at the head of
+        the queue, ahead of what came since: each callback's writes stay
+        in order.
+        """
+        self._pending[:0] = kept
+        self._leading = 0
+        for write in reversed(kept):
+            self._waiting += 1 + write.folded
+            if write.key is not None:
+                self._keyed.setdefault(write.key, write)
+            if write.callbackId is not None:
+                self._last.setdefault(write.callbackId, write)
 
     def _afterFlush(self) -> None:
         waiters, self._idleWaiters = self._idleWaiters, []
@@ -345,6 +438,8 @@ class GroupCommit:
     def _dropPending(self) -> None:
         lost, self._pending = self._pending, []
         self._keyed.clear()
+        self._last.clear()
+        self._leading = self._waiting = 0
         if lost:
             self._log.error(
                 "store {url} closed with {count} writes not committed",
