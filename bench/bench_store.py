@@ -101,6 +101,9 @@ def runAll(reactor: Any, options: Any) -> Any:
         stores.append(("postgresql", pgserver.server().createDatabase("bench")))
     except Exception as e:
         print(f"PostgreSQL skipped: {e}", file=sys.stderr)
+    if options.stores:
+        wanted = options.stores.split(",")
+        stores = [(name, url) for name, url in stores if name in wanted]
     if options.store_only:
         directory = Path(tempfile.mkdtemp(prefix="bench_store-"))
         stores = [(n, u or f"sqlite:///{directory}/callbacks.db") for n, u in stores]
@@ -117,10 +120,11 @@ def runAll(reactor: Any, options: Any) -> Any:
             results[name] = yield bench_callbacks.run(reactor, options)
     finally:
         shutil.rmtree(shm, ignore_errors=True)
-    base = results.get("tmpfs")
+    base = next(iter(results.values()), None)
+    baseName = next(iter(results), "")
     print()
     print(
-        f"{'store':<12}{'callbacks/s':>12}{'vs tmpfs':>10}"
+        f"{'store':<12}{'callbacks/s':>12}{'vs ' + baseName:>10}"
         f"{'ACK p50 ms':>12}{'ACK p99 ms':>12}{'CPU ms/cb':>11}{'completed':>11}"
     )
     for name, report in results.items():
@@ -142,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         dest="store_only",
         help="only the store's writes, no server (see above)",
+    )
+    parser.add_argument(
+        "--stores",
+        default="",
+        help="comma-separated stores to run, of tmpfs,sqlite,postgresql"
+        " (default: all; the first one run is the baseline of the table)",
     )
     options = parser.parse_args(argv)
     if bench_callbacks.harness.SIPP is None:

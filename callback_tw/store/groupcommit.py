@@ -28,7 +28,7 @@ may or may not have happened is safe.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +44,10 @@ from callback_tw.store.worker import DatabaseThread, transient
 from callback_tw.timers import cancelDelayed
 
 __all__ = ["GroupCommit"]
+
+
+#: How a run of similar writes is made at once: see L{_Write.combine}.
+Combine = tuple[Callable[[Connection, list[Any]], list[Later[Any]]], Any]
 
 
 @dataclass
@@ -62,6 +66,10 @@ class _Write:
     @ivar merge: C{(kind, values)} for a write that a later one of the same
         kind can be folded into (see L{GroupCommit.enqueue}).
     @ivar folded: how many later writes were folded into it.
+    @ivar combine: C{(function, argument)}: a run of consecutive writes in
+        a batch with the same C{function} is made by one call,
+        C{function(connection, [argument, ...])}, returning one result each
+        (checkpoints of many callbacks in one statement).
     """
 
     apply: Callable[[Connection], Later[Any]]
@@ -71,6 +79,7 @@ class _Write:
     callbackId: str | None = None
     merge: tuple[Hashable, dict[str, Any]] | None = None
     folded: int = 0
+    combine: Combine | None = None
 
 
 def _applyBatch(connection: Connection, batch: list[_Write]) -> list[Any]:
@@ -100,18 +109,11 @@ def _transaction(
     try:
         with nullcontext() if isolate else connection.pipeline():
             connection.begin()
-            for write in batch:
-                if isolate:
-                    connection.execute("SAVEPOINT one_write")
-                try:
-                    outcomes.append(write.apply(connection))
-                except Exception as e:
-                    if transient(e) or not isolate:
-                        raise
-                    connection.execute("ROLLBACK TO SAVEPOINT one_write")
-                    outcomes.append(Failure(e))
-                if isolate:
-                    connection.execute("RELEASE SAVEPOINT one_write")
+            if isolate:
+                outcomes = [_isolated(connection, write) for write in batch]
+            else:
+                for run in _runs(batch):
+                    outcomes.extend(_applyRun(connection, run))
             connection.execute("COMMIT")
     except BaseException:
         try:
@@ -120,6 +122,45 @@ def _transaction(
             pass
         raise
     return [_result(outcome) for outcome in outcomes]
+
+
+def _isolated(connection: Connection, write: _Write) -> Any:
+    """C{write} in its own savepoint: if it fails, it fails alone."""
+    connection.execute("SAVEPOINT one_write")
+    try:
+        outcome = write.apply(connection)
+    except Exception as e:
+        if transient(e):
+            raise
+        connection.execute("ROLLBACK TO SAVEPOINT one_write")
+        outcome = Failure(e)
+    connection.execute("RELEASE SAVEPOINT one_write")
+    return outcome
+
+
+def _runs(batch: list[_Write]) -> Iterator[list[_Write]]:
+    """C{batch} cut into runs of consecutive writes made by one call."""
+    run: list[_Write] = []
+    for write in batch:
+        if run and (
+            write.combine is None
+            or run[0].combine is None
+            or write.combine[0] is not run[0].combine[0]
+        ):
+            yield run
+            run = []
+        run.append(write)
+    if run:
+        yield run
+
+
+def _applyRun(connection: Connection, run: list[_Write]) -> list[Later[Any]]:
+    combine = run[0].combine
+    if combine is None:
+        return [write.apply(connection) for write in run]
+    results = combine[0](connection, [write.combine[1] for write in run])
+    assert len(results) == len(run)
+    return results
 
 
 def _result(outcome: Any) -> Any:
@@ -213,6 +254,7 @@ class GroupCommit:
         callbackId: str | None = None,
         merge: tuple[Hashable, dict[str, Any]] | None = None,
         first: bool = False,
+        combine: Combine | None = None,
     ) -> Deferred:
         """
         Queue C{apply(connection)}; the Deferred fires with its result after
@@ -229,6 +271,9 @@ class GroupCommit:
         @param first: go ahead of the queued writes of other callbacks (an
             accept: its callback has no earlier write), behind earlier
             such writes.
+        @param combine: how to make this write together with similar ones
+            queued right beside it (see L{_Write.combine}); C{apply} alone
+            must do the same.
         """
         if self._closed:
             return fail(StoreUnavailable(f"store {self._url} is closed"))
@@ -236,6 +281,7 @@ class GroupCommit:
         queued = self._keyed.get(key) if key is not None else None
         if queued is not None:
             queued.apply = apply
+            queued.combine = combine
             queued.waiters.append(d)
             return d
         if self._waiting >= self._maxQueue:
@@ -254,7 +300,7 @@ class GroupCommit:
             last.waiters.append(d)
             last.folded += 1
             return d
-        write = _Write(apply, [d], retry, key, callbackId, merge)
+        write = _Write(apply, [d], retry, key, callbackId, merge, combine=combine)
         if first and last is None:
             self._pending.insert(self._leading, write)
             self._leading += 1

@@ -135,7 +135,14 @@ class Connection:
     def _later(self, cursor: Any, read: Callable[[Any], _T]) -> Later[_T]:
         """C{read(cursor)} now, or once the pipeline has synced."""
         if self._pipelining:
-            return lambda: read(cursor)
+            read_: list[_T] = []
+
+            def later() -> _T:
+                if not read_:
+                    read_.append(read(cursor))
+                return read_[0]
+
+            return later
         value = read(cursor)
         return lambda: value
 
@@ -254,6 +261,33 @@ class Connection:
         )
         return self._later(cursor, _oneRow)
 
+    def setCheckpoints(self, checkpoints: list[tuple[str, float]]) -> list[Later[bool]]:
+        """
+        Set C{checkpoint_at} of many callbacks, given as C{(id, at)} in the
+        order they were made, in one statement per run of equal times (a
+        server checkpoints every joined callback at the same moment).  The
+        results, one per checkpoint: False if there is no such callback.
+        """
+        results: list[Later[bool]] = []
+        start = 0
+        while start < len(checkpoints):
+            at = checkpoints[start][1]
+            end = start + 1
+            while end < len(checkpoints) and checkpoints[end][1] == at:
+                end += 1
+            ids = [callbackId for callbackId, _ in checkpoints[start:end]]
+            updated = self._later(
+                self.execute(
+                    "UPDATE callbacks SET checkpoint_at = ?"
+                    f" WHERE id IN ({', '.join('?' for _ in ids)}) RETURNING id",
+                    (at, *ids),
+                ),
+                _idSet,
+            )
+            results.extend(_member(updated, callbackId) for callbackId in ids)
+            start = end
+        return results
+
     def upsertLeg(self, dialog: LegDialog) -> Later[None]:
         """Insert or replace the stored dialog of one leg."""
         self.execute(_LEG_UPSERT, legToRow(dialog))
@@ -368,6 +402,14 @@ def _oneRow(cursor: Any) -> bool:
 
 def _fetchOne(cursor: Any) -> Any:
     return cursor.fetchone()
+
+
+def _idSet(cursor: Any) -> set[str]:
+    return {row[0] for row in cursor.fetchall()}
+
+
+def _member(ids: Later[set[str]], callbackId: str) -> Later[bool]:
+    return lambda: callbackId in ids()
 
 
 def connect(url: StoreURL, timeout: float = 5.0, create: bool = True) -> Connection:
