@@ -70,6 +70,7 @@ class _Write:
         a batch with the same C{function} is made by one call,
         C{function(connection, [argument, ...])}, returning one result each
         (checkpoints of many callbacks in one statement).
+    @ivar first: an accept (see L{GroupCommit.enqueue}).
     """
 
     apply: Callable[[Connection], Later[Any]]
@@ -80,6 +81,7 @@ class _Write:
     merge: tuple[Hashable, dict[str, Any]] | None = None
     folded: int = 0
     combine: Combine | None = None
+    first: bool = False
 
 
 def _applyBatch(connection: Connection, batch: list[_Write]) -> list[Any]:
@@ -181,9 +183,10 @@ class GroupCommit:
     @ivar transactions: transactions committed so far (for metrics).
 
     @param url: the store's URL without password, for log lines.
-    @param groupDelay: how long a write that finds the writer idle waits
-        for others to share its transaction, in seconds; 0 (the default):
-        it goes at the next reactor turn, with whatever was queued by then.
+    @param groupDelay: how long a write may wait for others to share its
+        transaction, in seconds, unless an accept comes: an accept goes at
+        the next reactor turn (as soon as the transaction in flight ends),
+        taking along whatever is queued.
     @param maxBatch: the most writes in one transaction.
     @param maxQueue: the most writes kept while the database is down; more
         fail with L{StoreUnavailable}.  A write folded into a queued one
@@ -204,7 +207,7 @@ class GroupCommit:
         writer: DatabaseThread,
         url: str,
         reactor: Any,
-        groupDelay: float = 0.0,
+        groupDelay: float = 0.005,
         maxBatch: int = 500,
         maxQueue: int = 10000,
         retryDelays: tuple[float, float] = (0.25, 5.0),
@@ -231,6 +234,9 @@ class GroupCommit:
         self._last: dict[str, _Write] = {}
         self._leading = 0
         self._waiting = 0
+        # Accepts queued, and when the oldest queued write came.
+        self._urgent = 0
+        self._oldest: float | None = None
         self._flushCall: Any = None
         self._retryCall: Any = None
         self._probeCall: Any = None
@@ -300,7 +306,13 @@ class GroupCommit:
             last.waiters.append(d)
             last.folded += 1
             return d
-        write = _Write(apply, [d], retry, key, callbackId, merge, combine=combine)
+        write = _Write(
+            apply, [d], retry, key, callbackId, merge, combine=combine, first=first
+        )
+        if not self._pending:
+            self._oldest = self._reactor.seconds()
+        if first:
+            self._urgent += 1
         if first and last is None:
             self._pending.insert(self._leading, write)
             self._leading += 1
@@ -331,13 +343,22 @@ class GroupCommit:
             self._flush()
         self.startProbing()
 
-    def _schedule(self, delay: float | None = None) -> None:
-        busy = (
-            self._flushing or self._flushCall is not None or self._retryCall is not None
-        )
-        if busy or not self._pending:
+    def _schedule(self) -> None:
+        """
+        Flush at the next reactor turn if an accept is queued, else when the
+        oldest queued write has waited C{groupDelay}; nothing while a
+        transaction or a retry is under way (L{_afterFlush} calls again).
+        """
+        if self._flushing or self._retryCall is not None or not self._pending:
             return
-        delay = self._groupDelay if delay is None else delay
+        delay = 0.0
+        if not self._urgent and self._oldest is not None:
+            waited = self._reactor.seconds() - self._oldest
+            delay = max(0.0, self._groupDelay - waited)
+        if self._flushCall is not None:
+            if delay > 0 or self._flushCall.getTime() <= self._reactor.seconds():
+                return
+            cancelDelayed(self._flushCall)
         self._flushCall = self._reactor.callLater(delay, self._flush)
 
     def _flush(self) -> Deferred:
@@ -346,8 +367,11 @@ class GroupCommit:
         batch = self._pending[: self._maxBatch]
         del self._pending[: len(batch)]
         self._leading = max(0, self._leading - len(batch))
+        if not self._pending:
+            self._oldest = None
         for write in batch:
             self._waiting -= 1 + write.folded
+            self._urgent -= write.first
             if write.key is not None and self._keyed.get(write.key) is write:
                 del self._keyed[write.key]
             if write.callbackId is not None:
@@ -410,8 +434,11 @@ class GroupCommit:
         """
         self._pending[:0] = kept
         self._leading = 0
+        if kept and self._oldest is None:
+            self._oldest = self._reactor.seconds()
         for write in reversed(kept):
             self._waiting += 1 + write.folded
+            self._urgent += write.first
             if write.key is not None:
                 self._keyed.setdefault(write.key, write)
             if write.callbackId is not None:
@@ -422,8 +449,7 @@ class GroupCommit:
         for waiter in waiters:
             waiter.callback(None)
         if not self._closed:
-            # What arrived during the transaction has waited long enough.
-            self._schedule(delay=0)
+            self._schedule()
 
     def _setHealthy(self, healthy: bool, reason: str = "") -> None:
         if healthy:
@@ -485,7 +511,8 @@ class GroupCommit:
         lost, self._pending = self._pending, []
         self._keyed.clear()
         self._last.clear()
-        self._leading = self._waiting = 0
+        self._leading = self._waiting = self._urgent = 0
+        self._oldest = None
         if lost:
             self._log.error(
                 "store {url} closed with {count} writes not committed",
