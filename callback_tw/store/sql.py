@@ -261,9 +261,7 @@ class Connection:
         )
         return self._later(cursor, _oneRow)
 
-    def setCheckpoints(
-        self, checkpoints: list[tuple[str, float]]
-    ) -> list[Later[bool]]:
+    def setCheckpoints(self, checkpoints: list[tuple[str, float]]) -> list[Later[bool]]:
         """
         Set C{checkpoint_at} of many callbacks, given as C{(id, at)}, on
         PostgreSQL in one statement (a server checkpoints every joined

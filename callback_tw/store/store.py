@@ -112,9 +112,7 @@ class Store:
         when = self._now(at)
 
         def apply(connection: Connection) -> Later[Accepted]:
-            inserted = connection.insertCallback(
-                self.serverId, new, when, forgetBefore
-            )
+            inserted = connection.insertCallback(self.serverId, new, when, forgetBefore)
             return lambda: Accepted(*inserted())
 
         return self._queue.enqueue(apply, retry=False, callbackId=new.id, first=True)
