@@ -3,13 +3,14 @@
 The store's write path: a queue of writes committed in groups by one writer
 thread, kept and retried while the database is down.
 
-Group commit without a timer: when the writer is idle, what is queued goes
-at the next reactor turn; writes that arrive while a transaction runs form
-the next group, committed as soon as it ends.  Each group is one
-transaction, sent as one pipeline on PostgreSQL (one round trip), and a
-write's Deferred fires only after the COMMIT.  A write that fails for its
-own reason fails alone: the group is then run again with one savepoint per
-write.
+An accept (the write an ACK waits for) goes at the next reactor turn, or as
+soon as the transaction in flight is committed, and takes everything queued
+along; other writes wait up to C{groupDelay} for company, so that a busy
+server makes a few large transactions rather than one per write (each costs
+a thread hand-off and a COMMIT).  Each group is one transaction, sent as one
+pipeline on PostgreSQL (one round trip), and a write's Deferred fires only
+after the COMMIT.  A write that fails for its own reason fails alone: the
+group is then run again with one savepoint per write.
 
 The queue keeps each callback's writes in the order they were made (recovery
 reads them so) and shortens it where the order allows: an accept goes ahead
