@@ -17,8 +17,9 @@ each store's change against the baseline.
 Options are bench_callbacks.py's (--rate, --seconds, --talk, --max-lag...),
 plus --store-only: no server and no SIP, only the store's writes of that
 many callbacks per second (an accept, timed from the call to its COMMIT,
-then the 16 other writes a callback makes), to separate the store's own
-latency from the server's.
+then the 16 other writes a callback makes, spread over its 2 s, as the
+server spreads them), to separate the store's own latency from the
+server's.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ import bench_callbacks  # noqa: E402
 from benchrun import runBounded  # noqa: E402
 from twisted.internet import defer  # noqa: E402
 
-#: the writes a callback makes after its accept (see docs/store.md).
+#: the writes a callback makes after its accept (see docs/store.md), and
+#: over how long (a callback of bench_callbacks.py's default talk time).
 WRITES_AFTER_ACCEPT = 16
+WRITES_SPREAD = 2.0
 
 
 @defer.inlineCallbacks
@@ -63,14 +66,19 @@ def storeOnly(reactor: Any, url: str, rate: float, seconds: float) -> Any:
         def committed(_: Any) -> None:
             latencies.append(time.perf_counter() - started)
             for k in range(WRITES_AFTER_ACCEPT):
-                store.update(f"m{n}", state=f"s{k}")
+                reactor.callLater(
+                    k * WRITES_SPREAD / WRITES_AFTER_ACCEPT,
+                    store.update,
+                    f"m{n}",
+                    state=f"s{k}",
+                )
 
         store.accept(new).addCallback(committed)
 
     total = int(rate * seconds)
     for n in range(total):
         reactor.callLater(n / rate, one, n)
-    yield task.deferLater(reactor, seconds + 2, lambda: None)
+    yield task.deferLater(reactor, seconds + WRITES_SPREAD + 2, lambda: None)
     yield store.close()
     return sorted(latencies), total
 
