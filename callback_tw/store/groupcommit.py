@@ -3,10 +3,22 @@
 The store's write path: a queue of writes committed in groups by one writer
 thread, kept and retried while the database is down.
 
-A write waits at most C{groupDelay} (2 ms) for others; everything queued by
-then (and everything that arrived while the previous transaction ran) is
-committed in one transaction, each write inside its own savepoint so that one
-bad write fails alone.  A write's Deferred fires only after the COMMIT.
+An accept (the write an ACK waits for) goes at the next reactor turn, or as
+soon as the transaction in flight is committed, and takes everything queued
+along; other writes wait up to C{groupDelay} for company, so that a busy
+server makes a few large transactions rather than one per write (each costs
+a thread hand-off and a COMMIT).  Each group is one transaction, sent as one
+pipeline on PostgreSQL (one round trip), and a write's Deferred fires only
+after the COMMIT.  A write that fails for its own reason fails alone: the
+group is then run again with one savepoint per write.
+
+The queue keeps each callback's writes in the order they were made (recovery
+reads them so) and shortens it where the order allows: an accept goes ahead
+of the queued writes of other callbacks, so a new callback's ACK never waits
+behind a backlog of updates; an update queued right behind another of the
+same callback (no other write of it between) is folded into it, as is a
+leg's dialog into the same leg's queued one, so one statement writes the
+row both would have.
 
 When the database cannot be reached, L{GroupCommit.healthy} turns false and
 the writes stay queued (bounded) in their order, retried with a growing
@@ -17,7 +29,8 @@ may or may not have happened is safe.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from callback_tw.store.errors import StoreUnavailable
-from callback_tw.store.sql import Connection
+from callback_tw.store.sql import Connection, Later
 from callback_tw.store.url import redact
 from callback_tw.store.worker import DatabaseThread, transient
 from callback_tw.timers import cancelDelayed
@@ -34,23 +47,42 @@ from callback_tw.timers import cancelDelayed
 __all__ = ["GroupCommit"]
 
 
+#: How a run of similar writes is made at once: see L{_Write.combine}.
+Combine = tuple[Callable[[Connection, list[Any]], list[Later[Any]]], Any]
+
+
 @dataclass
 class _Write:
     """
     One queued write.
 
-    @ivar apply: C{apply(connection)} performs it (inside a transaction).
+    @ivar apply: C{apply(connection)} performs it (inside a transaction) and
+        returns its result as a L{callback_tw.store.sql.Later}.
     @ivar waiters: fired with its result after the COMMIT.
     @ivar retry: kept and retried while the database is down; False for
         accepts, which must fail at once so that the REQUEST is refused.
     @ivar key: writes with the same key replace each other while queued
         (checkpoints: only the newest one matters).
+    @ivar callbackId: the callback it writes, if any (see L{GroupCommit}).
+    @ivar merge: C{(kind, values)} for a write that a later one of the same
+        kind can be folded into (see L{GroupCommit.enqueue}).
+    @ivar folded: how many later writes were folded into it.
+    @ivar combine: C{(function, argument)}: a run of consecutive writes in
+        a batch with the same C{function} is made by one call,
+        C{function(connection, [argument, ...])}, returning one result each
+        (checkpoints of many callbacks in one statement).
+    @ivar first: an accept (see L{GroupCommit.enqueue}).
     """
 
-    apply: Callable[[Connection], Any]
+    apply: Callable[[Connection], Later[Any]]
     waiters: list[Deferred] = field(default_factory=list)
     retry: bool = True
     key: Any = None
+    callbackId: str | None = None
+    merge: tuple[Hashable, dict[str, Any]] | None = None
+    folded: int = 0
+    combine: Combine | None = None
+    first: bool = False
 
 
 def _applyBatch(connection: Connection, batch: list[_Write]) -> list[Any]:
@@ -61,8 +93,9 @@ def _applyBatch(connection: Connection, batch: list[_Write]) -> list[Any]:
     transaction: the probe.
 
     Writes that fail for their own reason are bugs, so rare: the batch runs
-    first without savepoints (each costs two round trips on PostgreSQL), and
-    only if one write fails is it run again with one savepoint per write.
+    first as one pipeline without savepoints (each costs two round trips on
+    PostgreSQL), and only if one write fails is it run again, statement by
+    statement, with one savepoint per write.
     """
     try:
         return _transaction(connection, batch, isolate=False)
@@ -75,29 +108,72 @@ def _applyBatch(connection: Connection, batch: list[_Write]) -> list[Any]:
 def _transaction(
     connection: Connection, batch: list[_Write], isolate: bool
 ) -> list[Any]:
-    results: list[Any] = []
-    connection.begin()
+    outcomes: list[Any] = []
     try:
-        for write in batch:
+        with nullcontext() if isolate else connection.pipeline():
+            connection.begin()
             if isolate:
-                connection.execute("SAVEPOINT one_write")
-            try:
-                results.append(write.apply(connection))
-            except Exception as e:
-                if transient(e) or not isolate:
-                    raise
-                connection.execute("ROLLBACK TO SAVEPOINT one_write")
-                results.append(Failure(e))
-            if isolate:
-                connection.execute("RELEASE SAVEPOINT one_write")
-        connection.execute("COMMIT")
+                outcomes = [_isolated(connection, write) for write in batch]
+            else:
+                for run in _runs(batch):
+                    outcomes.extend(_applyRun(connection, run))
+            connection.execute("COMMIT")
     except BaseException:
         try:
             connection.execute("ROLLBACK")
         except Exception:
             pass
         raise
+    return [_result(outcome) for outcome in outcomes]
+
+
+def _isolated(connection: Connection, write: _Write) -> Any:
+    """C{write} in its own savepoint: if it fails, it fails alone."""
+    connection.execute("SAVEPOINT one_write")
+    try:
+        outcome = write.apply(connection)
+    except Exception as e:
+        if transient(e):
+            raise
+        connection.execute("ROLLBACK TO SAVEPOINT one_write")
+        outcome = Failure(e)
+    connection.execute("RELEASE SAVEPOINT one_write")
+    return outcome
+
+
+def _runs(batch: list[_Write]) -> Iterator[list[_Write]]:
+    """C{batch} cut into runs of consecutive writes made by one call."""
+    run: list[_Write] = []
+    for write in batch:
+        if run and (
+            write.combine is None
+            or run[0].combine is None
+            or write.combine[0] is not run[0].combine[0]
+        ):
+            yield run
+            run = []
+        run.append(write)
+    if run:
+        yield run
+
+
+def _applyRun(connection: Connection, run: list[_Write]) -> list[Later[Any]]:
+    combine = run[0].combine
+    if combine is None:
+        return [write.apply(connection) for write in run]
+    results = combine[0](connection, [write.combine[1] for write in run])
+    assert len(results) == len(run)
     return results
+
+
+def _result(outcome: Any) -> Any:
+    """A committed write's result, or its L{Failure}: it fails alone."""
+    if isinstance(outcome, Failure):
+        return outcome
+    try:
+        return outcome()
+    except Exception:
+        return Failure()
 
 
 class GroupCommit:
@@ -108,11 +184,15 @@ class GroupCommit:
     @ivar transactions: transactions committed so far (for metrics).
 
     @param url: the store's URL without password, for log lines.
-    @param groupDelay: how long a write waits for others to share its
-        transaction, in seconds.
+    @param groupDelay: how long a write may wait for others to share its
+        transaction, in seconds, unless an accept comes: an accept goes at
+        the next reactor turn (as soon as the transaction in flight ends),
+        taking along whatever is queued.
     @param maxBatch: the most writes in one transaction.
     @param maxQueue: the most writes kept while the database is down; more
-        fail with L{StoreUnavailable}.
+        fail with L{StoreUnavailable}.  A write folded into a queued one
+        counts (it holds its caller's Deferred and values); a checkpoint
+        that replaces a queued one does not.
     @param retryDelays: the first and the longest delay between two tries
         while the database is down.
     @param logInterval: at most one "still unavailable" line this often.
@@ -128,7 +208,7 @@ class GroupCommit:
         writer: DatabaseThread,
         url: str,
         reactor: Any,
-        groupDelay: float = 0.002,
+        groupDelay: float = 0.005,
         maxBatch: int = 500,
         maxQueue: int = 10000,
         retryDelays: tuple[float, float] = (0.25, 5.0),
@@ -150,6 +230,14 @@ class GroupCommit:
         self._probeInterval = probeInterval
         self._pending: list[_Write] = []
         self._keyed: dict[Any, _Write] = {}
+        # The last queued write of each callback, and how many accepts lead
+        # the queue (where the next accept goes).
+        self._last: dict[str, _Write] = {}
+        self._leading = 0
+        self._waiting = 0
+        # Accepts queued, and when the oldest queued write came.
+        self._urgent = 0
+        self._oldest: float | None = None
         self._flushCall: Any = None
         self._retryCall: Any = None
         self._probeCall: Any = None
@@ -159,11 +247,21 @@ class GroupCommit:
 
     @property
     def pending(self) -> int:
-        """Writes queued and not yet committed (excluding those in flight)."""
+        """
+        Writes queued and not yet committed (excluding those in flight): the
+        statements the queue will run, each folded write counted once.
+        """
         return len(self._pending)
 
     def enqueue(
-        self, apply: Callable[[Connection], Any], retry: bool = True, key: Any = None
+        self,
+        apply: Callable[[Connection], Later[Any]],
+        retry: bool = True,
+        key: Any = None,
+        callbackId: str | None = None,
+        merge: tuple[Hashable, dict[str, Any]] | None = None,
+        first: bool = False,
+        combine: Combine | None = None,
     ) -> Deferred:
         """
         Queue C{apply(connection)}; the Deferred fires with its result after
@@ -171,6 +269,18 @@ class GroupCommit:
 
         @param retry: keep it while the database is down (else fail at once).
         @param key: replace a queued write with the same key.
+        @param callbackId: the callback it writes: writes of one callback
+            keep their order.
+        @param merge: C{(kind, values)}: C{apply} writes C{values}, a dict it
+            reads when it runs.  If the last queued write of C{callbackId}
+            has the same kind, this one is folded into it: its C{values}
+            are updated with these, and both Deferreds fire with its result.
+        @param first: go ahead of the queued writes of other callbacks (an
+            accept: its callback has no earlier write), behind earlier
+            such writes.
+        @param combine: how to make this write together with similar ones
+            queued right beside it (see L{_Write.combine}); C{apply} alone
+            must do the same.
         """
         if self._closed:
             return fail(StoreUnavailable(f"store {self._url} is closed"))
@@ -178,15 +288,41 @@ class GroupCommit:
         queued = self._keyed.get(key) if key is not None else None
         if queued is not None:
             queued.apply = apply
+            queued.combine = combine
             queued.waiters.append(d)
             return d
-        if len(self._pending) >= self._maxQueue:
+        if self._waiting >= self._maxQueue:
             self._setHealthy(False, "write queue full")
             return fail(StoreUnavailable(f"store {self._url}: write queue full"))
-        write = _Write(apply, [d], retry, key)
-        self._pending.append(write)
+        self._waiting += 1
+        last = self._last.get(callbackId) if callbackId is not None else None
+        if (
+            merge is not None
+            and last is not None
+            and last.merge is not None
+            and last.merge[0] == merge[0]
+            and last.retry == retry
+        ):
+            last.merge[1].update(merge[1])
+            last.waiters.append(d)
+            last.folded += 1
+            return d
+        write = _Write(
+            apply, [d], retry, key, callbackId, merge, combine=combine, first=first
+        )
+        if not self._pending:
+            self._oldest = self._reactor.seconds()
+        if first:
+            self._urgent += 1
+        if first and last is None:
+            self._pending.insert(self._leading, write)
+            self._leading += 1
+        else:
+            self._pending.append(write)
         if key is not None:
             self._keyed[key] = write
+        if callbackId is not None:
+            self._last[callbackId] = write
         self._schedule()
         return d
 
@@ -208,13 +344,22 @@ class GroupCommit:
             self._flush()
         self.startProbing()
 
-    def _schedule(self, delay: float | None = None) -> None:
-        busy = (
-            self._flushing or self._flushCall is not None or self._retryCall is not None
-        )
-        if busy or not self._pending:
+    def _schedule(self) -> None:
+        """
+        Flush at the next reactor turn if an accept is queued, else when the
+        oldest queued write has waited C{groupDelay}; nothing while a
+        transaction or a retry is under way (L{_afterFlush} calls again).
+        """
+        if self._flushing or self._retryCall is not None or not self._pending:
             return
-        delay = self._groupDelay if delay is None else delay
+        delay = 0.0
+        if not self._urgent and self._oldest is not None:
+            waited = self._reactor.seconds() - self._oldest
+            delay = max(0.0, self._groupDelay - waited)
+        if self._flushCall is not None:
+            if delay > 0 or self._flushCall.getTime() <= self._reactor.seconds():
+                return
+            cancelDelayed(self._flushCall)
         self._flushCall = self._reactor.callLater(delay, self._flush)
 
     def _flush(self) -> Deferred:
@@ -222,9 +367,17 @@ class GroupCommit:
         self._retryCall = None
         batch = self._pending[: self._maxBatch]
         del self._pending[: len(batch)]
+        self._leading = max(0, self._leading - len(batch))
+        if not self._pending:
+            self._oldest = None
         for write in batch:
+            self._waiting -= 1 + write.folded
+            self._urgent -= write.first
             if write.key is not None and self._keyed.get(write.key) is write:
                 del self._keyed[write.key]
+            if write.callbackId is not None:
+                if self._last.get(write.callbackId) is write:
+                    del self._last[write.callbackId]
         self._flushing = True
         d = self._writer.run(_applyBatch, batch)
         d.addCallbacks(
@@ -259,15 +412,11 @@ class GroupCommit:
             return
         reason = redact(" ".join(str(failure.value).split()))[:200]
         if self._closed:
-            self._pending[:0] = batch
+            self._requeue(batch)
             self._setHealthy(False, reason)
             self._afterFlush()
             return
-        kept = [write for write in batch if write.retry]
-        self._pending[:0] = kept
-        for write in kept:
-            if write.key is not None:
-                self._keyed.setdefault(write.key, write)
+        self._requeue([write for write in batch if write.retry])
         self._setHealthy(False, reason)
         unavailable = StoreUnavailable(f"store {self._url} is unavailable")
         for write in batch:
@@ -278,13 +427,30 @@ class GroupCommit:
         self._retryDelay = min(self._retryDelay * 2, self._retryDelays[1])
         self._afterFlush()
 
+    def _requeue(self, kept: list[_Write]) -> None:
+        """
+        Put C{kept}, a batch that was not committed, back at the head of
+        the queue, ahead of what came since: each callback's writes stay
+        in order.
+        """
+        self._pending[:0] = kept
+        self._leading = 0
+        if kept and self._oldest is None:
+            self._oldest = self._reactor.seconds()
+        for write in reversed(kept):
+            self._waiting += 1 + write.folded
+            self._urgent += write.first
+            if write.key is not None:
+                self._keyed.setdefault(write.key, write)
+            if write.callbackId is not None:
+                self._last.setdefault(write.callbackId, write)
+
     def _afterFlush(self) -> None:
         waiters, self._idleWaiters = self._idleWaiters, []
         for waiter in waiters:
             waiter.callback(None)
         if not self._closed:
-            # What arrived during the transaction has waited long enough.
-            self._schedule(delay=0)
+            self._schedule()
 
     def _setHealthy(self, healthy: bool, reason: str = "") -> None:
         if healthy:
@@ -345,6 +511,9 @@ class GroupCommit:
     def _dropPending(self) -> None:
         lost, self._pending = self._pending, []
         self._keyed.clear()
+        self._last.clear()
+        self._leading = self._waiting = self._urgent = 0
+        self._oldest = None
         if lost:
             self._log.error(
                 "store {url} closed with {count} writes not committed",

@@ -8,13 +8,20 @@ Nothing here touches the reactor.  SQL is written once with C{?}
 placeholders; L{Connection} turns them into C{%s} for psycopg.  Both drivers
 run in autocommit mode and transactions are explicit (C{BEGIN}/C{COMMIT}),
 so a group commit and its per-write savepoints read the same on both.
+
+The write methods return their result as a function to call once the
+statements have reached the database: inside L{Connection.pipeline} on
+PostgreSQL a statement is only sent, and its answer is read with the others
+when the pipeline syncs (one round trip for a whole group commit instead of
+one per statement); elsewhere the result is read at once.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from callback_tw.store.errors import StoreError
 from callback_tw.store.records import (
@@ -29,10 +36,20 @@ from callback_tw.store.records import (
 )
 from callback_tw.store.url import StoreURL, redact
 
-__all__ = ["Connection", "connect", "isTransient"]
+__all__ = ["Connection", "Later", "connect", "isTransient"]
 
 _CALLBACKS = ", ".join(CALLBACK_COLUMNS)
 _LEGS = ", ".join(LEG_COLUMNS)
+_LEG_UPSERT = (
+    f"INSERT INTO legs ({_LEGS}) VALUES ({', '.join('?' for _ in LEG_COLUMNS)})"
+    " ON CONFLICT (callback_id, leg) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in LEG_COLUMNS[2:])
+)
+
+_T = TypeVar("_T")
+
+#: A write's result, to call after the statements reached the database.
+Later = Callable[[], _T]
 
 
 def _psycopg() -> Any:
@@ -57,6 +74,10 @@ def isTransient(error: BaseException) -> bool:
         import psycopg
     except ImportError:
         return False
+    if isinstance(error, psycopg.errors.PipelineAborted):
+        # A statement before it in the same pipeline failed for its own
+        # reason: the write is wrong, not the database.
+        return False
     return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
@@ -70,14 +91,60 @@ class Connection:
     def __init__(self, raw: Any, dialect: str) -> None:
         self.raw = raw
         self.dialect = dialect
+        self._pipelining = False
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        """Run one statement; return its cursor."""
+        """
+        Run one statement; return its cursor.  Inside L{pipeline} on
+        PostgreSQL the statement is only sent: its rows and C{rowcount} are
+        there after the pipeline synced.
+        """
         if self.dialect == "postgresql":
             sql = sql.replace("?", "%s")
         cursor = self.raw.cursor()
         cursor.execute(sql, tuple(params))
         return cursor
+
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """
+        Send the statements executed inside without waiting for each one's
+        answer (PostgreSQL pipeline mode); leaving the block waits for all
+        the answers and raises the first error.  SQLite runs in process, so
+        it has no round trips to save: there, nothing changes.
+        """
+        if self.dialect != "postgresql" or self._pipelining:
+            yield
+            return
+        self._pipelining = True
+        error: Exception | None = None
+        try:
+            with self.raw.pipeline():
+                try:
+                    yield
+                except Exception as e:
+                    # Raised after the pipeline's own exit: an exit that fails
+                    # too (a lost connection) then raises its own error, not
+                    # a warning through the logging module.
+                    error = e
+        finally:
+            self._pipelining = False
+        if error is not None:
+            raise error
+
+    def _later(self, cursor: Any, read: Callable[[Any], _T]) -> Later[_T]:
+        """C{read(cursor)} now, or once the pipeline has synced."""
+        if self._pipelining:
+            read_: list[_T] = []
+
+            def later() -> _T:
+                if not read_:
+                    read_.append(read(cursor))
+                return read_[0]
+
+            return later
+        value = read(cursor)
+        return lambda: value
 
     def begin(self) -> None:
         """Start a write transaction (SQLite takes its write lock now)."""
@@ -90,7 +157,7 @@ class Connection:
         except Exception:
             pass
 
-    # Writes.
+    # Writes: each returns its result as a L{Later} (see the module).
 
     def insertCallback(
         self,
@@ -98,10 +165,11 @@ class Connection:
         new: NewCallback,
         at: float,
         forgetBefore: float | None = None,
-    ) -> tuple[CallbackRecord, bool]:
+    ) -> Later[tuple[CallbackRecord, bool]]:
         """
         Insert C{new} owned by C{serverId} unless its id exists (on any
-        server); return the row now stored and whether this call made it.
+        server); the result is the row now stored and whether this call
+        made it.
 
         @param forgetBefore: an ended callback with the same id that ended
             at or before this time is forgotten (deleted with its legs) first, so
@@ -134,23 +202,41 @@ class Connection:
             "accepted",
             at,
         )
-        cursor = self.execute(
-            f"INSERT INTO callbacks ({', '.join(CALLBACK_COLUMNS[:12])})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            values,
+        created = self._later(
+            self.execute(
+                f"INSERT INTO callbacks ({', '.join(CALLBACK_COLUMNS[:12])})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                values,
+            ),
+            _oneRow,
         )
-        if cursor.rowcount == 1:
-            return callbackFromRow(values), True
-        record = self.readCallback(new.id)
-        assert record is not None
-        return record, False
+        existing: Later[Any] = lambda: None  # noqa: E731
+        if self._pipelining or not created():
+            # In a pipeline whether the row was there is not known yet: the
+            # row is read in the same round trip either way, in the same
+            # transaction as the INSERT.
+            existing = self._later(
+                self.execute(
+                    f"SELECT {_CALLBACKS} FROM callbacks WHERE id = ?", (new.id,)
+                ),
+                _fetchOne,
+            )
 
-    def forgetCallback(self, callbackId: str, serverId: str) -> bool:
+        def result() -> tuple[CallbackRecord, bool]:
+            if created():
+                return callbackFromRow(values), True
+            row = existing()
+            assert row is not None
+            return callbackFromRow(row), False
+
+        return result
+
+    def forgetCallback(self, callbackId: str, serverId: str) -> Later[bool]:
         """
         Delete a callback C{serverId} accepted but never started (still
         "accepted": no leg was placed), so that its REQUEST, refused after
-        all, is evaluated afresh when repeated.
+        all, is evaluated afresh when repeated.  The result: whether it went.
         """
         where = "id = ? AND server_id = ? AND state = 'accepted'"
         self.execute(
@@ -161,32 +247,50 @@ class Connection:
         cursor = self.execute(
             f"DELETE FROM callbacks WHERE {where}", (callbackId, serverId)
         )
-        return cursor.rowcount == 1
+        return self._later(cursor, _oneRow)
 
-    def updateCallback(self, callbackId: str, values: dict[str, Any]) -> bool:
+    def updateCallback(self, callbackId: str, values: dict[str, Any]) -> Later[bool]:
         """
-        Set C{values} (column name -> value) on one callback.
-
-        @return: False if there is no such callback.
+        Set C{values} (column name -> value) on one callback.  The result is
+        False if there is no such callback.
         """
         assignments = ", ".join(f"{column} = ?" for column in values)
         cursor = self.execute(
             f"UPDATE callbacks SET {assignments} WHERE id = ?",
             (*values.values(), callbackId),
         )
-        return cursor.rowcount == 1
+        return self._later(cursor, _oneRow)
 
-    def upsertLeg(self, dialog: LegDialog) -> None:
+    def setCheckpoints(self, checkpoints: list[tuple[str, float]]) -> list[Later[bool]]:
+        """
+        Set C{checkpoint_at} of many callbacks, given as C{(id, at)}, on
+        PostgreSQL in one statement (a server checkpoints every joined
+        callback at the same moment: one round trip's worth of work instead
+        of one statement each).  The results, one per checkpoint: False if
+        there is no such callback.  Of two checkpoints of one callback the
+        later one counts.
+        """
+        if self.dialect != "postgresql":
+            return [
+                self.updateCallback(callbackId, {"checkpoint_at": at})
+                for callbackId, at in checkpoints
+            ]
+        latest = dict(checkpoints)
+        updated = self._later(
+            self.execute(
+                "UPDATE callbacks SET checkpoint_at = v.at"
+                " FROM unnest(CAST(? AS TEXT[]), CAST(? AS DOUBLE PRECISION[]))"
+                " AS v (id, at) WHERE callbacks.id = v.id RETURNING callbacks.id",
+                (list(latest), list(latest.values())),
+            ),
+            _idSet,
+        )
+        return [_member(updated, callbackId) for callbackId, _ in checkpoints]
+
+    def upsertLeg(self, dialog: LegDialog) -> Later[None]:
         """Insert or replace the stored dialog of one leg."""
-        marks = ", ".join("?" for _ in LEG_COLUMNS)
-        updates = ", ".join(
-            f"{column} = excluded.{column}" for column in LEG_COLUMNS[2:]
-        )
-        self.execute(
-            f"INSERT INTO legs ({_LEGS}) VALUES ({marks})"
-            f" ON CONFLICT (callback_id, leg) DO UPDATE SET {updates}",
-            legToRow(dialog),
-        )
+        self.execute(_LEG_UPSERT, legToRow(dialog))
+        return lambda: None
 
     def purge(self, before: float, limit: int = 1000) -> int:
         """
@@ -289,6 +393,22 @@ class Connection:
         while rows := cursor.fetchmany(1000):
             for row in rows:
                 yield callbackFromRow(row)
+
+
+def _oneRow(cursor: Any) -> bool:
+    return bool(cursor.rowcount == 1)
+
+
+def _fetchOne(cursor: Any) -> Any:
+    return cursor.fetchone()
+
+
+def _idSet(cursor: Any) -> set[str]:
+    return {row[0] for row in cursor.fetchall()}
+
+
+def _member(ids: Later[set[str]], callbackId: str) -> Later[bool]:
+    return lambda: callbackId in ids()
 
 
 def connect(url: StoreURL, timeout: float = 5.0, create: bool = True) -> Connection:

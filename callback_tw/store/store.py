@@ -27,7 +27,7 @@ from callback_tw.store.errors import StoreError, StoreUnavailable
 from callback_tw.store.groupcommit import GroupCommit
 from callback_tw.store.records import UPDATABLE, Accepted, LegDialog, NewCallback
 from callback_tw.store.schema import migrate
-from callback_tw.store.sql import Connection
+from callback_tw.store.sql import Connection, Later
 from callback_tw.store.url import StoreURL, parseURL, redact
 from callback_tw.store.worker import DatabaseThread, transient
 
@@ -111,13 +111,11 @@ class Store:
             return fail(StoreUnavailable(f"store {self.url} is unavailable"))
         when = self._now(at)
 
-        def apply(connection: Connection) -> Accepted:
-            record, created = connection.insertCallback(
-                self.serverId, new, when, forgetBefore
-            )
-            return Accepted(record, created)
+        def apply(connection: Connection) -> Later[Accepted]:
+            inserted = connection.insertCallback(self.serverId, new, when, forgetBefore)
+            return lambda: Accepted(*inserted())
 
-        return self._queue.enqueue(apply, retry=False)
+        return self._queue.enqueue(apply, retry=False, callbackId=new.id, first=True)
 
     def forget(self, callbackId: str) -> Deferred:
         """
@@ -129,7 +127,8 @@ class Store:
         @return: a Deferred firing with True after the COMMIT if a row went.
         """
         return self._queue.enqueue(
-            lambda connection: connection.forgetCallback(callbackId, self.serverId)
+            lambda connection: connection.forgetCallback(callbackId, self.serverId),
+            callbackId=callbackId,
         )
 
     def update(self, callbackId: str, **values: Any) -> Deferred:
@@ -147,16 +146,27 @@ class Store:
         if unknown:
             raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
         columns = {UPDATABLE[name]: value for name, value in values.items()}
+        # An update queued right behind another of the same callback joins
+        # it (GroupCommit.enqueue): one UPDATE sets the same row.
         return self._queue.enqueue(
-            lambda connection: connection.updateCallback(callbackId, columns)
+            lambda connection: connection.updateCallback(callbackId, columns),
+            callbackId=callbackId,
+            merge=("callback", columns),
         )
 
     def upsertLeg(self, dialog: LegDialog) -> Deferred:
         """
         Store a leg's dialog (first tagged 1xx, 2xx, each change of CSeq or
-        target); the Deferred fires after the COMMIT.
+        target); the Deferred fires after the COMMIT.  A newer dialog of the
+        same leg queued right behind replaces it: the row holds the whole
+        dialog, so only the newest matters.
         """
-        return self._queue.enqueue(lambda connection: connection.upsertLeg(dialog))
+        latest = {"dialog": dialog}
+        return self._queue.enqueue(
+            lambda connection: connection.upsertLeg(latest["dialog"]),
+            callbackId=dialog.callbackId,
+            merge=(("leg", dialog.leg), latest),
+        )
 
     def checkpoint(self, callbackId: str, at: float | None = None) -> Deferred:
         """
@@ -165,11 +175,15 @@ class Store:
         checkpoints of one callback collapse into the newest.
         """
         when = self._now(at)
+        # The checkpoints the server makes each second for every joined
+        # callback are queued side by side: one statement sets them all.
         return self._queue.enqueue(
             lambda connection: connection.updateCallback(
                 callbackId, {"checkpoint_at": when}
             ),
             key=("checkpoint", callbackId),
+            callbackId=callbackId,
+            combine=(Connection.setCheckpoints, (callbackId, when)),
         )
 
     def markEnded(
