@@ -35,6 +35,24 @@ __all__ = ["Store", "open"]
 
 _DAY = 86400.0
 
+# One statement that both SQLite (3.24+) and PostgreSQL run.
+_UPSERT_SERVER = (
+    "INSERT INTO servers (server_id, alive_at, started_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (server_id) DO UPDATE"
+    " SET alive_at = excluded.alive_at, started_at = excluded.started_at"
+)
+
+# The callbacks the server row speaks for were accepted since its run began;
+# those an earlier run left unfinished were settled by that run's recovery.
+_SETTLE = (
+    "UPDATE callbacks"
+    " SET checkpoint_at = (SELECT alive_at FROM servers WHERE server_id = ?)"
+    " WHERE server_id = ? AND ended_at IS NULL AND joined_at IS NOT NULL"
+    " AND accepted_at >= (SELECT started_at FROM servers WHERE server_id = ?)"
+    " AND (checkpoint_at IS NULL"
+    "  OR checkpoint_at < (SELECT alive_at FROM servers WHERE server_id = ?))"
+)
+
 
 class Store:
     """
@@ -63,6 +81,7 @@ class Store:
         self.serverId = serverId
         self._reactor = reactor
         self._closed = False
+        self._runStartedAt: float | None = None
         self._writer = DatabaseThread(url, "store-writer", reactor, timeout)
         self._reader = DatabaseThread(url, "store-reader", reactor, timeout)
         self._queue = GroupCommit(self._writer, self.url, reactor, **options)
@@ -158,19 +177,47 @@ class Store:
         """
         return self._queue.enqueue(lambda connection: connection.upsertLeg(dialog))
 
-    def checkpoint(self, callbackId: str, at: float | None = None) -> Deferred:
+    def heartbeat(self, at: float | None = None) -> Deferred:
         """
-        Record that C{callbackId} was still running at C{at} (now): after a
-        crash its real_duration counts up to the last checkpoint.  Queued
-        checkpoints of one callback collapse into the newest.
+        Record that this server is alive at C{at} (now): one row per server,
+        whatever the number of joined callbacks.  After a crash, a callback
+        that was joined counts its talk time up to the last heartbeat (see
+        L{settleCheckpoints}).  Queued heartbeats collapse into the newest,
+        so a store that is down never piles them up.
+
+        The first heartbeat of this store fixes the run's start
+        (C{started_at}): the row speaks only for the callbacks accepted
+        since, never for those an earlier run left unfinished.
         """
         when = self._now(at)
-        return self._queue.enqueue(
-            lambda connection: connection.updateCallback(
-                callbackId, {"checkpoint_at": when}
-            ),
-            key=("checkpoint", callbackId),
-        )
+        if self._runStartedAt is None:
+            self._runStartedAt = when
+        started = self._runStartedAt
+        owner = self.serverId
+
+        def apply(connection: Connection) -> None:
+            connection.execute(_UPSERT_SERVER, (owner, when, started))
+
+        return self._queue.enqueue(apply, key=("heartbeat", owner))
+
+    def settleCheckpoints(self) -> Deferred:
+        """
+        Bring C{checkpoint_at} of every unfinished, joined callback of this
+        server that the last run's heartbeat speaks for up to that
+        heartbeat, in one statement: recovery does this first, before this
+        run's heartbeat may move on, so that a restart never counts the
+        downtime as talk time, and a crash during recovery settles the same
+        values again.  Waits while the store is down, like other writes.
+
+        @return: a Deferred firing with the number of callbacks changed.
+        """
+        owner = self.serverId
+
+        def apply(connection: Connection) -> int:
+            cursor = connection.execute(_SETTLE, (owner,) * 4)
+            return max(cursor.rowcount, 0)
+
+        return self._queue.enqueue(apply)
 
     def markEnded(
         self,
@@ -272,6 +319,20 @@ class Store:
         the RESPONSEs to send again at start-up.
         """
         return self._read(Connection.unanswered, serverId or self.serverId)
+
+    def aliveAt(self, serverId: str | None = None) -> Deferred:
+        """
+        The last committed heartbeat of C{serverId} (this server by
+        default), L{None} if it never wrote one.
+        """
+
+        def read(connection: Connection, owner: str) -> float | None:
+            row = connection.execute(
+                "SELECT alive_at FROM servers WHERE server_id = ?", (owner,)
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return self._read(read, serverId or self.serverId)
 
     def listCallbacks(
         self,
