@@ -22,7 +22,6 @@ from twisted.python.failure import Failure
 from callback_tw.callback.call import (
     JOIN_TIMEOUT,
     CallbackCall,
-    CallState,
     IDialer,
     IMediaPorts,
 )
