@@ -110,7 +110,7 @@ class Recovery:
             unfinished = yield self._store.unfinishedWithLegs()
             unanswered = yield self._store.unanswered()
         except Exception as e:
-            self._log.error("recovery: cannot read the store: {error}", error=str(e))
+            self._log.error("recovery: cannot use the store: {error}", error=str(e))
             return (0, 0)
         for record in unanswered:
             self._log.info(
