@@ -234,9 +234,9 @@ class CallbackService(MultiService):
             self.ready.callback(None)
             return
         # Only now: recovery counted the joined callbacks of the previous run
-        # up to that run's last heartbeat (a TimerService beats at once when
-        # started, so an earlier start would count the downtime as talk
-        # time).  The IIF is still paused, nothing has joined yet.
+        # up to that run's last heartbeat, which a TimerService started
+        # earlier (it beats at once) would have replaced by this run's before
+        # recovery used it.  The IIF is still paused, nothing has joined yet.
         self._startJob(TimerService(HEARTBEAT_INTERVAL, self.manager.heartbeat))
         self.iif.serve()
         iifHost = self.iifPort.getHost()
