@@ -46,9 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CallbackService", "collectGarbage", "tuneGarbageCollector"]
 
-#: seconds between two checkpoints of the joined callbacks: a crash loses at
-#: most this much of a call's measured time.
-CHECKPOINT_INTERVAL = 1.0
+#: seconds between two heartbeats of this server in the store: a crash loses
+#: at most this much of a joined call's measured time.
+HEARTBEAT_INTERVAL = 1.0
 
 #: seconds between two runs of the retention purge.
 PURGE_INTERVAL = 86400.0
@@ -62,8 +62,8 @@ class CallbackService(MultiService):
     decides when each starts and stops. Its children start in this order:
     the full garbage collection timer, the SIP stack, the external line's
     registration (when there is one), the overload guard; then the store
-    opens, the checkpoint and purge timers start, recovery runs, and the IIF
-    port (bound at start, paused) serves commands last.
+    opens, the purge timer starts, recovery runs, the heartbeat starts, and
+    the IIF port (bound at start, paused) serves commands last.
 
     @ivar config: the configuration the parts were built from.
     @ivar sip: the L{SipStack}.
@@ -219,14 +219,11 @@ class CallbackService(MultiService):
         self.store = store
         self.manager.store = store
         self.iif.store = store
-        checkpoints = TimerService(CHECKPOINT_INTERVAL, self.manager.checkpoint)
-        purge = TimerService(
-            PURGE_INTERVAL, PurgeJob(store, self.config.store.retentionDays)
+        self._startJob(
+            TimerService(
+                PURGE_INTERVAL, PurgeJob(store, self.config.store.retentionDays)
+            )
         )
-        for job in (checkpoints, purge):
-            job.clock = self._reactor
-            job.setServiceParent(self)
-            self._storeJobs.append(job)
         yield Recovery(
             store,
             self.sip,
@@ -236,6 +233,11 @@ class CallbackService(MultiService):
         if not self.running:
             self.ready.callback(None)
             return
+        # Only now: recovery counted the joined callbacks of the previous run
+        # up to that run's last heartbeat, which a TimerService started
+        # earlier (it beats at once) would have replaced by this run's before
+        # recovery used it.  The IIF is still paused, nothing has joined yet.
+        self._startJob(TimerService(HEARTBEAT_INTERVAL, self.manager.heartbeat))
         self.iif.serve()
         iifHost = self.iifPort.getHost()
         self._log.info(
@@ -247,6 +249,12 @@ class CallbackService(MultiService):
             sipPort=self.sip.port,
         )
         self.ready.callback(self)
+
+    def _startJob(self, job: TimerService) -> None:
+        """Run a store timer on our reactor; L{stopService} stops it first."""
+        job.clock = self._reactor
+        job.setServiceParent(self)
+        self._storeJobs.append(job)
 
     def _listen(self) -> None:
         cb = self.config.callback

@@ -34,6 +34,7 @@ class MemoryStore:
     @ivar rows: callback id -> L{CallbackRecord}; pass the same dict to two
         stores to play two servers on one database.
     @ivar legRows: C{(callback id, leg)} -> L{LegDialog}.
+    @ivar servers: server id -> C{(alive_at, started_at)}, its heartbeat.
     @ivar writes: every write, in order, as C{(method, callback id, values)}.
     @ivar healthy: what L{Store.healthy} says; while false L{accept} fails.
     @ivar held: writes whose Deferred has not fired (see L{hold}).
@@ -47,11 +48,14 @@ class MemoryStore:
         clock: Any = None,
         rows: dict[str, CallbackRecord] | None = None,
         legRows: dict[tuple[str, int], LegDialog] | None = None,
+        servers: dict[str, tuple[float, float]] | None = None,
     ) -> None:
         self.serverId = serverId
         self._clock = clock
         self.rows = {} if rows is None else rows
         self.legRows = {} if legRows is None else legRows
+        self.servers = {} if servers is None else servers
+        self._runStartedAt: float | None = None
         self.writes: list[tuple[str, str, dict[str, Any]]] = []
         self.healthy = True
         self.closed = False
@@ -146,8 +150,30 @@ class MemoryStore:
         self.legRows[(dialog.callbackId, dialog.leg)] = dialog
         return self._write(None)
 
-    def checkpoint(self, callbackId: str, at: float | None = None) -> Deferred:
-        return self.update(callbackId, checkpointAt=self._now(at))
+    def heartbeat(self, at: float | None = None) -> Deferred:
+        when = self._now(at)
+        if self._runStartedAt is None:
+            self._runStartedAt = when
+        self.writes.append(("heartbeat", self.serverId, {"aliveAt": when}))
+        self.servers[self.serverId] = (when, self._runStartedAt)
+        return self._write(None)
+
+    def settleCheckpoints(self) -> Deferred:
+        self.writes.append(("settleCheckpoints", self.serverId, {}))
+        if self.serverId not in self.servers:
+            return self._write(0)
+        aliveAt, startedAt = self.servers[self.serverId]
+        settled = 0
+        for record in self._mine(None):
+            if (
+                record.endedAt is None
+                and record.joinedAt is not None
+                and record.acceptedAt >= startedAt
+                and (record.checkpointAt is None or record.checkpointAt < aliveAt)
+            ):
+                self.rows[record.id] = dataclasses.replace(record, checkpointAt=aliveAt)
+                settled += 1
+        return self._write(settled)
 
     def markEnded(
         self,
@@ -184,6 +210,10 @@ class MemoryStore:
 
     def lookup(self, callbackId: str) -> Deferred:
         return succeed(self.rows.get(callbackId))
+
+    def aliveAt(self, serverId: str | None = None) -> Deferred:
+        beat = self.servers.get(serverId or self.serverId)
+        return succeed(None if beat is None else beat[0])
 
     def legs(self, callbackId: str) -> Deferred:
         return succeed(self._legs(callbackId))

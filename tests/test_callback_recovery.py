@@ -201,3 +201,52 @@ class RecoveryTests(SynchronousTestCase):
             [(r.id, r.realDuration) for r in self.responses],
             [("k6", 33)],
         )
+
+    def test_joinedCountsToTheLastHeartbeat(self) -> None:
+        """
+        A callback joined at 951.0 while the crashed run's heartbeat last
+        said "alive" at 991.6 (its own checkpoint is the join's): recovery
+        settles its checkpoint to that heartbeat before reading, so its end
+        and RESPONSE say real_duration 41, and the CDR's checkpoint_at shows
+        the heartbeat used.
+        """
+        crashed = MemoryStore(
+            "srv1", self.clock, rows=self.store.rows, servers=self.store.servers
+        )
+        crashed.heartbeat(at=899.0)
+        self.accept("k1", state="joined", joinedAt=951.0, checkpointAt=951.0)
+        crashed.heartbeat(at=991.6)
+        self.store.upsertLeg(_leg("k1", 1, "answered"))
+        before = len(self.store.writes)
+        self.assertEqual(self.successResultOf(self.recovery().run()), (1, 0))
+        self.assertEqual(self.store.writes[before][0], "settleCheckpoints")
+        record = self.store.rows["k1"]
+        self.assertEqual(
+            (record.endCause, record.realDuration, record.checkpointAt),
+            (RECOVERED, 41, 991.6),
+        )
+        [response] = self.responses
+        self.assertEqual((response.id, response.realDuration), ("k1", 41))
+
+    def test_crashDuringRecoveryCountsTheSame(self) -> None:
+        """
+        Recovery interrupted after settling (its end not stored) and run
+        again, after the new run's heartbeat moved on: the callback still
+        counts up to the crashed run's heartbeat, never the downtime or the
+        new run's uptime.
+        """
+        crashed = MemoryStore(
+            "srv1", self.clock, rows=self.store.rows, servers=self.store.servers
+        )
+        crashed.heartbeat(at=899.0)
+        self.accept("k1", state="joined", joinedAt=951.0, checkpointAt=951.0)
+        crashed.heartbeat(at=991.6)
+        markEnded = self.store.markEnded
+        self.store.markEnded = lambda *a, **k: fail(StoreUnavailable("down"))
+        self.assertEqual(self.successResultOf(self.recovery().run()), (0, 0))
+        self.store.heartbeat(at=1000.0)
+        self.store.heartbeat(at=4000.0)
+        self.store.markEnded = markEnded
+        self.assertEqual(self.successResultOf(self.recovery().run()), (1, 0))
+        [response] = self.responses
+        self.assertEqual((response.id, response.realDuration), ("k1", 41))

@@ -1,7 +1,7 @@
 """
 Tests for what a running callback writes to the store: its progress, its
-legs' dialogs and, through the manager, a checkpoint every second while
-joined (what recovery after a crash relies on).
+legs' dialogs and, through the manager, the server's heartbeat every second
+(what a joined callback's talk time counts up to after a crash).
 """
 
 from __future__ import annotations
@@ -124,14 +124,17 @@ class CallbackStoreTests(SynchronousTestCase):
             },
         )
 
-    def test_checkpointsWhileJoined(self) -> None:
+    def test_heartbeatWhileJoined(self) -> None:
         """
-        The manager's checkpoint writes the time of every joined callback, and
-        only those.
+        The manager's heartbeat writes the server's time once, however many
+        callbacks run; after a crash, recovery's settling makes it the
+        checkpoint of every joined callback, and only of those.
         """
         manager = CallbackManager(
             self.dialer, FakeMedia(), 10, 3600, self.clock, store=self.store
         )
+        # The service starts the heartbeat before the IIF serves.
+        manager.heartbeat()
         self.store.accept(NewCallback("2", "as1", "127.0.0.1:6000", "100", "101", 60))
         manager.startCallback(request())
         manager.startCallback(request(callbackId="2"))
@@ -142,6 +145,11 @@ class CallbackStoreTests(SynchronousTestCase):
         leg1.updates[0][1].callback(farSdp(port=6002, version=2))
         leg2.updates[0][1].callback(PCMU2)
         self.clock.advance(1)
-        manager.checkpoint()
+        before = len(self.store.writes)
+        manager.heartbeat()
+        self.assertEqual(
+            self.store.writes[before:], [("heartbeat", "srv1", {"aliveAt": 101.0})]
+        )
+        self.assertEqual(self.successResultOf(self.store.settleCheckpoints()), 1)
         self.assertEqual(self.store.rows["1234"].checkpointAt, 101.0)
         self.assertIsNone(self.store.rows["2"].checkpointAt)

@@ -366,7 +366,7 @@ class CallbackServiceTests(BuiltServiceCase):
 
     def test_storeJobsAndClose(self) -> None:
         """
-        While running, the checkpoint (every second) and the retention purge
+        While running, the heartbeat (every second) and the retention purge
         (daily, and once at start) are timers of the service's reactor; at
         stop they are gone and the store is closed after the RESPONSE of a
         released callback is recorded as sent.
@@ -403,3 +403,30 @@ class CallbackServiceTests(BuiltServiceCase):
         record = self.store.rows["old"]
         self.assertEqual(record.endCause, "recovered")
         self.assertIsNotNone(record.responseSentAt)
+
+    def test_heartbeatStartsAfterRecovery(self) -> None:
+        """
+        A restart 70 s after the last heartbeat of a run that crashed with a
+        callback joined at 5.0 (last heartbeat 30.0): recovery counts the
+        talk time up to that heartbeat (RESPONSE real_duration=25), not the
+        downtime, because this run's first heartbeat (it beats at once) is
+        written only after recovery settled the checkpoints.
+        """
+        from callback_tw.store import NewCallback
+
+        crashed = MemoryStore(rows=self.store.rows, servers=self.store.servers)
+        crashed.heartbeat(at=1.0)
+        crashed.accept(
+            NewCallback("old", "as1", "127.0.0.1:6000", "100", "101", 60), at=2.0
+        )
+        crashed.update("old", state="joined", joinedAt=5.0, checkpointAt=5.0)
+        crashed.heartbeat(at=30.0)
+        self.reactor.advance(100)
+        before = len(self.store.writes)
+        sip, iif = self.start()
+        self.assertEqual(iif.written, [(b"RESPONSE: id=old;real_duration=25;", AS)])
+        kinds = [kind for kind, _, _ in self.store.writes[before:]]
+        self.assertLess(kinds.index("settleCheckpoints"), kinds.index("heartbeat"))
+        self.assertEqual(self.store.servers["srv1"], (100.0, 100.0))
+        self.reactor.advance(1)
+        self.assertEqual(self.successResultOf(self.store.aliveAt()), 101.0)

@@ -317,7 +317,7 @@ class StoreTestsMixin(StoreTestBase):
         await store.upsertLeg(dialog("k1"))
         await store.update("k1", state="joined", answered1At=1001.0, joinedAt=1003.0)
         await store.upsertLeg(dialog("k1", state="answered", nextCSeq=3))
-        await store.checkpoint("k1", at=1010.0)
+        await store.update("k1", checkpointAt=1010.0)
         await store.markEnded(
             "k1", "user2 hung up", 7, at=1010.5, leg2Status=200, leg2Reason="OK"
         )

@@ -1,7 +1,7 @@
 """
 Tests for the store's write queue (L{callback_tw.store.groupcommit}): when a
 group is committed, that an accept does not wait behind other writes, and
-that folded and combined writes leave exactly the rows separate writes
+that folded writes leave exactly the rows separate writes
 leave.  The store tests run against a real SQLite file and the real
 PostgreSQL server of L{tests.pgserver}; the timing tests drive
 L{GroupCommit} with a clock and a writer that records its batches.
@@ -238,40 +238,6 @@ class StoreQueueTestsMixin(StoreTestBase):
                 dialog("k1", 2, state="ringing"),
             ],
         )
-
-    async def test_checkpointsTogether(self) -> None:
-        """
-        The checkpoints of many callbacks queued side by side are committed
-        together, each with its own time; one of an unknown callback says
-        so (False) and does not fail the others.
-        """
-        store = await self.openStore()
-        ids = [f"c{n}" for n in range(5)]
-        await gatherResults([store.accept(request(i)) for i in ids])
-        start = store.transactions
-        results = await gatherResults(
-            [store.checkpoint(i, at=1000.0 + n) for n, i in enumerate(ids)]
-            + [store.checkpoint("nosuch", at=1000.0)]
-        )
-        self.assertEqual(results, [True] * 5 + [False])
-        self.assertEqual(store.transactions, start + 1)
-        self.assertEqual(
-            sorted(self.readDirectly("SELECT id, checkpoint_at FROM callbacks")),
-            [(i, 1000.0 + n) for n, i in enumerate(ids)],
-        )
-
-    async def test_badWriteAmongCheckpoints(self) -> None:
-        """
-        A write that fails for its own reason in a group with checkpoints
-        fails alone: the checkpoints are committed.
-        """
-        store = await self.openStore()
-        await store.accept(request("k1"))
-        checkpoint = store.checkpoint("k1", at=50.0)
-        bad = store.upsertLeg(dialog("nosuch"))
-        self.assertTrue(await checkpoint)
-        await self.assertFailure(bad, Exception)
-        self.assertEqual((await store.lookup("k1")).checkpointAt, 50.0)
 
 
 class SQLiteStoreQueueTests(SQLiteBackend, StoreQueueTestsMixin, TestCase):

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_callback_call -*-
 """
 The running callbacks: admission (limits, duplicate ids), lookup for CANCEL
-and repeated REQUESTs, the checkpoints of joined callbacks, and the drain at
-shutdown.
+and repeated REQUESTs, the server's heartbeat (what a joined callback's
+talk time counts up to after a crash), and the drain at shutdown.
 
 The manager is the one owner of running callback ids; finished ids are the
 store's (L{callback_tw.store}).  Admission comes in two steps because a
@@ -22,7 +22,6 @@ from twisted.python.failure import Failure
 from callback_tw.callback.call import (
     JOIN_TIMEOUT,
     CallbackCall,
-    CallState,
     IDialer,
     IMediaPorts,
 )
@@ -177,26 +176,21 @@ class CallbackManager:
             return False
         return call.cancel("cancelled by the application server")
 
-    def checkpoint(self) -> None:
+    def heartbeat(self) -> None:
         """
-        Record in the store that every joined callback is still running (a
-        C{TimerService} calls this every second): after a crash, its
-        real_duration counts from the join up to the last checkpoint.  The
-        store commits them in one group.
+        Record in the store that this server is still alive (a
+        C{TimerService} calls this every second).  One write per server, not
+        per callback: after a crash, a joined callback's real_duration counts
+        from its join up to the last heartbeat, whatever the number of calls
+        held.
         """
         if self.store is None:
             return
-        for call in self._calls.values():
-            if call.state == CallState.JOINED:
-                self.store.checkpoint(call.callbackId).addErrback(
-                    self._checkpointFailed, call.callbackId
-                )
+        self.store.heartbeat().addErrback(self._heartbeatFailed)
 
-    def _checkpointFailed(self, failure: Failure, callbackId: str) -> None:
+    def _heartbeatFailed(self, failure: Failure) -> None:
         self._log.warn(
-            "callback {id}: checkpoint not stored ({error})",
-            id=callbackId,
-            error=failure.getErrorMessage(),
+            "heartbeat not stored ({error})", error=failure.getErrorMessage()
         )
 
     def _counted(self, result: Any) -> Any:

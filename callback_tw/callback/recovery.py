@@ -12,7 +12,7 @@ reads from the store every callback of this server that has not ended and:
     decides), with C{Reason: SIP;cause=500;text="server restarted"}; a far
     end that answers 481 or nothing within the time limit counts as gone;
   - records its end (cause "recovered", real_duration as if it ended at the
-    last checkpoint before the crash);
+    server's last heartbeat before the crash, see L{Recovery.run});
   - sends its RESPONSE to the address that asked, and records that.
 
 Callbacks that ended but whose RESPONSE is not recorded as sent get it
@@ -92,13 +92,25 @@ class Recovery:
         @return: a Deferred firing with C{(finished, resent)} counts.
         """
         started = self._reactor.seconds()
-        # Both read before anything is written: the callbacks finished below
-        # must not show up as ended and unanswered too.
+        # First, before this run's heartbeat starts (the service starts it
+        # after recovery): each joined callback the last run's heartbeat
+        # speaks for gets checkpoint_at = that heartbeat, committed.  The
+        # real_duration below counts to it, a crash from here on settles the
+        # same values again, and what the CDR shows is the time used.
+        # Then both reads before anything else is written: the callbacks
+        # finished below must not show up as ended and unanswered too.
         try:
+            settled = yield self._store.settleCheckpoints()
+            if settled:
+                self._log.info(
+                    "recovery: {n} joined callbacks count up to the last"
+                    " heartbeat before the restart",
+                    n=settled,
+                )
             unfinished = yield self._store.unfinishedWithLegs()
             unanswered = yield self._store.unanswered()
         except Exception as e:
-            self._log.error("recovery: cannot read the store: {error}", error=str(e))
+            self._log.error("recovery: cannot use the store: {error}", error=str(e))
             return (0, 0)
         for record in unanswered:
             self._log.info(

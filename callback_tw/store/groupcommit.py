@@ -29,7 +29,7 @@ may or may not have happened is safe.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,10 +47,6 @@ from callback_tw.timers import cancelDelayed
 __all__ = ["GroupCommit"]
 
 
-#: How a run of similar writes is made at once: see L{_Write.combine}.
-Combine = tuple[Callable[[Connection, list[Any]], list[Later[Any]]], Any]
-
-
 @dataclass
 class _Write:
     """
@@ -62,15 +58,11 @@ class _Write:
     @ivar retry: kept and retried while the database is down; False for
         accepts, which must fail at once so that the REQUEST is refused.
     @ivar key: writes with the same key replace each other while queued
-        (checkpoints: only the newest one matters).
+        (heartbeats: only the newest one matters).
     @ivar callbackId: the callback it writes, if any (see L{GroupCommit}).
     @ivar merge: C{(kind, values)} for a write that a later one of the same
         kind can be folded into (see L{GroupCommit.enqueue}).
     @ivar folded: how many later writes were folded into it.
-    @ivar combine: C{(function, argument)}: a run of consecutive writes in
-        a batch with the same C{function} is made by one call,
-        C{function(connection, [argument, ...])}, returning one result each
-        (checkpoints of many callbacks in one statement).
     @ivar first: an accept (see L{GroupCommit.enqueue}).
     """
 
@@ -81,7 +73,6 @@ class _Write:
     callbackId: str | None = None
     merge: tuple[Hashable, dict[str, Any]] | None = None
     folded: int = 0
-    combine: Combine | None = None
     first: bool = False
 
 
@@ -115,8 +106,7 @@ def _transaction(
             if isolate:
                 outcomes = [_isolated(connection, write) for write in batch]
             else:
-                for run in _runs(batch):
-                    outcomes.extend(_applyRun(connection, run))
+                outcomes = [write.apply(connection) for write in batch]
             connection.execute("COMMIT")
     except BaseException:
         try:
@@ -139,31 +129,6 @@ def _isolated(connection: Connection, write: _Write) -> Any:
         outcome = Failure(e)
     connection.execute("RELEASE SAVEPOINT one_write")
     return outcome
-
-
-def _runs(batch: list[_Write]) -> Iterator[list[_Write]]:
-    """C{batch} cut into runs of consecutive writes made by one call."""
-    run: list[_Write] = []
-    for write in batch:
-        if run and (
-            write.combine is None
-            or run[0].combine is None
-            or write.combine[0] is not run[0].combine[0]
-        ):
-            yield run
-            run = []
-        run.append(write)
-    if run:
-        yield run
-
-
-def _applyRun(connection: Connection, run: list[_Write]) -> list[Later[Any]]:
-    combine = run[0].combine
-    if combine is None:
-        return [write.apply(connection) for write in run]
-    results = combine[0](connection, [write.combine[1] for write in run])
-    assert len(results) == len(run)
-    return results
 
 
 def _result(outcome: Any) -> Any:
@@ -261,7 +226,6 @@ class GroupCommit:
         callbackId: str | None = None,
         merge: tuple[Hashable, dict[str, Any]] | None = None,
         first: bool = False,
-        combine: Combine | None = None,
     ) -> Deferred:
         """
         Queue C{apply(connection)}; the Deferred fires with its result after
@@ -278,9 +242,6 @@ class GroupCommit:
         @param first: go ahead of the queued writes of other callbacks (an
             accept: its callback has no earlier write), behind earlier
             such writes.
-        @param combine: how to make this write together with similar ones
-            queued right beside it (see L{_Write.combine}); C{apply} alone
-            must do the same.
         """
         if self._closed:
             return fail(StoreUnavailable(f"store {self._url} is closed"))
@@ -288,7 +249,6 @@ class GroupCommit:
         queued = self._keyed.get(key) if key is not None else None
         if queued is not None:
             queued.apply = apply
-            queued.combine = combine
             queued.waiters.append(d)
             return d
         if self._waiting >= self._maxQueue:
@@ -307,9 +267,7 @@ class GroupCommit:
             last.waiters.append(d)
             last.folded += 1
             return d
-        write = _Write(
-            apply, [d], retry, key, callbackId, merge, combine=combine, first=first
-        )
+        write = _Write(apply, [d], retry, key, callbackId, merge, first=first)
         if not self._pending:
             self._oldest = self._reactor.seconds()
         if first:

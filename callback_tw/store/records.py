@@ -133,10 +133,12 @@ class CallbackRecord:
     def recoveredDuration(self) -> int:
         """
         The real_duration of a callback that was running when its server
-        died, as if it ended at its last checkpoint: the talk time from the
-        join to the checkpoint, rounded to the nearest second (halves up) as
+        died, as if it ended at its checkpoint: the talk time from the join
+        to C{checkpointAt}, rounded to the nearest second (halves up) as
         L{callback_tw.callback.call} does; 0 if the parties were never
-        joined.
+        joined.  Recovery first brings C{checkpointAt} up to the server's
+        last heartbeat (L{callback_tw.store.Store.settleCheckpoints}), so
+        this is the talk time up to max(checkpoint_at, alive_at).
         """
         if self.joinedAt is None:
             return 0

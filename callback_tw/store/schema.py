@@ -85,6 +85,23 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             """,
         ),
     ),
+    (
+        2,
+        (
+            # One heartbeat row per server (docs/decisions.md D79): while it
+            # runs, a server writes alive_at every second instead of a
+            # checkpoint per joined callback; started_at is when that run's
+            # heartbeat began, so recovery knows which callbacks the row
+            # speaks for (those accepted since).
+            """
+            CREATE TABLE servers (
+                server_id TEXT PRIMARY KEY,
+                alive_at DOUBLE PRECISION NOT NULL,
+                started_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 CURRENT = MIGRATIONS[-1][0]

@@ -81,6 +81,25 @@ def isTransient(error: BaseException) -> bool:
     return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
+# One statement that both SQLite (3.24+) and PostgreSQL run.
+_UPSERT_SERVER = (
+    "INSERT INTO servers (server_id, alive_at, started_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (server_id) DO UPDATE"
+    " SET alive_at = excluded.alive_at, started_at = excluded.started_at"
+)
+
+# The callbacks the server row speaks for were accepted since its run began;
+# those an earlier run left unfinished were settled by that run's recovery.
+_SETTLE = (
+    "UPDATE callbacks"
+    " SET checkpoint_at = (SELECT alive_at FROM servers WHERE server_id = ?)"
+    " WHERE server_id = ? AND ended_at IS NULL AND joined_at IS NOT NULL"
+    " AND accepted_at >= (SELECT started_at FROM servers WHERE server_id = ?)"
+    " AND (checkpoint_at IS NULL"
+    "  OR checkpoint_at < (SELECT alive_at FROM servers WHERE server_id = ?))"
+)
+
+
 class Connection:
     """
     One open database connection in autocommit mode and its dialect.
@@ -261,31 +280,20 @@ class Connection:
         )
         return self._later(cursor, _oneRow)
 
-    def setCheckpoints(self, checkpoints: list[tuple[str, float]]) -> list[Later[bool]]:
+    def heartbeat(self, serverId: str, at: float, startedAt: float) -> Later[None]:
+        """Record that C{serverId}, running since C{startedAt}, is alive at C{at}."""
+        self.execute(_UPSERT_SERVER, (serverId, at, startedAt))
+        return lambda: None
+
+    def settleCheckpoints(self, serverId: str) -> Later[int]:
         """
-        Set C{checkpoint_at} of many callbacks, given as C{(id, at)}, on
-        PostgreSQL in one statement (a server checkpoints every joined
-        callback at the same moment: one round trip's worth of work instead
-        of one statement each).  The results, one per checkpoint: False if
-        there is no such callback.  Of two checkpoints of one callback the
-        later one counts.
+        Set C{checkpoint_at} of the unfinished, joined callbacks of
+        C{serverId} that its heartbeat row speaks for up to that heartbeat
+        (see L{callback_tw.store.store.Store.settleCheckpoints}); the result
+        is how many changed.
         """
-        if self.dialect != "postgresql":
-            return [
-                self.updateCallback(callbackId, {"checkpoint_at": at})
-                for callbackId, at in checkpoints
-            ]
-        latest = dict(checkpoints)
-        updated = self._later(
-            self.execute(
-                "UPDATE callbacks SET checkpoint_at = v.at"
-                " FROM unnest(CAST(? AS TEXT[]), CAST(? AS DOUBLE PRECISION[]))"
-                " AS v (id, at) WHERE callbacks.id = v.id RETURNING callbacks.id",
-                (list(latest), list(latest.values())),
-            ),
-            _idSet,
-        )
-        return [_member(updated, callbackId) for callbackId, _ in checkpoints]
+        cursor = self.execute(_SETTLE, (serverId,) * 4)
+        return self._later(cursor, lambda c: max(c.rowcount, 0))
 
     def upsertLeg(self, dialog: LegDialog) -> Later[None]:
         """Insert or replace the stored dialog of one leg."""
@@ -401,14 +409,6 @@ def _oneRow(cursor: Any) -> bool:
 
 def _fetchOne(cursor: Any) -> Any:
     return cursor.fetchone()
-
-
-def _idSet(cursor: Any) -> set[str]:
-    return {row[0] for row in cursor.fetchall()}
-
-
-def _member(ids: Later[set[str]], callbackId: str) -> Later[bool]:
-    return lambda: callbackId in ids()
 
 
 def connect(url: StoreURL, timeout: float = 5.0, create: bool = True) -> Connection:

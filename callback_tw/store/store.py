@@ -63,6 +63,7 @@ class Store:
         self.serverId = serverId
         self._reactor = reactor
         self._closed = False
+        self._runStartedAt: float | None = None
         self._writer = DatabaseThread(url, "store-writer", reactor, timeout)
         self._reader = DatabaseThread(url, "store-reader", reactor, timeout)
         self._queue = GroupCommit(self._writer, self.url, reactor, **options)
@@ -168,22 +169,44 @@ class Store:
             merge=(("leg", dialog.leg), latest),
         )
 
-    def checkpoint(self, callbackId: str, at: float | None = None) -> Deferred:
+    def heartbeat(self, at: float | None = None) -> Deferred:
         """
-        Record that C{callbackId} was still running at C{at} (now): after a
-        crash its real_duration counts up to the last checkpoint.  Queued
-        checkpoints of one callback collapse into the newest.
+        Record that this server is alive at C{at} (now): one row per server,
+        whatever the number of joined callbacks.  After a crash, a callback
+        that was joined counts its talk time up to the last heartbeat (see
+        L{settleCheckpoints}).  Queued heartbeats collapse into the newest,
+        so a store that is down never piles them up.
+
+        The first heartbeat of this store fixes the run's start
+        (C{started_at}): the row speaks only for the callbacks accepted
+        since, never for those an earlier run left unfinished.
         """
         when = self._now(at)
-        # The checkpoints the server makes each second for every joined
-        # callback are queued side by side: one statement sets them all.
+        if self._runStartedAt is None:
+            self._runStartedAt = when
+        started = self._runStartedAt
+        owner = self.serverId
+
         return self._queue.enqueue(
-            lambda connection: connection.updateCallback(
-                callbackId, {"checkpoint_at": when}
-            ),
-            key=("checkpoint", callbackId),
-            callbackId=callbackId,
-            combine=(Connection.setCheckpoints, (callbackId, when)),
+            lambda connection: connection.heartbeat(owner, when, started),
+            key=("heartbeat", owner),
+        )
+
+    def settleCheckpoints(self) -> Deferred:
+        """
+        Bring C{checkpoint_at} of every unfinished, joined callback of this
+        server that the last run's heartbeat speaks for up to that
+        heartbeat, in one statement: recovery does this first, before this
+        run's heartbeat may move on, so that a restart never counts the
+        downtime as talk time, and a crash during recovery settles the same
+        values again.  Waits while the store is down, like other writes.
+
+        @return: a Deferred firing with the number of callbacks changed.
+        """
+        owner = self.serverId
+
+        return self._queue.enqueue(
+            lambda connection: connection.settleCheckpoints(owner)
         )
 
     def markEnded(
@@ -286,6 +309,20 @@ class Store:
         the RESPONSEs to send again at start-up.
         """
         return self._read(Connection.unanswered, serverId or self.serverId)
+
+    def aliveAt(self, serverId: str | None = None) -> Deferred:
+        """
+        The last committed heartbeat of C{serverId} (this server by
+        default), L{None} if it never wrote one.
+        """
+
+        def read(connection: Connection, owner: str) -> float | None:
+            row = connection.execute(
+                "SELECT alive_at FROM servers WHERE server_id = ?", (owner,)
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return self._read(read, serverId or self.serverId)
 
     def listCallbacks(
         self,

@@ -213,7 +213,7 @@ class RecoveryEndToEndTests(TestCase):
     def test_killedWhileJoined(self) -> Any:
         """
         Killed 3 s after the join: both legs get one BYE, and real_duration
-        counts from user2's answer to the last checkpoint (at most a second
+        counts from user2's answer to the last heartbeat (at most a second
         before the kill).
         """
         server = yield self.start("r4", "answer41", "answer42")
