@@ -91,8 +91,14 @@ class PostgresServer:
     @ivar directory: the temporary directory (data, socket, log).
     """
 
-    def __init__(self, binDir: str, directory: str | None = None) -> None:
+    def __init__(
+        self, binDir: str, directory: str | None = None, fsync: bool = False
+    ) -> None:
         self._bin = binDir
+        # Tests run without fsync (they test behaviour, and a crash of the
+        # test machine loses nothing of value); a benchmark of what a
+        # commit costs runs with it, as deployed.
+        self._fsync = fsync
         if directory is None:
             directory = tempfile.mkdtemp(prefix="callback-pg-")
             with open(os.path.join(directory, "owner"), "w") as f:
@@ -139,7 +145,7 @@ class PostgresServer:
         )
         options = (
             f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
-            " -c fsync=off -c max_connections=50"
+            f" -c fsync={'on' if self._fsync else 'off'} -c max_connections=50"
         )
         self._run(
             os.path.join(self._bin, "pg_ctl"),
@@ -249,7 +255,27 @@ def server() -> PostgresServer:
     except ImportError:
         raise SkipTest("psycopg 3 is not installed (pip install -e .)") from None
     _removeLeftovers(binDir)
-    candidate = PostgresServer(binDir)
+    _server = _started(binDir, fsync=False)
+    return _server
+
+
+def durableServer() -> PostgresServer:
+    """
+    A PostgreSQL server of its own with fsync on (COMMIT waits for the WAL
+    on disk, as deployed), for benchmarks of what a commit costs; stopped
+    at exit.
+
+    @raise SkipTest: as L{server}.
+    """
+    binDir = _binDir()
+    if binDir is None:
+        raise SkipTest("no PostgreSQL server binaries (initdb)")
+    return _started(binDir, fsync=True)
+
+
+def _started(binDir: str, fsync: bool) -> PostgresServer:
+    global _failure
+    candidate = PostgresServer(binDir, fsync=fsync)
     try:
         candidate.start()
     except BaseException as e:
@@ -257,6 +283,5 @@ def server() -> PostgresServer:
         _failure = f"cannot start PostgreSQL: {e} {detail.decode(errors='replace')}"
         candidate.stop()
         raise RuntimeError(_failure) from e
-    _server = candidate
     atexit.register(candidate.stop)
     return candidate
