@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import sippy.SipTransactionManager as _sippyTM
-from sippy.SipTransactionManager import SipTransactionManager
+from sippy.SipTransactionManager import SipTMRetransmitO, SipTransactionManager
 from sippy.Time.Timeout import Timeout
 from sippy.Udp_server import Udp_server_opts
 from twisted.logger import Logger
@@ -24,7 +25,7 @@ from callback_tw.sip.adapter.trace import SipTraceLogger
 from callback_tw.sip.adapter.transport import ReactorUdpServer
 from callback_tw.sip.guard import printable
 
-__all__ = ["ReactorTransactionManager", "startTransactionManager"]
+__all__ = ["ReactorTransactionManager", "RetransmitCache", "startTransactionManager"]
 
 _log = Logger(namespace="callback_tw.sip")
 
@@ -70,6 +71,87 @@ def _badStatusLine(text: str) -> str | None:
     if not 100 <= code <= 699:
         return f"status code {code}"
     return None
+
+
+#: RFC 3261 64*T1 (Timers B, F, H and J and a UAS's 2xx retransmissions):
+#: how long after a message its retransmissions may still arrive.
+CACHE_LIFETIME = 32.0
+
+#: how often L{RetransmitCache} drops its oldest part: an entry lives
+#: between C{CACHE_LIFETIME} and C{CACHE_LIFETIME + CACHE_STEP}.
+CACHE_STEP = 4.0
+
+
+class _Retransmit:
+    """
+    What answers a retransmission: the bytes sent back and where, in slots
+    (sippy's L{SipTMRetransmitO} has a dictionary and a Call-ID nobody
+    reads).
+    """
+
+    __slots__ = ("userv", "data", "address", "lossemul")
+
+    def __init__(self, userv: Any, data: str, address: Any, lossemul: Any) -> None:
+        self.userv = userv
+        self.data = data
+        self.address = address
+        self.lossemul = lossemul
+
+
+#: the entry of a message whose retransmissions are ignored (a provisional
+#: response, an ACK...): one object for all of them, sippy reads only its
+#: C{data}, None.
+_IGNORE = SipTMRetransmitO()
+
+
+class RetransmitCache:
+    """
+    sippy's C{l1rcache}: the answer to a retransmission, by the checksum of
+    the message retransmitted (the ACK sent for a 2xx, the response sent for
+    a request, or nothing for a message to ignore), kept for
+    C{CACHE_LIFETIME} to C{CACHE_LIFETIME + CACHE_STEP} seconds.
+
+    sippy keeps two dictionaries swapped every 32 s, so an entry lives 32 to
+    64 s, every message of the last minute at once; this keeps what the RFC
+    needs and no more, in small entries (L{_Retransmit}, one shared
+    C{_IGNORE}): a server setting up callbacks holds every message's entry
+    at its busiest moment, and what it holds then stays its size.
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(
+        self, lifetime: float = CACHE_LIFETIME, step: float = CACHE_STEP
+    ) -> None:
+        # The newest part takes entries for one step, then it is one of the
+        # lifetime / step older ones, then dropped.
+        self._parts: deque[dict[bytes, Any]] = deque(
+            [{}], maxlen=round(lifetime / step) + 1
+        )
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        for part in reversed(self._parts):
+            entry = part.get(key)
+            if entry is not None:
+                return entry
+        return default
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.get(key) is not None
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._parts)
+
+    def __setitem__(self, key: bytes, entry: Any) -> None:
+        if entry.data is None:
+            entry = _IGNORE
+        elif type(entry) is not _Retransmit:
+            entry = _Retransmit(entry.userv, entry.data, entry.address, entry.lossemul)
+        self._parts[-1][key] = entry
+
+    def rotate(self) -> None:
+        """One step later: the oldest entries are dropped."""
+        self._parts.append({})
 
 
 class ReactorTransactionManager(SipTransactionManager):
@@ -124,6 +206,25 @@ class ReactorTransactionManager(SipTransactionManager):
     def __init__(self, global_config: dict[str, Any], req_cb: Any = None) -> None:
         super().__init__(global_config, req_cb)
         self.logLimiter = LogLimiter(global_config["_reactor"])
+        # sippy's two caches swapped every 32 s: one cache of our own
+        # instead (RetransmitCache), its second one left empty.
+        self.l1rcache = RetransmitCache()
+        self.l2rcache = {}
+        self._rotations = 0
+        self.cp_timer.cancel()
+        self.cp_timer = Timeout(self.rCachePurge, CACHE_STEP, -1)
+
+    def rCachePurge(self) -> None:
+        """
+        Every C{CACHE_STEP}: the retransmission cache drops its oldest
+        entries; sippy's cache of local addresses by remote one turns
+        over every C{CACHE_LIFETIME}, as sippy does it.
+        """
+        self.l1rcache.rotate()
+        self._rotations += 1
+        if self._rotations * CACHE_STEP >= CACHE_LIFETIME:
+            self._rotations = 0
+            self.l4r.rotateCache()
 
     def handleIncoming(self, data_in: Any, ra: Any, server: Any, rtime: Any) -> None:
         """
