@@ -365,6 +365,35 @@ class RetransmitCacheTests(SynchronousTestCase):
             self.assertEqual(self.sentSince(count), [answer], f"at {at} s")
         self.assertEqual(len(self.listener.ends), 1)
 
+    def test_cacheEntries(self) -> None:
+        """
+        The cache gives back the text and address it was given, whatever
+        the characters, for 32 to 36 s of its 4-s steps; an entry without
+        text is one to ignore.
+        """
+        from sippy.SipTransactionManager import SipTMRetransmitO
+
+        from callback_tw.sip.adapter.transactions import RetransmitCache
+
+        cache = RetransmitCache()
+        server = object()
+        text = 'BYE sip:x SIP/2.0\r\nFrom: "Zoë 日本" <sip:1@h>\r\n\r\n'
+        cache[b"k1"] = SipTMRetransmitO(server, text, ("10.0.0.1", 5060))
+        cache[b"k2"] = SipTMRetransmitO()
+        entry = cache.get(b"k1")
+        self.assertEqual(
+            (entry.userv, entry.data, entry.address), (server, text, ("10.0.0.1", 5060))
+        )
+        self.assertIsNone(cache.get(b"k2").data)
+        self.assertIsNone(cache.get(b"k3"))
+        for _ in range(8):  # 32 s
+            cache.rotate()
+        self.assertEqual(cache.get(b"k1").data, text)
+        cache.rotate()  # 36 s
+        self.assertEqual(
+            (cache.get(b"k1"), cache.get(b"k2"), len(cache)), (None,) * 2 + (0,)
+        )
+
     def test_provisionalRetransmissionIgnored(self) -> None:
         """A 180 received twice rings once and is not answered."""
         ringing = self.far.response(self.invite, 180, "Ringing")

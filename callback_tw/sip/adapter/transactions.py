@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -82,20 +83,45 @@ CACHE_LIFETIME = 32.0
 CACHE_STEP = 4.0
 
 
+#: what the messages a retransmission is answered with (ACKs, responses)
+#: have in common: the dictionary L{_Retransmit} compresses them with.
+_ZDICT = (
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP ;received=;rport;branch=z9hG4bK"
+    b"\r\nMax-Forwards: 70\r\nFrom: <sip:@>;tag=\r\nTo: <sip:@>;tag="
+    b"\r\nCall-ID: \r\nCSeq: BYE\r\nCSeq: ACK\r\nContact: <sip:@;transport=udp>"
+    b"\r\nRoute: <sip:;lr>\r\nServer: callback_tw\r\nUser-Agent: callback_tw"
+    b"\r\nContent-Length: 0\r\n\r\nACK sip:"
+)
+
+#: zlib's settings for L{_Retransmit}: a 1 KiB window and little state
+#: (a message is a few hundred bytes), no header.
+_WBITS = -10
+_MEMLEVEL = 2
+
+
 class _Retransmit:
     """
-    What answers a retransmission: the bytes sent back and where, in slots
-    (sippy's L{SipTMRetransmitO} has a dictionary and a Call-ID nobody
-    reads).
+    What answers a retransmission: the bytes sent back, compressed (a third
+    of their size, ~10 us), and where, in slots (sippy's
+    L{SipTMRetransmitO} has a dictionary and a Call-ID nobody reads).
+    Nearly all are never read: they wait for a retransmission that a lost
+    datagram would cause.
     """
 
-    __slots__ = ("userv", "data", "address", "lossemul")
+    __slots__ = ("userv", "_packed", "address", "lossemul")
 
     def __init__(self, userv: Any, data: str, address: Any, lossemul: Any) -> None:
         self.userv = userv
-        self.data = data
+        packer = zlib.compressobj(6, zlib.DEFLATED, _WBITS, _MEMLEVEL, zdict=_ZDICT)
+        self._packed = packer.compress(data.encode()) + packer.flush()
         self.address = address
         self.lossemul = lossemul
+
+    @property
+    def data(self) -> str:
+        """The text sent, as sippy cached it."""
+        unpacker = zlib.decompressobj(_WBITS, zdict=_ZDICT)
+        return unpacker.decompress(self._packed).decode()
 
 
 #: the entry of a message whose retransmissions are ignored (a provisional
