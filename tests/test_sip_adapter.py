@@ -394,6 +394,26 @@ class RetransmitCacheTests(SynchronousTestCase):
             (cache.get(b"k1"), cache.get(b"k2"), len(cache)), (None,) * 2 + (0,)
         )
 
+    def test_consumers(self) -> None:
+        """
+        The dialogs taking a Call-ID's requests are registered and removed
+        as in sippy: a removal keeps the others, an unknown one raises and
+        keeps them all, the last one removed leaves no entry.
+        """
+        tm = self.stack._tm
+        first, second = object(), object()
+        tm.regConsumer(first, "cid-1")
+        tm.regConsumer(second, "cid-1", compact=True)
+        self.assertEqual(
+            [(c.cobj, c.compact) for c in tm.req_consumers["cid-1"]],
+            [(first, False), (second, True)],
+        )
+        tm.unregConsumer(first, "cid-1")
+        self.assertRaises(IndexError, tm.unregConsumer, first, "cid-1")
+        self.assertEqual([c.cobj for c in tm.req_consumers["cid-1"]], [second])
+        tm.unregConsumer(second, "cid-1")
+        self.assertNotIn("cid-1", tm.req_consumers)
+
     def test_provisionalRetransmissionIgnored(self) -> None:
         """A 180 received twice rings once and is not answered."""
         ringing = self.far.response(self.invite, 180, "Ringing")

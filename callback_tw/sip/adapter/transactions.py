@@ -180,6 +180,22 @@ class RetransmitCache:
         self._parts.append({})
 
 
+class _Consumer:
+    """
+    sippy's C{SipTransactionConsumer} (the dialog that takes the requests
+    of a Call-ID) in slots: one is kept for the life of every dialog.
+    """
+
+    __slots__ = ("cobj", "compact")
+
+    def __init__(self, cobj: Any, compact: bool) -> None:
+        self.cobj = cobj
+        self.compact = compact
+
+    def cleanup(self) -> None:
+        self.cobj = None
+
+
 class ReactorTransactionManager(SipTransactionManager):
     """
     sippy's transaction manager on L{ReactorUdpServer}.
@@ -239,6 +255,33 @@ class ReactorTransactionManager(SipTransactionManager):
         self._rotations = 0
         self.cp_timer.cancel()
         self.cp_timer = Timeout(self.rCachePurge, CACHE_STEP, -1)
+
+    def regConsumer(self, consumer: Any, call_id: str, compact: bool = False) -> None:
+        """
+        C{consumer} takes the requests of C{call_id}. sippy keeps a list
+        and a consumer object with a dictionary per Call-ID, for the life of
+        the dialog; here a tuple (there is one consumer per Call-ID but for
+        a moment) of L{_Consumer}s, read as sippy reads them.
+        """
+        entry = _Consumer(consumer, compact)
+        self.req_consumers[call_id] = self.req_consumers.get(call_id, ()) + (entry,)
+
+    def unregConsumer(self, consumer: Any, call_id: str) -> None:
+        """C{consumer} no longer takes the requests of C{call_id}, as in sippy."""
+        consumers = self.req_consumers.pop(call_id)
+        for index, cons in enumerate(consumers):
+            if cons.cobj != consumer:
+                continue
+            kept = consumers[:index] + consumers[index + 1 :]
+            if kept:
+                self.req_consumers[call_id] = kept
+            cons.cleanup()
+            return
+        self.req_consumers[call_id] = consumers
+        raise IndexError(
+            f"unregConsumer: consumer {consumer} for call-id {call_id}"
+            " is not registered"
+        )
 
     def rCachePurge(self) -> None:
         """
