@@ -385,6 +385,9 @@ class RetransmitCacheTests(SynchronousTestCase):
             (entry.userv, entry.data, entry.address), (server, text, ("10.0.0.1", 5060))
         )
         self.assertIsNone(cache.get(b"k2").data)
+        cache[b"k4"] = SipTMRetransmitO(server, "x" * 40, ("10.0.0.1", 5060))
+        self.assertEqual(cache.get(b"k4").data, "x" * 40)
+        self.assertIs(cache.get(b"k4").address, entry.address)
         self.assertIsNone(cache.get(b"k3"))
         for _ in range(8):  # 32 s
             cache.rotate()

@@ -144,7 +144,7 @@ class RetransmitCache:
     at its busiest moment, and what it holds then stays its size.
     """
 
-    __slots__ = ("_parts",)
+    __slots__ = ("_parts", "_addresses")
 
     def __init__(
         self, lifetime: float = CACHE_LIFETIME, step: float = CACHE_STEP
@@ -154,6 +154,9 @@ class RetransmitCache:
         self._parts: deque[dict[bytes, Any]] = deque(
             [{}], maxlen=round(lifetime / step) + 1
         )
+        # The newest part's addresses, one tuple each: the answers of a
+        # step mostly go to the same few peers (a proxy, a trunk).
+        self._addresses: dict[Any, Any] = {}
 
     def get(self, key: bytes, default: Any = None) -> Any:
         for part in reversed(self._parts):
@@ -172,12 +175,14 @@ class RetransmitCache:
         if entry.data is None:
             entry = _IGNORE
         elif type(entry) is not _Retransmit:
-            entry = _Retransmit(entry.userv, entry.data, entry.address, entry.lossemul)
+            address = self._addresses.setdefault(entry.address, entry.address)
+            entry = _Retransmit(entry.userv, entry.data, address, entry.lossemul)
         self._parts[-1][key] = entry
 
     def rotate(self) -> None:
         """One step later: the oldest entries are dropped."""
         self._parts.append({})
+        self._addresses = {}
 
 
 class _Consumer:
