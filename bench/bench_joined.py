@@ -9,9 +9,9 @@ SIP trace off, no announcement) and one SIPp UAS playing every phone
 (C{tests/e2e/scenarios/uas.xml}: C{answer*} phones answer the leg and every
 join re-INVITE and never hang up), sends N REQUESTs at C{--rate} per second
 (user1 C{answer<n>}, user2 C{answer-<n>}, duration one day), waits until the
-server has logged all N joins, then waits C{--settle} seconds (sippy keeps
-every message it sent or received 32 to 64 s for retransmissions; that
-memory is not the callback's) and prints:
+server has logged all N joins, then waits C{--settle} seconds (the SIP
+stack keeps what answers a retransmission 32 to 36 s, sippy an ended
+dialog 32 s; that memory is not the callback's) and prints:
 
   - RSS before the first REQUEST and with N joined callbacks held, and the
     difference per joined callback (KiB)
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=70.0,
         help="seconds between the last join and the RSS reading (70: past"
-        " sippy's 32-64 s message caches)",
+        " the 32-36 s retransmission cache)",
     )
     parser.add_argument(
         "--idle", type=float, default=10.0, help="seconds of idle CPU measured (10)"

@@ -347,6 +347,24 @@ class RequestTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertIsNone(self.successResultOf(finished))
 
+    def test_reportingBugLogged(self) -> None:
+        """
+        A bug while reporting the end (here a result without a duration) is
+        logged as a failure of the IIF protocol, never left unhandled, and
+        no RESPONSE is made up.
+        """
+        protocol, transport, manager, _ = makeProtocol()
+        protocol.datagramReceived(REQUEST, PEER)
+        finished: Deferred = manager.calls[0].finished
+        finished.callback(object())
+        self.assertEqual(transport.written, [(ACK_OK, PEER)])
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+        [event] = _events(
+            self.observer, "IIF callback {callbackId}: error in the IIF protocol"
+        )
+        self.assertEqual(event["callbackId"], "1234")
+        self.assertIsNone(self.successResultOf(finished))
+
     def test_concurrentCallbacks(self) -> None:
         """
         Different ids are independent callbacks, each answered with its own RESPONSE.

@@ -291,6 +291,145 @@ class RetransmissionTests(SynchronousTestCase):
         )
 
 
+class RetransmitCacheTests(SynchronousTestCase):
+    """
+    Retransmissions answered from the transaction manager's cache: the same
+    bytes as the first answer, to the same address, for 64*T1 = 32 s (RFC
+    3261 13.2.2.4, 17.2.2).
+    """
+
+    def setUp(self) -> None:
+        from tests.siphelpers import FarEnd
+
+        self.clock, self.stack = startStack(self)
+        self.listener = RecordingListener()
+        self.far = FarEnd()
+        offer = SdpSession("127.0.0.1").offer("127.0.0.1", 40000)
+        self.leg = self.stack.dial("100", FAR_ROUTE, offer, self.listener, 60, "t/leg1")
+        self.invite = self.clock.sent[0].data
+
+    def sentSince(self, count: int) -> list:
+        return [(s.data, s.addr) for s in self.clock.sent[count:]]
+
+    def test_2xxRetransmissionAcked(self) -> None:
+        """
+        A 200 to our INVITE retransmitted up to 32 s after the first gets
+        the very ACK sent for the first, and nothing reaches the leg again;
+        once no retransmission may come any more, a late copy is dropped.
+        """
+        from tests.siphelpers import farSdp
+
+        ok = self.far.response(self.invite, 200, "OK", farSdp())
+        start = self.clock.seconds()
+        self.clock.deliver(ok)
+        self.clock.settle()
+        (ack,) = [(s.data, s.addr) for s in self.clock.sent if s.method == "ACK"]
+        events = list(self.listener.events)
+        for at in (0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5, 32.0):
+            runUntil(self.clock, start + at)
+            count = len(self.clock.sent)
+            self.clock.deliver(ok)
+            self.clock.settle()
+            self.assertEqual(self.sentSince(count), [ack], f"at {at} s")
+        self.assertEqual(self.listener.events, events)
+        runUntil(self.clock, start + 36.5)
+        count = len(self.clock.sent)
+        self.clock.deliver(ok)
+        self.clock.settle()
+        self.assertEqual(self.sentSince(count), [])
+        self.assertEqual(self.listener.events, events)
+
+    def test_requestRetransmissionAnswered(self) -> None:
+        """
+        The far end's BYE retransmitted up to 32 s after the first gets the
+        very 200 sent for the first, though the leg has ended.
+        """
+        from tests.siphelpers import farSdp
+
+        self.clock.deliver(self.far.response(self.invite, 200, "OK", farSdp()))
+        self.clock.settle()
+        target = f"sip:1000@127.0.0.1:{self.stack.port}"
+        bye = self.far.inDialog("BYE", self.invite, 1, target)
+        start = self.clock.seconds()
+        count = len(self.clock.sent)
+        self.clock.deliver(bye)
+        self.clock.settle()
+        (answer,) = self.sentSince(count)
+        self.assertTrue(answer[0].startswith("SIP/2.0 200 OK"))
+        self.assertEqual(len(self.listener.ends), 1)
+        for at in (0.5, 4.5, 16.5, 31.9):
+            runUntil(self.clock, start + at)
+            count = len(self.clock.sent)
+            self.clock.deliver(bye)
+            self.clock.settle()
+            self.assertEqual(self.sentSince(count), [answer], f"at {at} s")
+        self.assertEqual(len(self.listener.ends), 1)
+
+    def test_cacheEntries(self) -> None:
+        """
+        The cache gives back the text and address it was given, whatever
+        the characters, for 32 to 36 s of its 4-s steps; an entry without
+        text is one to ignore.
+        """
+        from sippy.SipTransactionManager import SipTMRetransmitO
+
+        from callback_tw.sip.adapter.transactions import RetransmitCache
+
+        cache = RetransmitCache()
+        server = object()
+        text = 'BYE sip:x SIP/2.0\r\nFrom: "Zoë 日本" <sip:1@h>\r\n\r\n'
+        cache[b"k1"] = SipTMRetransmitO(server, text, ("10.0.0.1", 5060))
+        cache[b"k2"] = SipTMRetransmitO()
+        entry = cache.get(b"k1")
+        self.assertEqual(
+            (entry.userv, entry.data, entry.address), (server, text, ("10.0.0.1", 5060))
+        )
+        self.assertIsNone(cache.get(b"k2").data)
+        cache[b"k4"] = SipTMRetransmitO(server, "x" * 40, ("10.0.0.1", 5060))
+        self.assertEqual(cache.get(b"k4").data, "x" * 40)
+        self.assertIs(cache.get(b"k4").address, entry.address)
+        self.assertIsNone(cache.get(b"k3"))
+        for _ in range(8):  # 32 s
+            cache.rotate()
+        self.assertEqual(cache.get(b"k1").data, text)
+        cache.rotate()  # 36 s
+        self.assertEqual(
+            (cache.get(b"k1"), cache.get(b"k2"), len(cache)), (None,) * 2 + (0,)
+        )
+
+    def test_consumers(self) -> None:
+        """
+        The dialogs taking a Call-ID's requests are registered and removed
+        as in sippy: a removal keeps the others, an unknown one raises and
+        keeps them all, the last one removed leaves no entry.
+        """
+        tm = self.stack._tm
+        first, second = object(), object()
+        tm.regConsumer(first, "cid-1")
+        tm.regConsumer(second, "cid-1", compact=True)
+        self.assertEqual(
+            [(c.cobj, c.compact) for c in tm.req_consumers["cid-1"]],
+            [(first, False), (second, True)],
+        )
+        tm.unregConsumer(first, "cid-1")
+        self.assertRaises(IndexError, tm.unregConsumer, first, "cid-1")
+        self.assertEqual([c.cobj for c in tm.req_consumers["cid-1"]], [second])
+        tm.unregConsumer(second, "cid-1")
+        self.assertNotIn("cid-1", tm.req_consumers)
+
+    def test_provisionalRetransmissionIgnored(self) -> None:
+        """A 180 received twice rings once and is not answered."""
+        ringing = self.far.response(self.invite, 180, "Ringing")
+        self.clock.deliver(ringing)
+        self.clock.settle()
+        count = len(self.clock.sent)
+        self.clock.advance(2)
+        self.clock.deliver(ringing)
+        self.clock.settle()
+        self.assertEqual(self.listener.events, [("ringing",)])
+        self.assertEqual(self.sentSince(count), [])
+
+
 class WriteRetryTests(SynchronousTestCase):
     """A datagram the kernel has no room for (EAGAIN) is written again shortly."""
 

@@ -460,12 +460,7 @@ class IIFProtocol(RepeatAnswering, ResponseSending, DatagramProtocol):
         self._log.debug("IIF REQUEST {callbackId} accepted", callbackId=callbackId)
         for dest, owner in answers:
             self._send(formatAck(callbackId, True), dest, owner)
-        call.finished.addCallbacks(
-            self._finishedOk,
-            self._finishedError,
-            callbackArgs=(request, addr, peer),
-            errbackArgs=(request, addr, peer),
-        ).addErrback(self._bug, callbackId)
+        call.finished.addBoth(self._finished, request, addr, peer)
 
     def _start(
         self, request: Request, duration: int, addr: _Address, peer: Peer

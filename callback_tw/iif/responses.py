@@ -135,6 +135,25 @@ class ResponseSending:
         for record in queued:
             self.resendResponse(record)
 
+    def _finished(
+        self, result: Any, request: Request, source: _Address, peer: Peer
+    ) -> Deferred | None:
+        """
+        The callback of C{request} has ended (C{result}) or failed: report
+        it. One callback with one argument tuple on the call's C{finished}
+        (not a callback, an errback and a third for a bug in them): it
+        waits as long as the callback is held, hours, by thousands.
+        """
+        try:
+            if isinstance(result, Failure):
+                ended = self._finishedError(result, request, source, peer)
+            else:
+                ended = self._finishedOk(result, request, source, peer)
+        except Exception:
+            self._bug(Failure(), request.callbackId)
+            return None
+        return ended.addErrback(self._bug, request.callbackId)
+
     def _finishedOk(
         self, result: Any, request: Request, source: _Address, peer: Peer
     ) -> Deferred:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import sys
+import zlib
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import sippy.SipTransactionManager as _sippyTM
-from sippy.SipTransactionManager import SipTransactionManager
+from sippy.SipTransactionManager import SipTMRetransmitO, SipTransactionManager
 from sippy.Time.Timeout import Timeout
 from sippy.Udp_server import Udp_server_opts
 from twisted.logger import Logger
@@ -24,7 +26,7 @@ from callback_tw.sip.adapter.trace import SipTraceLogger
 from callback_tw.sip.adapter.transport import ReactorUdpServer
 from callback_tw.sip.guard import printable
 
-__all__ = ["ReactorTransactionManager", "startTransactionManager"]
+__all__ = ["ReactorTransactionManager", "RetransmitCache", "startTransactionManager"]
 
 _log = Logger(namespace="callback_tw.sip")
 
@@ -70,6 +72,133 @@ def _badStatusLine(text: str) -> str | None:
     if not 100 <= code <= 699:
         return f"status code {code}"
     return None
+
+
+#: RFC 3261 64*T1 (Timers B, F, H and J and a UAS's 2xx retransmissions):
+#: how long after a message its retransmissions may still arrive.
+CACHE_LIFETIME = 32.0
+
+#: how often L{RetransmitCache} drops its oldest part: an entry lives
+#: between C{CACHE_LIFETIME} and C{CACHE_LIFETIME + CACHE_STEP}.
+CACHE_STEP = 4.0
+
+
+#: what the messages a retransmission is answered with (ACKs, responses)
+#: have in common: the dictionary L{_Retransmit} compresses them with.
+_ZDICT = (
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP ;received=;rport;branch=z9hG4bK"
+    b"\r\nMax-Forwards: 70\r\nFrom: <sip:@>;tag=\r\nTo: <sip:@>;tag="
+    b"\r\nCall-ID: \r\nCSeq: BYE\r\nCSeq: ACK\r\nContact: <sip:@;transport=udp>"
+    b"\r\nRoute: <sip:;lr>\r\nServer: callback_tw\r\nUser-Agent: callback_tw"
+    b"\r\nContent-Length: 0\r\n\r\nACK sip:"
+)
+
+#: zlib's settings for L{_Retransmit}: a 1 KiB window and little state
+#: (a message is a few hundred bytes), no header.
+_WBITS = -10
+_MEMLEVEL = 2
+
+
+class _Retransmit:
+    """
+    What answers a retransmission: the bytes sent back, compressed (a third
+    of their size, ~10 us), and where, in slots (sippy's
+    L{SipTMRetransmitO} has a dictionary and a Call-ID nobody reads).
+    Nearly all are never read: they wait for a retransmission that a lost
+    datagram would cause.
+    """
+
+    __slots__ = ("userv", "_packed", "address", "lossemul")
+
+    def __init__(self, userv: Any, data: str, address: Any, lossemul: Any) -> None:
+        self.userv = userv
+        packer = zlib.compressobj(6, zlib.DEFLATED, _WBITS, _MEMLEVEL, zdict=_ZDICT)
+        self._packed = packer.compress(data.encode()) + packer.flush()
+        self.address = address
+        self.lossemul = lossemul
+
+    @property
+    def data(self) -> str:
+        """The text sent, as sippy cached it."""
+        unpacker = zlib.decompressobj(_WBITS, zdict=_ZDICT)
+        return unpacker.decompress(self._packed).decode()
+
+
+#: the entry of a message whose retransmissions are ignored (a provisional
+#: response, an ACK...): one object for all of them, sippy reads only its
+#: C{data}, None.
+_IGNORE = SipTMRetransmitO()
+
+
+class RetransmitCache:
+    """
+    sippy's C{l1rcache}: the answer to a retransmission, by the checksum of
+    the message retransmitted (the ACK sent for a 2xx, the response sent for
+    a request, or nothing for a message to ignore), kept for
+    C{CACHE_LIFETIME} to C{CACHE_LIFETIME + CACHE_STEP} seconds.
+
+    sippy keeps two dictionaries swapped every 32 s, so an entry lives 32 to
+    64 s, every message of the last minute at once; this keeps what the RFC
+    needs and no more, in small entries (L{_Retransmit}, one shared
+    C{_IGNORE}): a server setting up callbacks holds every message's entry
+    at its busiest moment, and what it holds then stays its size.
+    """
+
+    __slots__ = ("_parts", "_addresses")
+
+    def __init__(
+        self, lifetime: float = CACHE_LIFETIME, step: float = CACHE_STEP
+    ) -> None:
+        # The newest part takes entries for one step, then it is one of the
+        # lifetime / step older ones, then dropped.
+        self._parts: deque[dict[bytes, Any]] = deque(
+            [{}], maxlen=round(lifetime / step) + 1
+        )
+        # The newest part's addresses, one tuple each: the answers of a
+        # step mostly go to the same few peers (a proxy, a trunk).
+        self._addresses: dict[Any, Any] = {}
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        for part in reversed(self._parts):
+            entry = part.get(key)
+            if entry is not None:
+                return entry
+        return default
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.get(key) is not None
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._parts)
+
+    def __setitem__(self, key: bytes, entry: Any) -> None:
+        if entry.data is None:
+            entry = _IGNORE
+        elif type(entry) is not _Retransmit:
+            address = self._addresses.setdefault(entry.address, entry.address)
+            entry = _Retransmit(entry.userv, entry.data, address, entry.lossemul)
+        self._parts[-1][key] = entry
+
+    def rotate(self) -> None:
+        """One step later: the oldest entries are dropped."""
+        self._parts.append({})
+        self._addresses = {}
+
+
+class _Consumer:
+    """
+    sippy's C{SipTransactionConsumer} (the dialog that takes the requests
+    of a Call-ID) in slots: one is kept for the life of every dialog.
+    """
+
+    __slots__ = ("cobj", "compact")
+
+    def __init__(self, cobj: Any, compact: bool) -> None:
+        self.cobj = cobj
+        self.compact = compact
+
+    def cleanup(self) -> None:
+        self.cobj = None
 
 
 class ReactorTransactionManager(SipTransactionManager):
@@ -124,6 +253,52 @@ class ReactorTransactionManager(SipTransactionManager):
     def __init__(self, global_config: dict[str, Any], req_cb: Any = None) -> None:
         super().__init__(global_config, req_cb)
         self.logLimiter = LogLimiter(global_config["_reactor"])
+        # sippy's two caches swapped every 32 s: one cache of our own
+        # instead (RetransmitCache), its second one left empty.
+        self.l1rcache = RetransmitCache()
+        self.l2rcache = {}
+        self._rotations = 0
+        self.cp_timer.cancel()
+        self.cp_timer = Timeout(self.rCachePurge, CACHE_STEP, -1)
+
+    def regConsumer(self, consumer: Any, call_id: str, compact: bool = False) -> None:
+        """
+        C{consumer} takes the requests of C{call_id}. sippy keeps a list
+        and a consumer object with a dictionary per Call-ID, for the life of
+        the dialog; here a tuple (there is one consumer per Call-ID but for
+        a moment) of L{_Consumer}s, read as sippy reads them.
+        """
+        entry = _Consumer(consumer, compact)
+        self.req_consumers[call_id] = self.req_consumers.get(call_id, ()) + (entry,)
+
+    def unregConsumer(self, consumer: Any, call_id: str) -> None:
+        """C{consumer} no longer takes the requests of C{call_id}, as in sippy."""
+        consumers = self.req_consumers.pop(call_id)
+        for index, cons in enumerate(consumers):
+            if cons.cobj != consumer:
+                continue
+            kept = consumers[:index] + consumers[index + 1 :]
+            if kept:
+                self.req_consumers[call_id] = kept
+            cons.cleanup()
+            return
+        self.req_consumers[call_id] = consumers
+        raise IndexError(
+            f"unregConsumer: consumer {consumer} for call-id {call_id}"
+            " is not registered"
+        )
+
+    def rCachePurge(self) -> None:
+        """
+        Every C{CACHE_STEP}: the retransmission cache drops its oldest
+        entries; sippy's cache of local addresses by remote one turns
+        over every C{CACHE_LIFETIME}, as sippy does it.
+        """
+        self.l1rcache.rotate()
+        self._rotations += 1
+        if self._rotations * CACHE_STEP >= CACHE_LIFETIME:
+            self._rotations = 0
+            self.l4r.rotateCache()
 
     def handleIncoming(self, data_in: Any, ra: Any, server: Any, rtime: Any) -> None:
         """
