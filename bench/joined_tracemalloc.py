@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """
 What a held joined callback keeps, by source line (not a test; run it
-under the benchmark lock all the same, it takes a core): the whole server (L{callback_tw.tap.buildService}) on a
-fake reactor and fake UDP ports, an in-memory store, N REQUESTs whose legs
+under the benchmark lock all the same, it takes a core): the whole server
+(L{callback_tw.tap.buildService}) on a fake reactor and fake UDP ports, an in-memory store, N REQUESTs whose legs
 a scripted far end answers (INVITE and join re-INVITE: 200 with SDP), then
 70 s of fake time past the 32-36 s retransmission cache, then a tracemalloc
 comparison with the moment before the first REQUEST.
@@ -106,7 +106,7 @@ class Harness:
     def answerAll(self) -> None:
         """Answer every new INVITE sent since the last call: 200 with an SDP."""
         written, self.sip.written[:] = list(self.sip.written), []
-        for data, addr in written:
+        for data, _addr in written:
             text = data.decode()
             if not text.startswith("INVITE "):
                 continue
@@ -227,7 +227,8 @@ def main() -> int:
     )
     for s in stats[: options.top]:
         frame = s.traceback[0]
-        where = f"{frame.filename.split('site-packages/')[-1].replace(str(REPO_ROOT) + '/', '')}"
+        name = frame.filename.split("site-packages/")[-1]
+        where = name.replace(str(REPO_ROOT) + "/", "")
         if options.by == "lineno":
             where += f":{frame.lineno}"
         print(f"{s.size_diff / per:8.0f} B {s.count_diff / per:6.2f}  {where}")
