@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """
-What a held joined callback keeps, by source line (not a test; run it
-under the benchmark lock all the same, it takes a core): the whole server
+What a held joined callback keeps, by source line (not a test; run it under
+the benchmark lock all the same, it takes a core): the whole server
 (L{callback_tw.tap.buildService}) on a fake reactor and fake UDP ports, an
 in-memory store, N REQUESTs whose legs a scripted far end answers (INVITE
-and join re-INVITE: 200 with SDP), then 70 s of fake time past the 32-36 s retransmission cache, then a tracemalloc
-comparison with the moment before the first REQUEST.
+and join re-INVITE: 200 with SDP), then 70 s of fake time past the 32-36 s
+retransmission cache, then a tracemalloc comparison with the moment before
+the first REQUEST.
 
     flock /tmp/bench.lock python3 bench/joined_tracemalloc.py --calls 500 --top 30
 
