@@ -124,6 +124,44 @@ class CallbackStoreTests(SynchronousTestCase):
             },
         )
 
+    def test_oneHeartbeatWaitsAtATime(self) -> None:
+        """
+        While the store holds a heartbeat back (down), the ticks after it
+        queue nothing more; when it fails, one warning says so, and the
+        next tick writes again.
+        """
+        from twisted.internet.defer import Deferred
+        from twisted.logger import globalLogPublisher
+
+        from callback_tw.store.errors import StoreUnavailable
+
+        waiting: list[Deferred] = []
+
+        class HeldStore:
+            def heartbeat(self) -> Deferred:
+                d: Deferred = Deferred()
+                waiting.append(d)
+                return d
+
+        manager = CallbackManager(
+            self.dialer, FakeMedia(), 10, 3600, self.clock, store=HeldStore()
+        )
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for _ in range(3600):
+            manager.heartbeat()
+            self.clock.advance(1)
+        self.assertEqual(len(waiting), 1)
+        waiting[0].errback(StoreUnavailable("store sqlite:///x.db is closed"))
+        warnings = [e for e in events if "heartbeat not stored" in e["log_format"]]
+        self.assertEqual(len(warnings), 1)
+        manager.heartbeat()
+        self.assertEqual(len(waiting), 2)
+        waiting[1].callback(None)
+        manager.heartbeat()
+        self.assertEqual(len(waiting), 3)
+
     def test_heartbeatWhileJoined(self) -> None:
         """
         The manager's heartbeat writes the server's time once, however many

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -86,6 +87,8 @@ class CallbackManager:
         # Ids admitted and being committed: they hold a max_calls slot.
         self._reserved: set[str] = set()
         self._stopping = False
+        # The heartbeat not yet committed, if any (see heartbeat).
+        self._heartbeat: Deferred | None = None
 
     @property
     def active(self) -> dict[str, CallbackCall]:
@@ -183,15 +186,26 @@ class CallbackManager:
         per callback: after a crash, a joined callback's real_duration counts
         from its join up to the last heartbeat, whatever the number of calls
         held.
+
+        While one heartbeat waits for the store (the database is down), the
+        next ones are skipped rather than queued: an outage of an hour would
+        otherwise pile up 3 600 waiters on the one queued write, and as many
+        warnings when it fails.  The next tick after it is committed writes
+        the time again.
         """
-        if self.store is None:
+        if self.store is None or self._heartbeat is not None:
             return
-        self.store.heartbeat().addErrback(self._heartbeatFailed)
+        d = self._heartbeat = self.store.heartbeat()
+        d.addErrback(self._heartbeatFailed)
+        d.addBoth(self._heartbeatDone)
 
     def _heartbeatFailed(self, failure: Failure) -> None:
         self._log.warn(
             "heartbeat not stored ({error})", error=failure.getErrorMessage()
         )
+
+    def _heartbeatDone(self, ignored: Any) -> None:
+        self._heartbeat = None
 
     def _counted(self, result: Any) -> Any:
         self._metrics.callbackFinished(result)
